@@ -1,0 +1,1 @@
+"""opensipy's modules: one package per module (``loadmodule "name.so"``)."""

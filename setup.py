@@ -1,0 +1,61 @@
+"""opensipy package: the core (opensipy/), the modules (modules/, installed as
+the package ``opensipy_modules``) and the C extensions built by cffi from
+native/."""
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "opensipy", "__init__.py")) as f:
+    VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+# Each native library has its own cffi build script; list only those that
+# exist so that the tree stays installable while a library is being added.
+CFFI_MODULES = [
+    f"native/{name}:ffibuilder"
+    for name in ("build_sipparser.py", "build_shm.py")
+    if os.path.exists(os.path.join(HERE, "native", name))
+]
+
+modules_pkgs = ["opensipy_modules"] + [
+    "opensipy_modules." + p for p in find_packages("modules")
+]
+
+setup(
+    name="opensipy",
+    version=VERSION,
+    description="A multiprocess pre-fork SIP server in Python, modelled on OpenSIPS",
+    long_description=open(os.path.join(HERE, "README.md")).read(),
+    long_description_content_type="text/markdown",
+    license="GPL-2.0-or-later",
+    python_requires=">=3.9",
+    packages=find_packages(include=["opensipy", "opensipy.*"]) + modules_pkgs,
+    package_dir={"opensipy_modules": "modules"},
+    package_data={
+        "opensipy_modules": ["*/README.md"],
+    },
+    data_files=[("etc/opensipy", ["etc/opensipy/opensipy.cfg"])],
+    setup_requires=["cffi>=1.15"],
+    cffi_modules=CFFI_MODULES,
+    install_requires=[
+        "cffi>=1.15",
+        "setproctitle>=1.3",
+        "psutil>=5.9",
+        "multiprocess>=0.70",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "pytest-benchmark>=4",
+            "pytest-timeout>=2.1",
+            "hypothesis>=6",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "opensipy=opensipy.cli:main",
+            "opensipyctl=opensipy.ctl.main:main",
+        ],
+    },
+)
