@@ -52,6 +52,7 @@ class SocketInfo:
     af: int = _socket.AF_INET
     sock: Any = None          # the bound socket, opened before fork
     workers: Optional[int] = None
+    port_given: bool = True   # False: the protocol module's default applies
 
     @property
     def name(self) -> str:
@@ -92,10 +93,18 @@ def parse_socket(text: str) -> SocketInfo:
             raise ValueError(f"cannot resolve {host!r}: {e}") from None
         af, _, _, _, sa = infos[0]
         host = sa[0]
-    si = SocketInfo(proto, host, port, af=af, workers=workers)
+    si = SocketInfo(proto, host, port, af=af, workers=workers,
+                    port_given=_has_port(t))
     if adv:
         si.adv_host, si.adv_port = _split_hostport(adv, port)
     return si
+
+
+def _has_port(t: str) -> bool:
+    t = t.strip()
+    if t.startswith("["):
+        return "]:" in t
+    return t.count(":") == 1
 
 
 def _split_hostport(t: str, default_port: int):

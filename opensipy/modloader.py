@@ -31,6 +31,26 @@ BUILTIN_PACKAGE = "opensipy_modules"
 EXT_PACKAGE = "opensipy_ext_modules"
 
 
+def _source_tree_modules() -> None:
+    """Running from a source tree without an install: the modules/ folder
+    beside the opensipy package serves as the installed modules."""
+    if importlib.util.find_spec(BUILTIN_PACKAGE) is not None:
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    folder = os.path.join(os.path.dirname(here), "modules")
+    if not os.path.isfile(os.path.join(folder, "__init__.py")):
+        return
+    spec = importlib.util.spec_from_file_location(
+        BUILTIN_PACKAGE, os.path.join(folder, "__init__.py"),
+        submodule_search_locations=[folder])
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules[BUILTIN_PACKAGE] = pkg
+    spec.loader.exec_module(pkg)
+
+
+_source_tree_modules()
+
+
 @dataclass
 class LoadedModule:
     name: str
@@ -208,8 +228,6 @@ def import_module(name: str, folder: Optional[str]):
         pkg.__path__ = []
         sys.modules[EXT_PACKAGE] = pkg
     full = f"{EXT_PACKAGE}.{name}"
-    if full in sys.modules:
-        return sys.modules[full]
     spec = importlib.util.spec_from_file_location(
         full, os.path.join(folder, "__init__.py"),
         submodule_search_locations=[folder])

@@ -1,0 +1,1 @@
+"""Transports: listening sockets and the receive loops."""

@@ -1,0 +1,49 @@
+"""UDP sockets: opened in the attendant before fork, read by the receivers.
+
+Every receiver of a socket blocks in ``recvfrom`` on the same inherited
+socket; the kernel hands each datagram to one of them.  The loop is the hot
+path: receive, hand the bytes to the core, repeat.
+"""
+from __future__ import annotations
+
+import socket
+
+from .. import log
+
+MAX_DATAGRAM = 65535
+
+
+def open_udp(si, rcvbuf: int = 0) -> socket.socket:
+    """Bind si (a config.SocketInfo); port 0 picks a free port, written back
+    into si.port.  rcvbuf > 0 sets SO_RCVBUF (the kernel doubles it)."""
+    sock = socket.socket(si.af, socket.SOCK_DGRAM)
+    try:
+        if si.af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if rcvbuf > 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((si.host, si.port))
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"cannot bind {si.name}: {e.strerror}") \
+            from None
+    si.port = sock.getsockname()[1]
+    si.sock = sock
+    return sock
+
+
+def udp_rcv_loop(si, handler) -> None:
+    """Receive forever on si, calling handler(buf, src, si) per datagram.
+    A handler that raises is logged; the receiver goes on."""
+    recv = si.sock.recvfrom
+    while True:
+        try:
+            buf, src = recv(MAX_DATAGRAM)
+        except InterruptedError:
+            continue
+        try:
+            handler(buf, src, si)
+        except Exception as e:  # one bad message must not kill the receiver
+            log.LM_ERR(f"error while processing a message from "
+                       f"{src[0]}:{src[1]} on {si.name}: "
+                       f"{type(e).__name__}: {e}")

@@ -1,0 +1,31 @@
+"""The sd_notify protocol without libsystemd: one datagram to $NOTIFY_SOCKET.
+
+systemd gives a ``Type=notify`` service the path of a unix datagram socket in
+``NOTIFY_SOCKET`` (a leading ``@`` means the abstract namespace).  We send
+``READY=1`` once every process finished its initialisation, ``STOPPING=1``
+when shutdown starts, and ``STATUS=...`` lines for ``systemctl status``.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from . import log
+
+
+def notify(state: str, env=None) -> bool:
+    """Send one notification; False when not under systemd or on error."""
+    env = os.environ if env is None else env
+    addr = env.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+        return True
+    except OSError as e:
+        log.LM_WARN(f"sd_notify to {env.get('NOTIFY_SOCKET')!r} failed: {e}")
+        return False
