@@ -226,7 +226,7 @@ class Attendant:
         self._plan_slots()
 
     def _timer_route_runner(self, fn):
-        from .script import run_route_without_msg
+        from .receive import run_route_without_msg
 
         def run(ticks, param):
             run_route_without_msg(fn)
