@@ -1,0 +1,220 @@
+"""Timers, as OpenSIPS's timer.h has them.
+
+Modules register handlers while ``mod_init`` runs (the core calls
+:func:`open_registration` before the ``mod_init`` calls and
+:func:`close_registration` after them; outside that window registering
+raises :class:`TimerError` naming the timer)::
+
+    register_timer(name, fn, param, seconds, flags=0)
+    register_utimer(name, fn, param, microseconds, flags=0)
+
+The timer process that the core forks runs :func:`timer_process_loop`,
+which never returns.  A handler is called as ``fn(ticks, param)``: ``ticks``
+is :func:`get_ticks` (seconds since the server started) for a timer and
+:func:`get_uticks` (microseconds) for a utimer.  The schedule uses the
+monotonic clock; the start time is the arena's creation time, kept in
+shared memory, so every process counts ticks from the same origin.  The
+first run of a handler comes one interval after the loop starts.
+
+When a handler runs late (it, or another handler, took longer than the
+interval), the flags decide:
+
+* default (no flag): the schedule is kept: every missed tick is still run,
+  back to back, until the handler is on time again (a burst);
+* ``TIMER_FLAG_SKIP_ON_DELAY``: missed ticks are dropped; the next run is
+  the first tick of the original schedule that is still in the future;
+* ``TIMER_FLAG_DELAY_ON_DELAY``: the schedule moves: the next run is one
+  interval after the late run finished.
+
+A handler that raises is logged (``LM_ERR`` with the traceback) and keeps
+its schedule; the loop goes on.  All handlers run in the one timer
+process, so a slow handler delays the others (no timer worker processes).
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Callable, List, Optional
+
+from . import log
+
+__all__ = [
+    "TIMER_FLAG_SKIP_ON_DELAY", "TIMER_FLAG_DELAY_ON_DELAY", "TimerError",
+    "register_timer", "register_utimer", "open_registration",
+    "close_registration", "registration_open", "get_ticks", "get_uticks",
+    "timer_process_loop", "list_timers",
+]
+
+TIMER_FLAG_SKIP_ON_DELAY = 1 << 1
+TIMER_FLAG_DELAY_ON_DELAY = 1 << 2
+_KNOWN_FLAGS = TIMER_FLAG_SKIP_ON_DELAY | TIMER_FLAG_DELAY_ON_DELAY
+
+
+class TimerError(Exception):
+    pass
+
+
+class Timer:
+    """A registered timer (exposed read-only for MI listings)."""
+    __slots__ = ("name", "fn", "param", "interval_ns", "flags", "is_utimer",
+                 "next_due", "runs", "skipped", "errors")
+
+    def __init__(self, name, fn, param, interval_ns, flags, is_utimer):
+        self.name = name
+        self.fn = fn
+        self.param = param
+        self.interval_ns = interval_ns
+        self.flags = flags
+        self.is_utimer = is_utimer
+        self.next_due = 0
+        self.runs = 0
+        self.skipped = 0
+        self.errors = 0
+
+    def __repr__(self):
+        kind = "utimer" if self.is_utimer else "timer"
+        return f"<{kind} {self.name} every {self.interval_ns / 1e9:g}s>"
+
+
+_timers: List[Timer] = []
+_open = False
+
+
+def open_registration() -> None:
+    global _open
+    _open = True
+
+
+def close_registration() -> None:
+    global _open
+    _open = False
+
+
+def registration_open() -> bool:
+    return _open
+
+
+def _register(name, fn, param, interval_ns, flags, is_utimer, unit):
+    kind = "utimer" if is_utimer else "timer"
+    if not _open:
+        raise TimerError(f"cannot register {kind} '{name}': timers are "
+                         f"registered only while mod_init runs")
+    if not callable(fn):
+        raise TimerError(f"{kind} '{name}': handler is not callable")
+    if interval_ns <= 0:
+        raise TimerError(f"{kind} '{name}': the interval must be at least "
+                         f"1 {unit}")
+    if flags & ~_KNOWN_FLAGS:
+        raise TimerError(f"{kind} '{name}': unknown flags {flags:#x}")
+    if (flags & _KNOWN_FLAGS) == _KNOWN_FLAGS:
+        raise TimerError(f"{kind} '{name}': SKIP_ON_DELAY and DELAY_ON_DELAY "
+                         f"exclude each other")
+    t = Timer(name, fn, param, interval_ns, flags, is_utimer)
+    _timers.append(t)
+    return t
+
+
+def register_timer(name: str, fn: Callable[[int, Any], Any], param: Any,
+                   seconds: int, flags: int = 0) -> Timer:
+    """Run ``fn(ticks, param)`` every ``seconds`` (a positive integer)."""
+    if int(seconds) != seconds:
+        raise TimerError(f"timer '{name}': seconds must be an integer "
+                         f"(use register_utimer for less)")
+    return _register(name, fn, param, int(seconds) * 1_000_000_000, flags,
+                     False, "second")
+
+
+def register_utimer(name: str, fn: Callable[[int, Any], Any], param: Any,
+                    microseconds: int, flags: int = 0) -> Timer:
+    """Run ``fn(uticks, param)`` every ``microseconds``."""
+    return _register(name, fn, param, int(microseconds) * 1000, flags, True,
+                     "microsecond")
+
+
+def list_timers() -> List[Timer]:
+    return list(_timers)
+
+
+def _reset_for_tests() -> None:
+    """TEST ONLY: forget every timer and close registration."""
+    global _open
+    _timers.clear()
+    _open = False
+
+
+# ------------------------------------------------------------------ ticks
+
+_local_start = time.monotonic_ns()
+
+
+def _start_ns() -> int:
+    from . import shm
+    if shm.is_initialised():
+        return shm.start_ns()
+    return _local_start
+
+
+def get_ticks() -> int:
+    """Seconds since the server started (the same in every process)."""
+    return (time.monotonic_ns() - _start_ns()) // 1_000_000_000
+
+
+def get_uticks() -> int:
+    """Microseconds since the server started."""
+    return (time.monotonic_ns() - _start_ns()) // 1000
+
+
+# ------------------------------------------------------------------- loop
+
+class Scheduler:
+    """Runs the due handlers; the clock is injectable (tests)."""
+
+    def __init__(self, timers, clock=time.monotonic_ns, start=None):
+        self.timers = list(timers)
+        self.clock = clock
+        now = clock() if start is None else start
+        for t in self.timers:
+            t.next_due = now + t.interval_ns
+
+    def _call(self, t: Timer) -> None:
+        ticks = get_uticks() if t.is_utimer else get_ticks()
+        try:
+            t.fn(ticks, t.param)
+        except Exception:
+            t.errors += 1
+            log.LM_ERR(f"timer handler '{t.name}' failed:\n"
+                       f"{traceback.format_exc()}")
+        t.runs += 1
+
+    def run_due(self) -> Optional[int]:
+        """Run each handler that is due once (earliest first); return the
+        clock value of the next due time (None without timers)."""
+        now = self.clock()
+        for t in sorted(self.timers, key=lambda t: t.next_due):
+            if t.next_due > now:
+                continue
+            self._call(t)
+            t.next_due += t.interval_ns
+            if t.flags & (TIMER_FLAG_SKIP_ON_DELAY | TIMER_FLAG_DELAY_ON_DELAY):
+                after = self.clock()
+                if t.next_due <= after:
+                    if t.flags & TIMER_FLAG_SKIP_ON_DELAY:
+                        missed = (after - t.next_due) // t.interval_ns + 1
+                        t.skipped += missed
+                        t.next_due += missed * t.interval_ns
+                    else:
+                        t.next_due = after + t.interval_ns
+            now = self.clock()
+        if not self.timers:
+            return None
+        return min(t.next_due for t in self.timers)
+
+
+def timer_process_loop() -> None:
+    """The timer process's body: never returns."""
+    sched = Scheduler(_timers)
+    while True:
+        nxt = sched.run_due()
+        delay = 1.0 if nxt is None else (nxt - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            time.sleep(min(delay, 1.0))
