@@ -182,7 +182,7 @@ class Attendant:
     # ------------------------------------------------------------ init
     def init(self) -> None:
         """mod_init of every module, fixups and compilation, sockets."""
-        from . import script as script_mod, timer
+        from . import script as script_mod, statistics, timer
         from .net import udp
         self._apply_log_settings()
         timer.open_registration()
@@ -215,6 +215,10 @@ class Attendant:
                                      seconds)
         finally:
             timer.close_registration()
+        statistics.register_net_sockets(
+            lambda: [(si.proto, si.host, si.port)
+                     for si in config.settings.sockets])
+        statistics.close_registration()
         for si in config.settings.sockets:
             proto_mod = self.registry.get(f"proto_{si.proto}")
             if not si.port_given and proto_mod is not None:
