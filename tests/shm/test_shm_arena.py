@@ -1,0 +1,203 @@
+"""Arena and allocator: blocks, accounting, exhaustion, cross-process free."""
+import random
+import struct
+
+import pytest
+
+from opensipy import shm
+from shm_forking import reap, run_children, spawn
+
+
+def used():
+    return shm.stats()["used_size"]
+
+
+def test_init_twice_is_an_error():
+    assert shm.is_initialised()
+    with pytest.raises(shm.ShmError, match="already"):
+        shm.shm_init(1 << 20)
+
+
+def test_block_buffer_is_writable_and_found_by_offset():
+    b = shm.shm_malloc(64, module="test_arena")
+    try:
+        struct.pack_into("<IQ", b.buffer, 0, 0xDEADBEEF, 12345678901)
+        same = shm.block_at(b.offset)
+        assert same.module == "test_arena"
+        assert same.size >= 64
+        assert struct.unpack_from("<IQ", same.buffer, 0) == (0xDEADBEEF,
+                                                            12345678901)
+        assert b.buffer.readonly is False and len(b.buffer) == 64
+    finally:
+        shm.shm_free(b)
+
+
+def test_accounting_adds_up_per_module():
+    before = shm.module_usage()
+    a = [shm.shm_malloc(100, "acc_a") for _ in range(10)]
+    b = [shm.shm_malloc(1000, "acc_b") for _ in range(3)]
+    mu = shm.module_usage()
+    assert mu["acc_a"] - before.get("acc_a", 0) == 10 * 112  # 16-aligned
+    assert mu["acc_b"] - before.get("acc_b", 0) == 3 * 1008
+    st = shm.stats()
+    assert sum(mu.values()) == st["used_size"]
+    assert st["real_used_size"] > st["used_size"]
+    assert st["free_size"] == st["total_size"] - st["real_used_size"]
+    assert st["max_used_size"] >= st["real_used_size"]
+    for x in a + b:
+        shm.shm_free(x)
+    assert shm.module_usage()["acc_a"] == before.get("acc_a", 0)
+    assert sum(shm.module_usage().values()) == used()
+    shm.check()
+
+
+def test_double_free_and_bad_pointer_are_refused():
+    b = shm.shm_malloc(32)
+    shm.shm_free(b)
+    with pytest.raises(shm.ShmError):
+        shm.shm_free(b)
+    with pytest.raises(shm.ShmError):
+        shm.shm_free(shm.ffi.cast("void *", shm.lib.shm_base_addr() + 8))
+    with pytest.raises(shm.ShmError):
+        shm.block_at(3)
+    with pytest.raises(shm.ShmError):
+        shm.shm_free(shm.ffi.new("char[64]"))
+    shm.check()
+
+
+def test_exhaustion_raises_and_the_arena_stays_usable():
+    base_used = used()
+    ht = shm.HashTable(16, "hog_ht")
+    ht.put(b"before", b"1")
+    held = []
+    size = 1 << 20
+    try:
+        while size >= 64:
+            try:
+                held.append(shm.shm_malloc(size, "hog"))
+            except shm.ShmOutOfMemory:
+                size //= 2
+        with pytest.raises(shm.ShmOutOfMemory, match="hog"):
+            shm.shm_malloc(1 << 20, "hog")
+        assert shm.stats()["free_size"] < (1 << 20)
+        shm.check()
+        # a hash table put fails cleanly too and the table stays as it was
+        with pytest.raises(shm.ShmOutOfMemory, match="hog_ht"):
+            ht.put(b"k", b"v" * 512)
+        with pytest.raises(shm.ShmOutOfMemory):
+            ht.put(b"before", b"2" * 512)
+        assert len(ht) == 1 and ht.get(b"before") == b"1"
+        assert ht.get(b"k") is None
+    finally:
+        for b in held:
+            shm.shm_free(b)
+    ht.put(b"k", b"v" * 512)
+    assert ht.get(b"k") == b"v" * 512
+    ht.destroy()
+    shm.check()
+    assert used() == base_used
+    # the whole space merged back: a large block fits again
+    big = shm.shm_malloc(16 << 20, "hog")
+    shm.shm_free(big)
+    shm.check()
+
+
+def test_realloc_keeps_content_and_failure_keeps_old_block():
+    b = shm.shm_malloc(40, "re")
+    b.buffer[:40] = bytes(range(40))
+    b2 = shm.shm_realloc(b, 5000)
+    assert bytes(b2.buffer[:40]) == bytes(range(40))
+    b3 = shm.shm_realloc(b2, 24)
+    assert bytes(b3.buffer[:24]) == bytes(range(24))
+    with pytest.raises(shm.ShmOutOfMemory):
+        shm.shm_realloc(b3, 1 << 40)
+    assert bytes(shm.block_at(b3.offset).buffer[:24]) == bytes(range(24))
+    shm.shm_free(b3)
+    shm.check()
+
+
+def test_random_alloc_free_keeps_arena_consistent():
+    rnd = random.Random(7)
+    base = used()
+    live = []
+    for step in range(4000):
+        if live and rnd.random() < 0.45:
+            shm.shm_free(live.pop(rnd.randrange(len(live))))
+        elif live and rnd.random() < 0.1:
+            i = rnd.randrange(len(live))
+            live[i] = shm.shm_realloc(live[i], rnd.choice((8, 300, 5000)))
+        else:
+            size = rnd.choice((1, 16, 17, 200, 1024, 1025, 4000, 70000))
+            b = shm.shm_malloc(size, rnd.choice(("r1", "r2")))
+            b.buffer[0:1] = b"x"
+            live.append(b)
+        if step % 500 == 0:
+            shm.check()
+            assert sum(shm.module_usage().values()) == used()
+    for b in live:
+        shm.shm_free(b)
+    shm.check()
+    assert used() == base
+
+
+def test_free_in_another_process():
+    base = used()
+    blocks = [shm.shm_malloc(256, "xproc") for _ in range(20)]
+    offsets = [b.offset for b in blocks]
+
+    def child_frees(_):
+        for b in blocks[:10]:          # inherited handles
+            shm.shm_free(b)
+        for off in offsets[10:]:       # or found again by offset
+            shm.shm_free(shm.block_at(off))
+
+    run_children(1, child_frees)
+    assert used() == base
+    for off in offsets:
+        with pytest.raises(shm.ShmError):
+            shm.block_at(off)
+    shm.check()
+
+
+def test_block_from_a_child_freed_by_the_parent():
+    base = used()
+    mailbox = shm.AtomicCounter(0, "xproc")
+
+    def child_allocates():
+        b = shm.shm_malloc(1000, "xproc")
+        b.buffer[:5] = b"hello"
+        mailbox.set(b.offset)
+
+    codes = reap([spawn(child_allocates)], 30)
+    assert list(codes.values()) == [0]
+    blk = shm.block_at(mailbox.get())
+    assert bytes(blk.buffer[:5]) == b"hello"
+    shm.shm_free(blk)
+    mailbox.destroy()
+    assert used() == base
+    shm.check()
+
+
+def test_parallel_alloc_free_from_four_processes():
+    base = used()
+
+    def worker(i):
+        rnd = random.Random(i)
+        live = []
+        for _ in range(3000):
+            if live and rnd.random() < 0.5:
+                b = live.pop(rnd.randrange(len(live)))
+                assert b.buffer[0] == i
+                shm.shm_free(b)
+            else:
+                b = shm.shm_malloc(rnd.choice((16, 100, 900, 3000)),
+                                   f"par{i}")
+                b.buffer[0] = i
+                live.append(b)
+        for b in live:
+            shm.shm_free(b)
+
+    run_children(4, worker, timeout=120)
+    shm.check()
+    assert used() == base
+    assert all(shm.module_usage()[f"par{i}"] == 0 for i in range(4))
