@@ -498,12 +498,18 @@ class Parser:
         if self.tok.is_op("("):
             self.advance()
             if not self.tok.is_op(")"):
-                args.append(self.expr())
+                # an empty argument (``f(a, , c)``) is an omitted one: None
+                args.append(self.call_arg())
                 while self.tok.is_op(","):
                     self.advance()
-                    args.append(self.expr())
+                    args.append(self.call_arg())
             self.expect_op(")", f"to close {name}(")
         return A.Call(t.loc, name, args)
+
+    def call_arg(self):
+        if self.tok.is_op(",") or self.tok.is_op(")"):
+            return None
+        return self.expr()
 
     # --- expressions -------------------------------------------------------
     def expr(self, level: int = 0):
