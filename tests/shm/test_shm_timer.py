@@ -1,0 +1,178 @@
+"""Timers: registration window, scheduling rules (fake clock), and the real
+timer process (forked, with generous tolerances: the box is shared)."""
+import os
+import signal
+import time
+
+import pytest
+
+from opensipy import shm
+from opensipy.timer import (TIMER_FLAG_DELAY_ON_DELAY,
+                            TIMER_FLAG_SKIP_ON_DELAY, Scheduler)
+from shm_forking import reap, spawn
+
+
+def test_registration_only_while_open(fresh_timers):
+    T = fresh_timers
+    with pytest.raises(T.TimerError, match="'early'"):
+        T.register_timer("early", lambda t, p: None, None, 1)
+    T.open_registration()
+    t = T.register_timer("ok", lambda t, p: None, "param", 2)
+    u = T.register_utimer("uok", lambda t, p: None, None, 250000,
+                          TIMER_FLAG_SKIP_ON_DELAY)
+    assert T.list_timers() == [t, u]
+    assert t.interval_ns == 2 * 10**9 and u.interval_ns == 250 * 10**6
+    with pytest.raises(T.TimerError, match="'zero'"):
+        T.register_timer("zero", lambda t, p: None, None, 0)
+    with pytest.raises(T.TimerError, match="integer"):
+        T.register_timer("frac", lambda t, p: None, None, 0.5)
+    with pytest.raises(T.TimerError, match="exclude"):
+        T.register_utimer("both", lambda t, p: None, None, 10,
+                          TIMER_FLAG_SKIP_ON_DELAY | TIMER_FLAG_DELAY_ON_DELAY)
+    with pytest.raises(T.TimerError, match="not callable"):
+        T.register_timer("nf", None, None, 1)
+    T.close_registration()
+    with pytest.raises(T.TimerError, match="'late'.*mod_init"):
+        T.register_utimer("late", lambda t, p: None, None, 1000)
+    assert len(T.list_timers()) == 2
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self):
+        return self.now
+
+
+def _sched(T, clock, flags, cost):
+    """A 100 ms utimer whose first run costs `cost` ns of (fake) time."""
+    calls = []
+
+    def fn(ticks, param):
+        calls.append(clock.now)
+        if len(calls) == 1:
+            clock.now += cost
+
+    T.open_registration()
+    t = T.register_utimer("u", fn, None, 100_000, flags)
+    T.close_registration()
+    return Scheduler([t], clock=clock, start=0), t, calls
+
+
+def _drive(sched, clock, until):
+    while True:
+        nxt = sched.run_due()
+        if nxt > until:
+            break
+        clock.now = max(clock.now, nxt)
+
+
+MS = 1_000_000
+
+
+def test_default_keeps_the_schedule_with_a_burst(fresh_timers):
+    clock = FakeClock()
+    sched, t, calls = _sched(fresh_timers, clock, 0, 450 * MS)
+    _drive(sched, clock, 1000 * MS)
+    # first run at 100 ms took 450 ms: ticks 200..500 run back to back at
+    # 550, then the schedule goes on at 600, 700, ...
+    assert calls == [100 * MS] + [550 * MS] * 4 + \
+        [k * 100 * MS for k in range(6, 11)]
+    assert t.runs == 10 and t.skipped == 0
+
+
+def test_skip_on_delay_drops_missed_ticks(fresh_timers):
+    clock = FakeClock()
+    sched, t, calls = _sched(fresh_timers, clock, TIMER_FLAG_SKIP_ON_DELAY,
+                             450 * MS)
+    _drive(sched, clock, 1000 * MS)
+    assert calls == [100 * MS] + [k * 100 * MS for k in range(6, 11)]
+    assert t.skipped == 4
+
+
+def test_delay_on_delay_moves_the_schedule(fresh_timers):
+    clock = FakeClock()
+    sched, t, calls = _sched(fresh_timers, clock, TIMER_FLAG_DELAY_ON_DELAY,
+                             450 * MS)
+    _drive(sched, clock, 1000 * MS)
+    assert calls == [100 * MS] + [k * 100 * MS + 50 * MS
+                                  for k in range(6, 10)]
+
+
+def test_a_raising_handler_is_logged_and_keeps_running(fresh_timers, capsys):
+    T = fresh_timers
+    clock = FakeClock()
+    seen = []
+
+    def bad(ticks, param):
+        seen.append(param)
+        raise RuntimeError("boom")
+
+    T.open_registration()
+    t = T.register_utimer("bad", bad, "p", 1000)
+    T.close_registration()
+    sched = Scheduler([t], clock=clock, start=0)
+    for k in range(1, 4):
+        clock.now = k * 1_000_000
+        sched.run_due()
+    assert seen == ["p", "p", "p"] and t.errors == 3
+    err = capsys.readouterr().err
+    assert "timer handler 'bad' failed" in err and "RuntimeError: boom" in err
+
+
+def test_ticks_are_shared_between_processes(fresh_timers):
+    T = fresh_timers
+    box = shm.AtomicCounter(-1)
+    reap([spawn(lambda: box.set(T.get_uticks()))], 30)
+    mine = T.get_uticks()
+    assert 0 <= mine - box.get() < 30 * 10**6
+    assert T.get_ticks() == (time.monotonic_ns() - shm.start_ns()) // 10**9
+
+
+def test_timer_process_honours_intervals(fresh_timers):
+    T = fresh_timers
+    sec = shm.AtomicCounter(0)
+    fast = shm.AtomicCounter(0)
+    failing = shm.AtomicCounter(0)
+    last_ticks = shm.AtomicCounter(-1)
+
+    def on_sec(ticks, param):
+        param.inc()
+        last_ticks.set(ticks)
+
+    def on_fast(ticks, param):
+        param.inc()
+
+    def on_fail(ticks, param):
+        param.inc()
+        raise ValueError("handler error")
+
+    T.open_registration()
+    T.register_timer("sec", on_sec, sec, 1)
+    T.register_utimer("fast", on_fast, fast, 100_000)
+    T.register_utimer("fail", on_fail, failing, 200_000)
+    T.close_registration()
+
+    def timer_proc():
+        import sys
+        sys.stderr = open(os.devnull, "w")   # the failing handler logs
+        T.timer_process_loop()
+
+    t0 = time.monotonic()
+    pid = spawn(timer_proc)
+    try:
+        time.sleep(3.25)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        codes = reap([pid], 30)
+    elapsed = time.monotonic() - t0
+    assert codes[pid] == -signal.SIGKILL     # the loop never returned
+    # expected: 3 runs, 32 runs, 16 runs in 3.25 s; generous bounds
+    assert 2 <= sec.get() <= 4, sec.get()
+    assert 16 <= fast.get() <= int(elapsed * 10) + 1, fast.get()
+    assert 8 <= failing.get() <= int(elapsed * 5) + 1, failing.get()
+    # ticks are seconds since the arena was made, the same in both processes
+    assert T.get_ticks() - 3 <= last_ticks.get() <= T.get_ticks()
+    for c in (sec, fast, failing, last_ticks):
+        c.destroy()
