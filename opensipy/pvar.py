@@ -614,8 +614,14 @@ def _party_getters(attr, letter):
         return b.parsed_uri.host or None
 
     def display(msg):
+        # as written, quotes included, like OpenSIPS's to_body.display
         b = getattr(msg, attr)
-        return (b.display or None) if b is not None else None
+        if b is None:
+            return None
+        d = getattr(b, "display_raw", None)
+        if d is None:
+            d = b.display
+        return d.strip() or None if d else None
 
     def tag(msg):
         b = getattr(msg, attr)
@@ -691,7 +697,10 @@ def _get_rb(msg):
 
 
 def _msg_buf(msg):
-    b = getattr(msg, "buf", None)
+    # SipMsg.raw: the octets of this message (contract draft said "buf")
+    b = getattr(msg, "raw", None)
+    if b is None:
+        b = getattr(msg, "buf", None)
     if b is None:
         return None
     return bytes(b)
@@ -738,7 +747,7 @@ def _index_getter(values, index, first=None):
             vs = values(msg)
             if not vs:
                 return None
-            return ", ".join(_txt(v) for v in vs)
+            return ", ".join("" if v is None else _txt(v) for v in vs)
         return gall
     if isinstance(index, int):
         i = index
