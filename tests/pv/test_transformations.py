@@ -1,0 +1,176 @@
+"""Transformations: a table of (input value, transformation, expected)."""
+import hashlib
+
+import pytest
+
+from conftest import make
+from opensipy import pvar
+from opensipy.pvar import PVError, parse_pv
+from opensipy.transformations import (TrError, compile_tr, parse_nameaddr,
+                                      parse_params, parse_uri)
+
+URI = "sip:alice:secret@atlanta.example.com:5070;transport=TCP;ttl=15;" \
+      "user=phone;maddr=10.0.0.1;method=INVITE;lr;r2=on?Subject=hi&X=1"
+
+TABLE = [
+    # s.*
+    ("hello", "s.len", 5),
+    ("", "s.len", 0),
+    (12345, "s.len", 5),
+    ("42", "s.int", 42),
+    ("-7", "s.int", -7),
+    ("4x2", "s.int", None),
+    ("abcdef", "s.substr,1,2", "bc"),
+    ("abcdef", "s.substr,2,0", "cdef"),
+    ("abcdef", "s.substr,-3,2", "de"),
+    ("abcdef", "s.substr,1,-2", "bcd"),
+    ("abcdef", "s.substr,9,1", None),
+    ("a,b,c", "s.select,1,,", "b"),
+    ("a:b:c", "s.select,-1,:", "c"),
+    ("a:b:c", "s.select,5,:", None),
+    ("MiXeD", "s.tolower", "mixed"),
+    ("MiXeD", "s.toupper", "MIXED"),
+    ("  pad \t", "s.trim", "pad"),
+    ("  pad \t", "s.trimr", "  pad"),
+    ("  pad \t", "s.triml", "pad \t"),
+    ("AB", "s.encode.hexa", "4142"),
+    ("4142", "s.decode.hexa", "AB"),
+    ("414", "s.decode.hexa", None),
+    ("it's \"q\" \\", "s.escape.common", "it\\'s \\\"q\\\" \\\\"),
+    ("it\\'s \\\"q\\\" \\\\", "s.unescape.common", "it's \"q\" \\"),
+    ("a b@c#d;e", "s.escape.user", "a%20b%40c%23d;e"),
+    ("a%20b%40c", "s.unescape.user", "a b@c"),
+    ("a b;c=d", "s.escape.param", "a%20b%3Bc%3Dd"),
+    ("a%20b%3Bc%3Dd", "s.unescape.param", "a b;c=d"),
+    ("abc", "s.md5", hashlib.md5(b"abc").hexdigest()),
+    ("hello world", "s.index,o", 4),
+    ("hello world", "s.index,o,5", 7),
+    ("hello world", "s.index,z", -1),
+    ("hello world", "s.rindex,o", 7),
+    ("hello world", "s.rindex,o,6", 4),
+    # uri.*
+    (URI, "uri.user", "alice"),
+    (URI, "uri.passwd", "secret"),
+    (URI, "uri.host", "atlanta.example.com"),
+    (URI, "uri.port", "5070"),
+    (URI, "uri.params",
+     "transport=TCP;ttl=15;user=phone;maddr=10.0.0.1;method=INVITE;lr;r2=on"),
+    (URI, "uri.param,ttl", "15"),
+    (URI, "uri.param,nosuch", ""),
+    (URI, "uri.headers", "Subject=hi&X=1"),
+    (URI, "uri.transport", "TCP"),
+    (URI, "uri.ttl", "15"),
+    (URI, "uri.uparam", "phone"),
+    (URI, "uri.maddr", "10.0.0.1"),
+    (URI, "uri.method", "INVITE"),
+    (URI, "uri.lr", ""),
+    (URI, "uri.r2", "on"),
+    (URI, "uri.schema", "sip"),
+    ("sips:[2001:db8::1]:5061", "uri.host", "[2001:db8::1]"),
+    ("sips:[2001:db8::1]:5061", "uri.port", "5061"),
+    ("sip:example.com", "uri.user", ""),
+    ("tel:+15551234;phone-context=x", "uri.user", "+15551234"),
+    ("not a uri", "uri.user", None),
+    # param.*
+    ("a=1;b=2;flag;c=x y", "param.value,b", "2"),
+    (";a=1;b=2", "param.value,a", "1"),
+    ("a=1;b=2", "param.value,z", None),
+    ("a=1;flag", "param.value,flag", ""),
+    ("a=1&b=2", "param.value,b,&", "2"),
+    ("a=1;b=2;c=3", "param.valueat,2", "3"),
+    ("a=1;b=2;c=3", "param.valueat,-1", "3"),
+    ("a=1;b=2;c=3", "param.name,1", "b"),
+    ("a=1;b=2;c=3", "param.count", 3),
+    ("a=1&b=2", "param.count,&", 2),
+    ("", "param.count", 0),
+    ("a=1;b", "param.exist,b", 1),
+    ("a=1;b", "param.exist,c", 0),
+    ('q="x;y";z=1', "param.value,q", '"x;y"'),
+    # nameaddr.*
+    ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.name", '"Alice"'),
+    ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.uri", "sip:a@x.com"),
+    ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.tag", "88"),
+    ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.param,foo", "bar"),
+    ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.params",
+     "tag=88;foo=bar"),
+    ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.len", 21),
+    ("Bob <sip:b@y>", "nameaddr.name", "Bob"),
+    ("sip:b@y;tag=1", "nameaddr.uri", "sip:b@y"),
+    ("sip:b@y;tag=1", "nameaddr.tag", "1"),
+    ("sip:b@y", "nameaddr.tag", None),
+    # csv.*
+    ("a, b ,c", "csv.count", 3),
+    ("a, b ,c", "csv.value,1", "b"),
+    ("a, b ,c", "csv.value,-1", "c"),
+    ("a, b ,c", "csv.value,3", None),
+    # NULL in, NULL out
+    (None, "s.toupper", None),
+    (None, "uri.user", None),
+    (None, "s.len", 0),
+]
+
+
+@pytest.mark.parametrize("value,tr,expected", TABLE,
+                         ids=[f"{t}:{v!r}"[:60] for v, t, _ in TABLE])
+def test_transformation(value, tr, expected):
+    f = compile_tr(tr, parse_pv)
+    assert f(None, value) == expected
+
+
+@pytest.mark.parametrize("value,chain,expected", [
+    ("sip:Bob@X.com", "$(var(v){uri.user}{s.tolower})", "bob"),
+    ("a;b=1", "$(var(v){param.value,b}{s.int})", 1),
+    ("  x  ", "$(var(v){s.trim}{s.len})", 1),
+    ("Hello World", "$(var(v){s.substr,1,2}{s.tolower})", "el"),
+    ('"A" <sip:u@h:5080>', "$(var(v){nameaddr.uri}{uri.port}{s.int})", 5080),
+])
+def test_chains_on_var(value, chain, expected):
+    m = make("INVITE")
+    pvar.script_vars["v"] = value
+    assert parse_pv(chain).get(m) == expected
+
+
+def test_arguments_may_be_variables():
+    m = make("INVITE")
+    pvar.script_vars.update(s="abcdef", off=2, ln=3, sep=":", name="b")
+    assert parse_pv("$(var(s){s.substr,$var(off),$var(ln)})").get(m) == "cde"
+    pvar.script_vars["off"] = 0
+    assert parse_pv("$(var(s){s.substr,$var(off),$var(ln)})").get(m) == "abc"
+    pvar.script_vars["s"] = "x:y:z"
+    assert parse_pv("$(var(s){s.select,1,$var(sep)})").get(m) == "y"
+    pvar.script_vars["s"] = "a=1;b=2"
+    assert parse_pv("$(var(s){param.value,$var(name)})").get(m) == "2"
+    # a NULL argument makes the result NULL
+    del pvar.script_vars["name"]
+    assert parse_pv("$(var(s){param.value,$var(name)})").get(m) is None
+    # transformation argument from a message variable
+    assert parse_pv("$(ci{s.index,$fd})").get(m) == len("a84b4c76e66710@pc33.")
+
+
+@pytest.mark.parametrize("body,err", [
+    ("s.nope", "unknown transformation"),
+    ("uri.user,x", "takes no argument"),
+    ("s.substr,1", "takes 2 argument"),
+    ("s.substr,1,2,3", "must be an integer"),
+    ("s.select,x,;", "must be an integer"),
+    ("param.value", "takes 1 to 2 argument"),
+    ("s.substr,$nosuch,1", "bad argument"),
+])
+def test_bad_transformations(body, err):
+    with pytest.raises(TrError, match=err):
+        compile_tr(body, parse_pv)
+    with pytest.raises(PVError, match=err):
+        parse_pv("$(ru{" + body + "})")
+
+
+def test_helpers():
+    u = parse_uri("sip:bob@h.com:5080;transport=udp;lr")
+    assert (u.user, u.host, u.port, u.param("LR"), u.param("x")) == \
+        ("bob", "h.com", "5080", "", None)
+    assert str(u.copy(user="", port="")) == "sip:h.com;transport=udp;lr"
+    with pytest.raises(ValueError):
+        parse_uri("sip:a@h.com:port")
+    na = parse_nameaddr('"A \\"q\\"" <sip:a@b>;x=1')
+    assert na.name == '"A \\"q\\""' and na.uri == "sip:a@b" and \
+        na.param("x") == "1"
+    assert parse_params(' a = 1 ; b ') == [("a", "1"), ("b", "")]
