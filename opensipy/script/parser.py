@@ -421,7 +421,7 @@ class Parser:
                 if t.is_id("case"):
                     self.advance()
                     v = self.case_value()
-                    key = v.value.lower() if isinstance(v, A.Str) else v.value
+                    key = v.text.lower() if isinstance(v, A.Str) else v.value
                     if key in seen:
                         self.errors.append(ScriptError.at(
                             v.loc, f"duplicate case value {v.value!r}"))
