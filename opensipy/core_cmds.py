@@ -4,7 +4,8 @@
 function                                    notes
 =========================================  ===================================
 ``xlog([level,] format)``                   level L_ALERT..L_DBG (default
-                                            L_ERR); printed when level <=
+                                            :data:`xlog_print_level`, L_ERR);
+                                            printed when level <=
                                             ``log.state.xlog_level``
 ``xdbg(format)``                            xlog at L_DBG
 ``log([level,] text)``                      plain text (no variables), level
@@ -71,9 +72,17 @@ def level_of(value) -> int:
     return lv
 
 
+# OpenSIPS 3.x has two settings: ``xlog_level`` is the threshold (xlog
+# lines above it are not printed; log.state.xlog_level, default L_NOTICE) and
+# ``xlog_print_level`` the level of an xlog() without one (default L_ERR).
+# The core sets this one from its settings.
+xlog_print_level = _log.L_ERR
+
+
 def w_xlog_1(msg, text):
-    if _log.L_ERR <= _log.state.xlog_level:
-        _log.emit(_log.L_ERR, text)
+    level = xlog_print_level
+    if level <= _log.state.xlog_level:
+        _log.emit(level, text)
     return 1
 
 
@@ -330,7 +339,8 @@ def check_self(host: str, port=None, proto=None) -> bool:
         else:
             ahost, aport = getattr(a, "host", str(a)), getattr(a, "port",
                                                                 None)
-        if _norm_host(str(ahost)) == h and (aport is None or port is None
+        # config.py stores a missing alias port as 0: any port
+        if _norm_host(str(ahost)) == h and (not aport or port is None
                                             or int(aport) == port):
             return True
     return False
