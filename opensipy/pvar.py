@@ -233,9 +233,10 @@ class PVSpec:
     """A parsed variable.  ``get(msg)`` is bound at parse time to a closure
     that reads the value directly; ``set(msg, value, op)`` writes it."""
     __slots__ = ("text", "name", "arg", "index", "get", "writable", "_setf",
-                 "param")
+                 "param", "_values")
 
-    def __init__(self, text, name, arg, index, get, setf, param=None):
+    def __init__(self, text, name, arg, index, get, setf, param=None,
+                 values=None):
         self.text = text
         self.name = name
         self.arg = arg
@@ -244,6 +245,17 @@ class PVSpec:
         self._setf = setf
         self.writable = setf is not None
         self.param = param
+        self._values = values
+
+    def get_all(self, msg) -> list:
+        """Every value as a list: for ``$avp(x)[*]``, ``$hdr(Via)[*]``,
+        ``$ct[*]``, ``$br[*]`` ... the separate values (newest first for
+        avps); for any other variable ``[value]`` or ``[]`` when NULL
+        (what ``for ($var(v) in $avp(x)[*])`` iterates)."""
+        if self._values is not None and self.index == _ALL:
+            return list(self._values(msg))
+        v = self.get(msg)
+        return [] if v is None else [v]
 
     def set(self, msg, value, op: str = "=") -> None:
         setf = self._setf
@@ -748,6 +760,7 @@ def _index_getter(values, index, first=None):
             if not vs:
                 return None
             return ", ".join("" if v is None else _txt(v) for v in vs)
+        gall.values = values
         return gall
     if isinstance(index, int):
         i = index
@@ -1416,7 +1429,8 @@ def _build(name, found, arg, index, text, registry) -> PVSpec:
         if index is not None and not takes_index:
             raise PVError(f"${name} takes no index: {text}")
         get, setf = build(arg, index, name)
-        return PVSpec(text, name, arg, index, get, setf)
+        return PVSpec(text, name, arg, index, get, setf,
+                      values=getattr(get, "values", None))
     # module-exported or registered variable
     pv = d
     param = arg

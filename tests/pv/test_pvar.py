@@ -548,3 +548,16 @@ def test_get_is_bound_at_parse_time():
         spec.get(m)
     per = (time.perf_counter() - t0) / 20000
     assert per < 20e-6, per
+
+
+def test_get_all_lists_the_values():
+    m = make("REGISTER")
+    for v in ("a", "b"):
+        parse_pv("$avp(l)").set(m, v)
+    assert parse_pv("$avp(l)[*]").get_all(m) == ["b", "a"]
+    assert parse_pv("$avp(l)").get_all(m) == ["b"]
+    assert parse_pv("$avp(none)[*]").get_all(m) == []
+    assert parse_pv("$hdr(Contact)[*]").get_all(m) == m.hdrs("Contact")
+    assert len(parse_pv("$ct[*]").get_all(m)) == 3
+    assert parse_pv("$ci").get_all(m) == ["843817637684230@998sdasdh09"]
+    assert parse_pv("$var(none)").get_all(m) == []
