@@ -886,27 +886,32 @@ def _proto_name(p):
 
 @_simple("si src_ip")
 def _get_si(msg):
-    return msg.rcv.src_ip
+    r = msg.rcv
+    return r.src_ip if r is not None else None
 
 
 @_simple("sp")
 def _get_sp(msg):
-    return int(msg.rcv.src_port)
+    r = msg.rcv
+    return int(r.src_port) if r is not None else None
 
 
 @_simple("Ri")
 def _get_Ri(msg):
-    return msg.rcv.dst_ip
+    r = msg.rcv
+    return r.dst_ip if r is not None else None
 
 
 @_simple("Rp")
 def _get_Rp(msg):
-    return int(msg.rcv.dst_port)
+    r = msg.rcv
+    return int(r.dst_port) if r is not None else None
 
 
 @_simple("pr proto")
 def _get_pr(msg):
-    return _proto_name(msg.rcv.proto)
+    r = msg.rcv
+    return _proto_name(r.proto) if r is not None else None
 
 
 _SOCK_FIELDS = ("ip", "port", "proto", "advertised_ip", "advertised_port",
@@ -954,6 +959,8 @@ def _build_socket_in(arg, index, name):
 
     def g(msg):
         rcv = msg.rcv
+        if rcv is None:
+            return None
         sock = getattr(rcv, "socket", None)
         if sock is not None:
             return _sock_field(sock, f)

@@ -561,3 +561,12 @@ def test_get_all_lists_the_values():
     assert len(parse_pv("$ct[*]").get_all(m)) == 3
     assert parse_pv("$ci").get_all(m) == ["843817637684230@998sdasdh09"]
     assert parse_pv("$var(none)").get_all(m) == []
+
+
+@pytest.mark.parametrize("var", ["$si", "$sp", "$Ri", "$Rp", "$pr",
+                                 "$socket_in", "$socket_in(ip)"])
+def test_receive_variables_without_receive_info(var):
+    # a locally built message (startup/timer routes) has no rcv
+    m = make("INVITE")
+    m.rcv = None
+    assert parse_pv(var).get(m) is None
