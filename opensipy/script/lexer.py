@@ -51,9 +51,10 @@ def parse_number(text: str) -> Optional[int]:
 
 
 class Token:
-    __slots__ = ("kind", "value", "loc", "start", "end")
+    __slots__ = ("kind", "value", "loc", "start", "end", "mark")
 
     def __init__(self, kind, value, loc, start, end):
+        self.mark = 0          # the parser's error count before lexing it
         self.kind = kind
         self.value = value
         self.loc = loc

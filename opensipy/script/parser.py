@@ -47,10 +47,17 @@ class Parser:
         self.prev: Optional[Token] = None
         self.tok = self._lex()
         self.for_list = 0
+        self.mark = self.tok.mark
 
     # --- token stream ------------------------------------------------------
     def _lex(self) -> Token:
-        return self.buf.pop(0) if self.buf else self.lexer.next()
+        return self.buf.pop(0) if self.buf else self._lex_new()
+
+    def _lex_new(self) -> Token:
+        n = len(self.errors)
+        t = self.lexer.next()
+        t.mark = n
+        return t
 
     def advance(self) -> Token:
         t = self.tok
@@ -60,11 +67,14 @@ class Parser:
 
     def peek(self) -> Token:
         if not self.buf:
-            self.buf.append(self.lexer.next())
+            self.buf.append(self._lex_new())
         return self.buf[0]
 
     def fail(self, loc, message: str):
-        self.errors.append(ScriptError.at(loc, message))
+        # one error per statement: one already recorded since the statement
+        # began (often the lexer's) explains this one
+        if len(self.errors) <= self.mark:
+            self.errors.append(ScriptError.at(loc, message))
         raise _Sync()
 
     def after_prev(self):
@@ -117,6 +127,7 @@ class Parser:
 
     def top_item(self, top: list):
         t = self.tok
+        self.mark = t.mark
         if t.is_op(";"):
             self.advance()
             return
@@ -332,6 +343,7 @@ class Parser:
     def statement(self, out: list):
         t = self.tok
         loc = t.loc
+        self.mark = t.mark
         if t.is_op(";"):
             self.advance()
             return
@@ -385,6 +397,10 @@ class Parser:
             self.fail(loc, f"'{word}' without "
                       f"{'if' if word == 'else' else 'switch'}")
         else:
+            nxt = self.peek()
+            if nxt.kind == "OP" and nxt.value in _ASSIGN_OPS:
+                self.fail(loc, f"cannot assign to '{word}': only variables "
+                          f"($var(x), $avp(y), ...) can be assigned")
             e = self.call_or_route()
             self.expect_op(";", f"after {e.name}()")
             out.append(A.ExprStmt(loc, e))
