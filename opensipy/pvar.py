@@ -68,6 +68,38 @@ lazily with ``getattr(msg, name, default)`` so any SipMsg works):
 
 ``$var(x)`` values are per process and survive across messages: they live
 in :data:`script_vars` (``dict name -> value``).
+
+Variables (OpenSIPS names; NULL = None; "w" = writable)
+------------------------------------------------------
+R-URI ``$ru`` (w; new_uri when set) ``$rU`` ``$rd`` ``$rp`` (w: rebuild
+new_uri; ``$rp`` reads "5060" when absent) ``$rP`` (transport, "UDP" when
+absent); original R-URI ``$ou $oU $od $op``; ``$rm`` (a reply: the CSeq
+method) ``$rs`` (int) ``$rr`` ``$rv``; ``$du`` (w; NULL clears
+msg.dst_uri) ``$dd`` ``$dp`` (w, change $du) ``$dP``; ``$fu $fU $fd $fn $ft``
+and ``$tu $tU $td $tn $tt`` (``$fn``/``$tn`` as written, quotes kept);
+``$ci`` ``$cs`` (str) ``$cl`` (int) ``$ua`` ``$cT`` ``$rb`` ``$mb`` ``$ml``
+(int); ``$hdr(name)[i|-i|*]`` ``$hdrcnt(name)`` (int); ``$ct[i]``,
+``$ct.fields(name|uri|q|expires|methods|received|params)[i]``; ``$ai``
+``$pi`` ``$re`` ``$rt`` ``$di`` (URIs of P-Asserted-Identity,
+P-Preferred-Identity, Remote-Party-ID, Refer-To, Diversion); ``$si``
+(``$src_ip`` alias) ``$sp`` ``$Ri`` ``$Rp`` (ints for ports) ``$pr``/``$proto``
+(lower case), ``$socket_in[(field)]``, ``$socket_out[(field)]``, ``$fs``;
+credentials (Proxy-Authorization first, then Authorization) ``$au $ad $aU
+$ar $adu $an $auth.nonce $auth.resp $auth.opaque $auth.alg $auth.qop
+$auth.nc``; ``$mf`` ``$bf`` (set flag names, space separated, read-only as
+in OpenSIPS 3.x); ``$br[i]`` and ``$branch(uri|duri|q|path|flags|socket)[i]``
+over msg.branches; ``$pp`` ``$time(fmt)`` ``$Ts`` ``$Tsm`` ``$TS`` ``$Tf``;
+``$rc``/``$retcode`` ``$param(i)`` ``$err.class|level|info|rcode|rreason``;
+``$var(name)`` (w) ``$avp(name)[i|*]`` (w).
+
+Assignment: ``=`` and ``:=`` store; on ``$avp`` ``=`` adds a value on top,
+``:=`` replaces them all, ``[i] =`` replaces the i-th, ``= NULL`` deletes the
+newest (``[i]``: the i-th, ``[*]``: all).  ``+=``/``-=`` compute
+``current + value`` (ints add, otherwise text concatenates) / ``current -
+value`` (ints) and assign it with ``=`` (so on an avp the sum is pushed).
+
+``$T_*`` and other variables owned by a module that is not in the registry
+(tm) are installed with :func:`register_core_pv`.
 """
 from __future__ import annotations
 
