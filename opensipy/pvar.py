@@ -844,7 +844,18 @@ def _build_hdr(arg, index, name):
         return msg.hdrs(h)
 
     def first(msg):
-        return msg.hdr(h)
+        # the parsed view of a message does not change (edits are lumps),
+        # so the first body is cached on the message: later reads of the
+        # same $hdr are a dict lookup
+        try:
+            cache = msg._pv_hdr
+        except AttributeError:
+            cache = msg._pv_hdr = {}
+        try:
+            return cache[h]
+        except KeyError:
+            v = cache[h] = msg.hdr(h)
+            return v
     return _index_getter(values, index, first), None
 
 
