@@ -72,7 +72,7 @@ OpenSIPS                    here
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from . import log
 from .pvar import Format, PVError, PVSpec, parse_format, parse_pv
