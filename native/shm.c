@@ -246,6 +246,10 @@ static blk_t *valid_blk(void *payload, int want_free)
 
 static void mark_free_and_merge(blk_t *b)
 {
+    /* free first: were we killed while merging, the merged block must not
+     * be taken for a live one (see repair_locked) */
+    __atomic_store_n(&b->is_free, 1, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     blk_t *n = next_blk(b);
     if ((char *)n < A->heap_end && n->is_free) {
         bin_remove(n);
@@ -264,18 +268,41 @@ static void mark_free_and_merge(blk_t *b)
     bin_insert(b);
 }
 
+/* Make b (header already valid) a block of payload need followed by a
+ * free block of the rest (returned, not yet in a list).  The stores are
+ * ordered so that walking the headers gives a well-formed heap at every
+ * instant (see repair_locked): the new block's header and b's new footer
+ * are written inside b's payload first, then b's size (one store) commits
+ * the split, then the old footer becomes the rest's. */
+static blk_t *split_blk(blk_t *b, uint64_t need)
+{
+    uint64_t rest = b->size - need - OVERHEAD;
+    blk_t *r = (blk_t *)((char *)(b + 1) + need + sizeof(ftr_t));
+    ftr_t *bf = (ftr_t *)((char *)(b + 1) + need);
+    r->size = rest;
+    r->magic = BLK_MAGIC;
+    r->is_free = 1;
+    r->mod = 0;
+    bf->size = need;
+    bf->magic = FTR_MAGIC;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&b->size, need, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    ftr_t *rf = footer(r);
+    rf->size = rest;
+    rf->magic = FTR_MAGIC;
+    return r;
+}
+
 /* carve a used block of size need out of free (already unlinked) block b */
 static void take(blk_t *b, uint64_t need, int mod)
 {
-    if (b->size >= need + OVERHEAD + MIN_PAYLOAD) {
-        uint64_t rest = b->size - need - OVERHEAD;
-        set_blk(b, need, 0, mod);
-        blk_t *r = next_blk(b);
-        set_blk(r, rest, 1, 0);
-        bin_insert(r);
-    } else {
-        set_blk(b, b->size, 0, mod);
-    }
+    blk_t *r = NULL;
+    if (b->size >= need + OVERHEAD + MIN_PAYLOAD)
+        r = split_blk(b, need);
+    set_blk(b, b->size, 0, mod);
+    if (r)
+        mark_free_and_merge(r);
     A->used += b->size;
     A->real_used += b->size + OVERHEAD;
     if (A->real_used > A->max_real_used)
@@ -316,14 +343,20 @@ static blk_t *find_free(uint64_t need)
 }
 
 static int check_locked(void);
+static int repair_locked(void);
 
 static void alloc_lock(void)
 {
-    if (lock_named(&A->lock, "shm allocator") == 1) {
-        int r = check_locked();
+    if (lock_named(&A->lock, "shm allocator") == 1 && check_locked()) {
+        int r = repair_locked();
         if (r)
             _shm_owner_dead("shm arena found INCONSISTENT after the death of "
-                            "the allocator lock's owner; check code", r);
+                            "the allocator lock's owner and not repaired; "
+                            "code", r);
+        else
+            _shm_owner_dead("shm arena rebuilt from its block headers after "
+                            "the death of the allocator lock's owner; blocks "
+                            "it held stay allocated; code", 0);
     }
 }
 
@@ -373,15 +406,11 @@ void *shm_realloc_mod(void *p, size_t size, int mod)
     }
     if (need <= b->size && b->mod == mod) {
         if (b->size >= need + OVERHEAD + MIN_PAYLOAD) {
-            uint64_t rest = b->size - need - OVERHEAD;
             give_back(b);
-            set_blk(b, need, 0, mod);
+            mark_free_and_merge(split_blk(b, need));
             A->used += need;
             A->real_used += need + OVERHEAD;
             A->mods[mod].bytes += need;
-            blk_t *r = next_blk(b);
-            set_blk(r, rest, 0, mod);
-            mark_free_and_merge(r);
         }
         alloc_unlock();
         return p;
@@ -439,7 +468,7 @@ void shm_get_stats(struct shm_stats *st)
 
 static int check_locked(void)
 {
-    uint64_t used = 0, nfree = 0, mods[MAX_MODS] = {0};
+    uint64_t used = 0, nused = 0, nfree = 0, mods[MAX_MODS] = {0};
     int prev_free = 0;
     char *c = A->heap;
     while (c < A->heap_end) {
@@ -458,6 +487,7 @@ static int check_locked(void)
             if (b->mod >= A->nmods)
                 return -4;
             used += b->size;
+            nused++;
             mods[b->mod] += b->size;
         }
         prev_free = b->is_free;
@@ -479,10 +509,67 @@ static int check_locked(void)
     }
     if (listed != nfree || nfree != A->fragments || used != A->used)
         return -9;
+    if (A->real_used != (uint64_t)(A->heap - (char *)A) + used + nused * OVERHEAD)
+        return -11;
     for (int i = 0; i < A->nmods; i++)
         if (mods[i] != A->mods[i].bytes)
             return -10;
     return 0;
+}
+
+/* After the allocator lock's owner died mid-operation: the block headers
+ * are kept well formed at every instant (split_blk, single-store merges),
+ * so walk them, rewrite the footers, merge free neighbours and rebuild
+ * the free lists and the figures. */
+static int repair_locked(void)
+{
+    char *c = A->heap;
+    while (c < A->heap_end) {
+        blk_t *b = (blk_t *)c;
+        if (!in_heap(b, OVERHEAD) || b->magic != BLK_MAGIC ||
+            (b->size & (ALIGNMENT - 1)) || !in_heap(b, OVERHEAD + b->size) ||
+            (!b->is_free && b->mod >= A->nmods))
+            return -1;
+        c = (char *)next_blk(b);
+    }
+    if (c != A->heap_end)
+        return -2;
+    memset(A->bins, 0, sizeof(A->bins));
+    memset(A->bitmap, 0, sizeof(A->bitmap));
+    A->fragments = 0;
+    A->used = 0;
+    for (int i = 0; i < A->nmods; i++)
+        A->mods[i].bytes = 0;
+    uint64_t nused = 0;
+    blk_t *run = NULL; /* free block being extended */
+    for (c = A->heap; c < A->heap_end;) {
+        blk_t *b = (blk_t *)c;
+        c = (char *)next_blk(b);
+        if (b->is_free) {
+            if (run)
+                run->size += OVERHEAD + b->size;
+            else
+                run = b;
+            continue;
+        }
+        if (run) {
+            set_blk(run, run->size, 1, 0);
+            bin_insert(run);
+            run = NULL;
+        }
+        set_blk(b, b->size, 0, b->mod);
+        A->used += b->size;
+        A->mods[b->mod].bytes += b->size;
+        nused++;
+    }
+    if (run) {
+        set_blk(run, run->size, 1, 0);
+        bin_insert(run);
+    }
+    A->real_used = (uint64_t)(A->heap - (char *)A) + A->used + nused * OVERHEAD;
+    if (A->real_used > A->max_real_used)
+        A->max_real_used = A->real_used;
+    return check_locked();
 }
 
 int shm_check(void)

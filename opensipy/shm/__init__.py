@@ -17,8 +17,12 @@ Locks are robust: a process that dies holding one hands the next locker
 ``EOWNERDEAD``; the lock is made consistent, the dead pid is logged with
 ``LM_ERR`` and work goes on.  Data the dead process was changing under the
 lock may be half-updated; the shared hash table is written so that this
-leaves it well formed (see native/shm.c), and the allocator checks the
-whole arena after such a take-over and logs ``LM_CRIT`` if it is damaged.
+leaves it well formed (one pointer store per change; at worst an entry's
+block leaks).  The allocator keeps its block headers well formed at every
+instant; after taking its lock over from a dead process it checks the
+whole arena and, when the free lists or figures are off, rebuilds them
+from the headers (``LM_CRIT`` if even that fails).  Blocks the dead
+process held stay allocated (accounted to their module).
 
 Read-write locks (:class:`RWLock`) prefer writers and are not recursive.
 A reader that dies frees its reader slot, a writer that dies frees the

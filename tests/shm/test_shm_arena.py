@@ -201,3 +201,40 @@ def test_parallel_alloc_free_from_four_processes():
     shm.check()
     assert used() == base
     assert all(shm.module_usage()[f"par{i}"] == 0 for i in range(4))
+
+
+def test_processes_killed_while_allocating(capfd):
+    """Children hammering the allocator are SIGKILLed at random moments
+    (sometimes inside the allocator lock); every time, the survivors find
+    a consistent arena (taken over, and rebuilt if needed)."""
+    import os
+    import signal
+    import time
+    rnd = random.Random(11)
+    for _ in range(8):
+        go = shm.AtomicCounter(0)
+
+        def hammer():
+            live = []
+            go.set(1)
+            r = random.Random(os.getpid())
+            while True:
+                if live and r.random() < 0.5:
+                    shm.shm_free(live.pop())
+                else:
+                    live.append(shm.shm_malloc(r.randrange(1, 3000), "killed"))
+
+        pid = spawn(hammer)
+        try:
+            deadline = time.monotonic() + 30
+            while go.get() != 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(rnd.uniform(0.002, 0.03))
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            reap([pid], 30)
+        shm.check()
+        assert sum(shm.module_usage().values()) == used()
+        shm.shm_free(shm.shm_malloc(100))
+        go.destroy()
+    assert "INCONSISTENT" not in capfd.readouterr().err
