@@ -466,6 +466,20 @@ void shm_get_stats(struct shm_stats *st)
     alloc_unlock();
 }
 
+uint64_t shm_largest_free(void)
+{
+    uint64_t best = 0;
+    if (!A)
+        return 0;
+    alloc_lock();
+    for (int i = NBINS - 1; i >= 0 && !best; i--)
+        for (blk_t *b = A->bins[i]; b; b = links(b)->next)
+            if (b->size > best)
+                best = b->size;
+    alloc_unlock();
+    return best;
+}
+
 static int check_locked(void)
 {
     uint64_t used = 0, nused = 0, nfree = 0, mods[MAX_MODS] = {0};

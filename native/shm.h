@@ -54,6 +54,7 @@ int shm_block_module(void *p);              /* -1 when p is not a live block */
 void *shm_ptr_at(uint64_t offset);          /* NULL when no live block there */
 uint64_t shm_offset_of(void *p);
 void shm_get_stats(struct shm_stats *st);
+uint64_t shm_largest_free(void);            /* largest free payload */
 int shm_check(void);                        /* 0 consistent; < 0 broken */
 
 int64_t shm_start_ns(void);                 /* CLOCK_MONOTONIC at shm_init */

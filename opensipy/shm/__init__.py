@@ -44,7 +44,7 @@ except ImportError as _e:  # pragma: no cover - depends on the build
 __all__ = [
     "DEFAULT_SHM_SIZE", "ShmError", "ShmOutOfMemory", "shm_init",
     "is_initialised", "shm_malloc", "shm_free", "shm_realloc", "block_at",
-    "ShmBlock", "stats", "module_usage", "check", "start_ns", "now_ns",
+    "ShmBlock", "stats", "fragmentation", "module_usage", "check", "start_ns", "now_ns",
     "Lock", "LockSet", "RWLock", "AtomicCounter", "HashTable",
 ]
 
@@ -223,6 +223,15 @@ def stats() -> dict:
     return {name: getattr(st, name) for name in STAT_NAMES}
 
 
+def fragmentation() -> dict:
+    """How split the free space is: ``fragments`` (free blocks),
+    ``free_size`` and ``largest_free_block`` (the biggest allocation that
+    can succeed now)."""
+    st = stats()
+    return {"fragments": st["fragments"], "free_size": st["free_size"],
+            "largest_free_block": lib.shm_largest_free()}
+
+
 def module_usage() -> dict:
     """``{module: bytes}``: payload bytes held by each module; the values
     add up to ``stats()['used_size']`` (read both while nothing allocates).
@@ -275,10 +284,11 @@ class Lock:
         self._p = _ptr
         self._owner_set = _set
 
-    def acquire(self) -> None:
+    def acquire(self) -> bool:
         r = _lock_get(self._p)
         if r < 0:
             _lock_fail(r, "lock")
+        return True
 
     def try_acquire(self) -> bool:
         r = lib.shm_lock_try(self._p)

@@ -80,6 +80,7 @@ def test_exhaustion_raises_and_the_arena_stays_usable():
         with pytest.raises(shm.ShmOutOfMemory, match="hog"):
             shm.shm_malloc(1 << 20, "hog")
         assert shm.stats()["free_size"] < (1 << 20)
+        assert shm.fragmentation()["largest_free_block"] < 64
         shm.check()
         # a hash table put fails cleanly too and the table stays as it was
         with pytest.raises(shm.ShmOutOfMemory, match="hog_ht"):
@@ -97,6 +98,7 @@ def test_exhaustion_raises_and_the_arena_stays_usable():
     shm.check()
     assert used() == base_used
     # the whole space merged back: a large block fits again
+    assert shm.fragmentation()["largest_free_block"] > (16 << 20)
     big = shm.shm_malloc(16 << 20, "hog")
     shm.shm_free(big)
     shm.check()
@@ -238,3 +240,27 @@ def test_processes_killed_while_allocating(capfd):
         shm.shm_free(shm.shm_malloc(100))
         go.destroy()
     assert "INCONSISTENT" not in capfd.readouterr().err
+
+
+def test_reset_for_tests_gives_a_fresh_arena():
+    """Done in a child, so the session's arena stays as it is."""
+    old = shm.shm_malloc(64, "reset")
+
+    def child():
+        shm._shm_reset_for_tests(1 << 20)
+        assert shm.stats()["total_size"] == 1 << 20
+        assert shm.stats()["used_size"] == 0
+        try:
+            shm.shm_free(old)            # belongs to the old arena
+        except shm.ShmError:
+            pass
+        else:
+            raise AssertionError("a stale block was accepted")
+        b = shm.shm_malloc(1000, "reset")
+        assert shm.module_usage()["reset"] == 1008
+        shm.shm_free(b)
+        shm.check()
+
+    codes = reap([spawn(child)], 30)
+    assert list(codes.values()) == [0]
+    shm.shm_free(old)
