@@ -276,11 +276,17 @@ class Generator:
         elif isinstance(s, A.While):
             self.while_stmt(s, ind)
         elif isinstance(s, A.For):
-            pre, code = self.value(s.iterable)
+            if isinstance(s.iterable, A.PVar):
+                # every value of $avp(x)[*], $hdr(Via)[*] ...
+                pre = []
+                code = f"{self.const(s.iterable.spec.get_all)}(msg)"
+            else:
+                pre, code = self.value(s.iterable)
+                code = f"_values({code})"
             self.emit_pre(ind, pre, loc)
             v = self.f.tmp("_v")
             setter = self.const(s.var.spec.set)
-            self.emit(ind, f"for {v} in _values({code}):", loc)
+            self.emit(ind, f"for {v} in {code}:", loc)
             self.emit(ind + 1, f"{setter}(msg, {v}, '=')", loc)
             self.block(s.body.stmts, ind + 1)
         elif isinstance(s, A.Break):

@@ -161,6 +161,11 @@ CASES = [
      'log("$var(x)");', ["only"], 0),
     ("for-null", 'for ($var(x) in $var(nothing)) log("x"); log("end");',
      ["end"], 0),
+    ("for-avp-all", '$avp(l) = "a"; $avp(l) = "b"; for ($var(x) in '
+     '$avp(l)[*]) log("$var(x)"); for ($var(x) in $avp(none)[*]) log("n");',
+     ["b", "a"], 0),
+    ("for-header-all", 'for ($var(h) in $hdr(Via)[*]) log("$var(h)");',
+     ["SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds"], 0),
     ("for-break", 'for ($var(x) in 1, 2, 3) { if ($var(x) == 2) break; '
      'log("$var(x)"); }', ["1"], 0),
     ("for-exit", 'for ($var(x) in 1, 2) { log("$var(x)"); exit; } '
