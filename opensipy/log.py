@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from . import pt
+
 L_ALERT = -3
 L_CRIT = -2
 L_ERR = -1
@@ -74,6 +76,20 @@ def configure(level=None, stderr=None, syslog=None, facility=None,
         fac = getattr(_sl, state.facility or "LOG_DAEMON", _sl.LOG_DAEMON)
         _sl.openlog(state.name, _sl.LOG_PID, fac)
         state._syslog_mod = _sl
+
+
+def refresh() -> None:
+    """Pick up this process's log level from its process-table slot.
+
+    MI ``log_level`` (running in another process) writes the new level into
+    the slot; each process's loop calls this to apply it.  Cheap: one read
+    of shared memory and an integer comparison."""
+    i = pt.my_id
+    if i is None or i >= pt.size():
+        return
+    level = pt.get_log_level(i)
+    if level != state.level:
+        state.level = level
 
 
 def syslog_facility(name: str) -> int:
