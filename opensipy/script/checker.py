@@ -48,8 +48,10 @@ def type_names(mask: int) -> str:
 
 
 def compile_regex(text: str):
-    """A script regex (OpenSIPS matches case-insensitively)."""
-    return re.compile(text, re.I | re.S)
+    """A script regex, with the flags of mod_fix (OpenSIPS's
+    REG_EXTENDED|REG_ICASE|REG_NEWLINE)."""
+    from ..mod_fix import REGEX_FLAGS
+    return re.compile(text, REGEX_FLAGS)
 
 
 class Analysis:

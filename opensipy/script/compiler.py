@@ -42,7 +42,6 @@ of the call and ends the script (``ACT_FL_EXIT``).
 """
 from __future__ import annotations
 
-import sys
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 

@@ -7,8 +7,9 @@ here give OpenSIPS's meaning to the operators:
   compare case-insensitively (OpenSIPS uses strcasecmp); an int and a
   string compare as numbers when the string is an integer, else as strings;
   NULL equals only NULL and is never ordered;
-* ``=~``/``!~``: ``re.search``, case-insensitive, on the text of the value
-  (NULL never matches);
+* ``=~``/``!~``: ``re.search`` with mod_fix's flags (case-insensitive,
+  ``^``/``$`` at line breaks) on the text of the value (NULL never
+  matches);
 * ``+`` adds two ints and concatenates otherwise (NULL is "");
   ``- * / % | & ^ ~`` work on integers (a non-numeric string is an error
   logged once per evaluation, and counts as 0); division by zero logs an
@@ -169,7 +170,8 @@ def match(rx, v) -> bool:
 
 @lru_cache(maxsize=256)
 def _regex(text: str):
-    return re.compile(text, re.I | re.S)
+    from ..mod_fix import REGEX_FLAGS
+    return re.compile(text, REGEX_FLAGS)
 
 
 def match_dyn(v, pattern) -> bool:

@@ -2,7 +2,6 @@
 run with the right functions called."""
 import os
 
-import pytest
 
 from opensipy.script import (ACT_FL_DROP, ACT_FL_EXIT, check, compile_script,
                              parse_file)

@@ -324,7 +324,6 @@ def test_arguments_reach_the_function_fixed_up():
         fixups.append(v)
         return v.upper()
     got = []
-    mods = {"m": {}}
     from script_helpers import make_registry
     from opensipy.script import compile_script, parse_string
     reg, _ = make_registry({"basic": {}})
