@@ -4,9 +4,10 @@ One C call (``sp_parse_msg``) splits the message, types every header, frames
 the body and, unless ``check=False``, validates and parses the bodies of the
 headers every SIP element needs (Via, From, To, CSeq, Call-ID, Contact,
 Max-Forwards, Content-Length, Date, the Request-URI) into offset tables
-inside one C struct.  Python objects are made only for what is read, on the
-first read; other headers (Route, Authorization, Require, ...) are parsed
-only when their accessor is used.
+inside one C struct.  Python reads those offsets through one int32
+memoryview and makes objects only for what is read, on the first read; other
+headers (Route, Authorization, Require, ...) are parsed only when their
+accessor is used.
 
 Changes are lumps recorded against the original buffer and applied once by
 :meth:`SipMsg.build` (C ``sp_build``).
@@ -21,21 +22,77 @@ from ._core import (ffi, lib, strerror, HDR_OTHER_T, HDR_VIA_T, HDR_TO_T,
                     HDR_REQUIRE_T, HDR_PROXYREQUIRE_T, HDR_UNSUPPORTED_T,
                     HDR_ALLOW_T, HDR_EVENT_T, HDR_AUTHORIZATION_T, HDR_PROXYAUTH_T,
                     HDR_WWW_AUTHENTICATE_T, HDR_PROXY_AUTHENTICATE_T, HDR_DATE_T,
-                    HDR_MAXFORWARDS_T, HDR_TYPE_NAMES, LUMP_INS_BEFORE, LUMP_REPLACE,
-                    LUMP_INS_AFTER, METHOD_NAMES, SIP_URI_T, SIPS_URI_T, TEL_URI_T,
-                    TELS_URI_T)
-from .uri import SipUri, _Text, _lazy, _split_params
+                    HDR_TYPE_NAMES, LUMP_INS_BEFORE, LUMP_REPLACE,
+                    LUMP_INS_AFTER, METHOD_NAMES)
+from .uri import (SipUri, _View, _lazy, _ix, int_view, strprop, intprop, split_params,
+                  uri_at)
 
 __all__ = ["SipMsg", "ParseError", "Header", "Via", "NameAddr", "CSeq",
            "Credentials", "ReceiveInfo", "build_reply", "frame_length",
-           "hdr_type", "REASONS"]
+           "hdr_type", "method_name", "REASONS"]
 
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _FOLD = re.compile(r"[ \t]*\r?\n[ \t]*")
 _QP = re.compile(r"\\(.)", re.S)
 _MAX_PARAMS = 64
 _params_scratch = ffi.new("sp_param[]", _MAX_PARAMS)
+_params_iv = int_view(_params_scratch)
 _out = [ffi.new("char[]", 1 << 16)]
+_uint = ffi.new("uint32_t *")
+
+# int32 indexes of the C struct fields
+_M = {f: _ix("sp_msg", f) for f in (
+    "err_status", "is_request", "method_id", "method", "ruri", "version", "reason",
+    "status", "first_line_end", "hdrs_end", "body_s", "body_l", "msg_len",
+    "content_length", "max_forwards", "cseq_num", "cseq_method", "cseq_method_id",
+    "checked", "n_hdrs", "first", "count", "hdrs", "n_vias", "vias", "hfrom", "hto",
+    "n_contacts", "contacts", "ruri_parsed", "n_lumps")}
+_HS = ffi.sizeof("sp_hdr") // 4
+_H_TYPE = _ix("sp_hdr", "type")
+_H_NAME = _ix("sp_hdr", "name")
+_H_BODY = _ix("sp_hdr", "body")
+_H_START = _ix("sp_hdr", "start")
+_H_END = _ix("sp_hdr", "end")
+_VS = ffi.sizeof("sp_via") // 4
+_V = {f: _ix("sp_via", f) for f in (
+    "hdr", "start", "end", "proto", "version", "transport", "host", "port_s", "port",
+    "params", "branch", "received", "rport", "maddr", "ttl", "i")}
+_NS = ffi.sizeof("sp_nameaddr") // 4
+_N = {f: _ix("sp_nameaddr", f) for f in (
+    "hdr", "start", "end", "star", "bracket", "display", "uri", "params", "tag",
+    "expires", "q")}
+_M_body_l = _M["body_l"]
+_M_body_s = _M["body_s"]
+_M_checked = _M["checked"]
+_M_contacts = _M["contacts"]
+_M_content_length = _M["content_length"]
+_M_count = _M["count"]
+_M_cseq_method = _M["cseq_method"]
+_M_cseq_method_id = _M["cseq_method_id"]
+_M_cseq_num = _M["cseq_num"]
+_M_first = _M["first"]
+_M_first_line_end = _M["first_line_end"]
+_M_hdrs = _M["hdrs"]
+_M_hdrs_end = _M["hdrs_end"]
+_M_hfrom = _M["hfrom"]
+_M_hto = _M["hto"]
+_M_is_request = _M["is_request"]
+_M_max_forwards = _M["max_forwards"]
+_M_method = _M["method"]
+_M_method_id = _M["method_id"]
+_M_msg_len = _M["msg_len"]
+_M_n_contacts = _M["n_contacts"]
+_M_n_hdrs = _M["n_hdrs"]
+_M_n_lumps = _M["n_lumps"]
+_M_n_vias = _M["n_vias"]
+_M_reason = _M["reason"]
+_M_ruri = _M["ruri"]
+_M_ruri_parsed = _M["ruri_parsed"]
+_M_status = _M["status"]
+_M_version = _M["version"]
+_M_vias = _M["vias"]
+_MAX_VIAS = lib.SP_MAX_VIAS
+_MAX_NA = lib.SP_MAX_CONTACTS
 
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -88,6 +145,10 @@ def hdr_type(name) -> int:
     return t
 
 
+def method_name(method_id):
+    return METHOD_NAMES.get(method_id)
+
+
 def _unquote(s):
     if s and len(s) >= 2 and s[0] == '"' and s[-1] == '"':
         return _QP.sub(r"\1", s[1:-1])
@@ -99,7 +160,7 @@ def _fold(s):
 
 
 class ReceiveInfo:
-    """Where a message came from (set by the transport layer as msg.rcv)."""
+    """Where a message came from (the transport layer sets it as msg.rcv)."""
     __slots__ = ("src_ip", "src_port", "dst_ip", "dst_port", "proto", "socket")
 
     def __init__(self, src_ip=None, src_port=0, dst_ip=None, dst_port=0, proto=None,
@@ -150,73 +211,103 @@ class CSeq:
         return f"CSeq({self.num}, {self.method!r})"
 
 
-class Via:
+def _params_of(view, k, sep=ord(";")):
+    iv = view._iv
+    i = view._b + k
+    if iv[i] < 0:
+        return {}
+    return _parse_params(view, iv[i], iv[i + 1], sep)
+
+
+def _parse_params(view, s, l, sep):
+    n = lib.sp_parse_params(view._buf, s, l, sep, _params_scratch, _MAX_PARAMS)
+    if n < 0:
+        raise ParseError(400, "bad parameters: " + strerror(n), n, s)
+    out = {}
+    pv = _params_iv
+    txt = view._txt
+    for i in range(n):
+        name = txt(pv[4 * i], pv[4 * i + 1]).lower()
+        if name not in out:
+            vs = pv[4 * i + 2]
+            out[name] = _unquote(txt(vs, pv[4 * i + 3])) if vs >= 0 else ""
+    return out
+
+
+class Via(_View):
     """One Via value.  ``rport`` is None when absent, '' when present without
-    a value; ``port`` is 0 when the sent-by has none."""
+    a value; ``port`` is 0 when the sent-by has none; ``transport`` is upper
+    case."""
 
-    def __init__(self, src, v, owner):
-        self._src = src
-        self._v = v
-        self._owner = owner
+    def __init__(self, buf, t, iv, base):
+        self._buf = buf
+        self._t = t
+        self._iv = iv
+        self._b = base
 
-    def _f(self, st):
-        return self._src._opt(st)
+    proto = strprop(_V["proto"])
+    version = strprop(_V["version"])
+    host = strprop(_V["host"])
+    port = intprop(_V["port"])
+    port_str = strprop(_V["port_s"])
+    branch = strprop(_V["branch"])
+    received = strprop(_V["received"])
+    rport = strprop(_V["rport"])
+    maddr = strprop(_V["maddr"])
+    ttl = strprop(_V["ttl"])
+    params_str = strprop(_V["params"])
+    hdr_index = intprop(_V["hdr"])
+    start = intprop(_V["start"])
+    end = intprop(_V["end"])
 
-    proto = _lazy(lambda self: self._f(self._v.proto))
-    version = _lazy(lambda self: self._f(self._v.version))
-    transport = _lazy(lambda self: self._f(self._v.transport).upper())
-    host = _lazy(lambda self: self._f(self._v.host))
-    port = _lazy(lambda self: int(self._v.port))
-    branch = _lazy(lambda self: self._f(self._v.branch))
-    received = _lazy(lambda self: self._f(self._v.received))
-    rport = _lazy(lambda self: self._f(self._v.rport))
-    maddr = _lazy(lambda self: self._f(self._v.maddr))
-    ttl = _lazy(lambda self: self._f(self._v.ttl))
-    params_str = _lazy(lambda self: self._f(self._v.params))
-    hdr_index = _lazy(lambda self: int(self._v.hdr))
-    start = _lazy(lambda self: int(self._v.start))
-    end = _lazy(lambda self: int(self._v.end))
+    @property
+    def transport(self):
+        return self._str(_V["transport"]).upper()
 
     @_lazy
     def params(self):
         """every param: dict name (lower-case) -> value ('' when none)"""
-        return _params_of(self._src, self._v.params, ord(";"))
+        return _params_of(self, _V["params"])
 
     def param(self, name):
         return self.params.get(name.lower())
 
     @property
     def text(self):
-        return self._src._txt(self.start, self.end - self.start)
+        return self._txt(self.start, self.end - self.start)
 
     def __repr__(self):
         return f"Via({self.text!r})"
 
 
-class NameAddr:
+class NameAddr(_View):
     """A To/From/Contact/Route value.  ``display`` is unquoted and unescaped
     (``display_raw`` as written), ``uri`` the URI text, ``parsed_uri`` the
     parsed :class:`SipUri`; ``tag``/``expires``/``q`` header params; ``star``
     for ``Contact: *``."""
 
-    def __init__(self, src, na, owner):
-        self._src = src
-        self._na = na
-        self._owner = owner
-        self.star = bool(na.star)
+    def __init__(self, buf, t, iv, base):
+        self._buf = buf
+        self._t = t
+        self._iv = iv
+        self._b = base
 
-    def _f(self, st):
-        return self._src._opt(st)
+    display_raw = strprop(_N["display"])
+    uri = strprop(_N["uri"])
+    tag = strprop(_N["tag"])
+    q = strprop(_N["q"])
+    params_str = strprop(_N["params"])
+    hdr_index = intprop(_N["hdr"])
+    start = intprop(_N["start"])
+    end = intprop(_N["end"])
 
-    display_raw = _lazy(lambda self: self._f(self._na.display))
-    uri = _lazy(lambda self: self._f(self._na.uri))
-    tag = _lazy(lambda self: self._f(self._na.tag))
-    q = _lazy(lambda self: self._f(self._na.q))
-    params_str = _lazy(lambda self: self._f(self._na.params))
-    bracket = _lazy(lambda self: bool(self._na.bracket))
-    hdr_index = _lazy(lambda self: int(self._na.hdr))
-    start = _lazy(lambda self: int(self._na.start))
-    end = _lazy(lambda self: int(self._na.end))
+    @property
+    def star(self):
+        return bool(self._iv[self._b + _N["star"]])
+
+    @property
+    def bracket(self):
+        return bool(self._iv[self._b + _N["bracket"]])
 
     @_lazy
     def display(self):
@@ -226,31 +317,32 @@ class NameAddr:
     def expires(self):
         """the expires param as int (None when absent or not a number;
         values past 32 bits are clamped to 2**32-1)"""
-        v = self._f(self._na.expires)
+        v = self._str(_N["expires"])
         if v is None or not v.isdigit():
             return None
         return min(int(v), 0xFFFFFFFF)
 
     @_lazy
     def parsed_uri(self):
-        st = self._na.uri
-        if st.s < 0:
+        iv = self._iv
+        i = self._b + _N["uri"]
+        if iv[i] < 0:
             return None
-        u = ffi.new("sp_uri *")
-        if lib.sp_parse_uri(self._src._buf, st.s, st.l, u) < 0:
-            raise ParseError(400, "bad URI in " + repr(self.uri), lib.SP_E_URI, st.s)
-        return SipUri(self._src, u, u)
+        u = uri_at(self._buf, self._t, iv[i], iv[i + 1])
+        if u is None:
+            raise ParseError(400, "bad URI " + repr(self.uri), lib.SP_E_URI, iv[i])
+        return u
 
     @_lazy
     def params(self):
-        return _params_of(self._src, self._na.params, ord(";"))
+        return _params_of(self, _N["params"])
 
     def param(self, name):
         return self.params.get(name.lower())
 
     @property
     def text(self):
-        return self._src._txt(self.start, self.end - self.start)
+        return self._txt(self.start, self.end - self.start)
 
     def __repr__(self):
         return "NameAddr(*)" if self.star else f"NameAddr({self.text!r})"
@@ -260,7 +352,8 @@ class Credentials:
     """An Authorization/Proxy-Authorization/WWW-Authenticate value:
     ``scheme`` and ``params`` (names lower-cased, quoted values unquoted);
     ``username``, ``realm``, ``nonce``, ``uri``, ``response``, ``algorithm``,
-    ``cnonce``, ``opaque``, ``qop``, ``nc``, ``stale`` read the params."""
+    ``cnonce``, ``opaque``, ``qop``, ``nc``, ``stale``, ``domain`` read the
+    params (None when absent)."""
     __slots__ = ("scheme", "params", "raw")
     _FIELDS = ("username", "realm", "nonce", "uri", "response", "algorithm",
                "cnonce", "opaque", "qop", "nc", "stale", "domain")
@@ -279,30 +372,29 @@ class Credentials:
         return f"Credentials({self.scheme!r}, {self.params!r})"
 
 
-def _params_of(src, st, sep):
-    if st.s < 0:
-        return {}
-    return _parse_params(src, st.s, st.l, sep)
+_FIRST = _M_first
+_COUNT = _M_count
+_HDRS = _M_hdrs
+_NHDRS = _M_n_hdrs
+_CHECKED = _M_checked
+_ISREQ = _M_is_request
 
 
-def _parse_params(src, s, l, sep):
-    n = lib.sp_parse_params(src._buf, s, l, sep, _params_scratch, _MAX_PARAMS)
-    if n < 0:
-        raise ParseError(400, "bad parameters: " + strerror(n), n, s)
-    out = {}
-    for i in range(n):
-        p = _params_scratch[i]
-        name = src._txt(p.name.s, p.name.l).lower()
-        v = p.value
-        if name not in out:
-            out[name] = _unquote(src._txt(v.s, v.l)) if v.s >= 0 else ""
-    return out
+class SipMsg(_View):
+    """One SIP message parsed from ``buf`` (one UDP datagram, or one stream
+    frame when ``stream``).  Raises :class:`ParseError`.  ``check=False``
+    only splits the headers (bodies are then parsed on first use).  See
+    docs/architecture.md for the contract."""
 
-
-class SipMsg(_Text):
-    """One SIP message parsed from ``buf`` (one UDP datagram or one stream
-    frame).  Raises :class:`ParseError`.  See docs/architecture.md for the
-    contract; accessors are computed on first use and cached."""
+    # per-message state other layers set (class defaults, no per-message cost)
+    new_uri = None
+    dst_uri = None
+    flags = 0
+    rcv = None
+    force_send_socket = None
+    _lumpdata = None
+    _body_set = False
+    _via = _from = _to = _contacts = _puri = _cseq = _headers = None
 
     def __init__(self, buf, stream=False, check=True):
         if type(buf) is not bytes:
@@ -314,100 +406,101 @@ class SipMsg(_Text):
         self._buf = buf
         self._t = buf.decode("ascii") if buf.isascii() else None
         self._m = m
-        self.is_request = bool(m.is_request)
-        # per-message state other layers set
-        self.new_uri = None
-        self.dst_uri = None
-        self.flags = 0
-        self.rcv = None
-        self.force_send_socket = None
-        self._lumpdata = None
-        self._body_set = False
+        self._iv = memoryview(ffi.buffer(m)).cast("i")
+        self._b = 0
 
     # ---- first line ------------------------------------------------------
-    @_lazy
+    @property
+    def is_request(self):
+        return self._iv[_ISREQ] != 0
+
+    @property
     def method(self):
         """request method, or the CSeq method of a reply (OpenSIPS's $rm)"""
-        m = self._m
-        if m.is_request:
-            st = m.method
-            return self._txt(st.s, st.l)
-        return self.cseq.method if self.cseq is not None else None
+        if self._iv[_ISREQ]:
+            return self._str(_M_method)
+        cs = self.cseq
+        return cs.method if cs is not None else None
 
-    @_lazy
-    def method_id(self):
-        return int(self._m.method_id)
+    method_id = intprop(_M_method_id, "METHOD_* of the request (or of a reply's CSeq)")
+    ruri = strprop(_M_ruri, "the Request-URI as received")
+    version = strprop(_M_version)
+    status = intprop(_M_status, "status code of a reply (0 for a request)")
+    reason = strprop(_M_reason)
 
-    @_lazy
-    def ruri(self):
-        return self._opt(self._m.ruri)
-
-    @_lazy
-    def version(self):
-        return self._opt(self._m.version)
-
-    @_lazy
-    def status(self):
-        return int(self._m.status)
-
-    @_lazy
-    def reason(self):
-        return self._opt(self._m.reason)
-
-    @_lazy
+    @property
     def parsed_uri(self):
         """the Request-URI as received, parsed (None for a reply)"""
-        m = self._m
-        if not m.is_request:
-            return None
-        if m.checked:
-            return SipUri(self, m.ruri_parsed, m)
-        u = ffi.new("sp_uri *")
-        if lib.sp_parse_uri(self._buf, m.ruri.s, m.ruri.l, u) < 0:
-            raise ParseError(400, "bad Request-URI", lib.SP_E_RURI, m.ruri.s)
-        return SipUri(self, u, u)
+        u = self._puri
+        if u is None:
+            iv = self._iv
+            if not iv[_ISREQ]:
+                return None
+            if iv[_CHECKED]:
+                u = SipUri(self._buf, self._t, iv, _M_ruri_parsed)
+            else:
+                u = uri_at(self._buf, self._t, iv[_M_ruri], iv[_M_ruri + 1])
+                if u is None:
+                    raise ParseError(400, "bad Request-URI", lib.SP_E_RURI, iv[_M_ruri])
+            self._puri = u
+        return u
 
     # ---- headers -----------------------------------------------------------
     @property
     def n_headers(self):
-        return int(self._m.n_hdrs)
+        return self._iv[_NHDRS]
 
-    @_lazy
+    @property
     def headers(self):
-        m = self._m
-        out = []
-        txt = self._txt
-        for i in range(m.n_hdrs):
-            h = m.hdrs[i]
-            out.append(Header(txt(h.name.s, h.name.l), h.type,
-                              _fold(txt(h.body.s, h.body.l)), h.start, h.end, i))
-        return out
+        """every header line, in order (list of :class:`Header`)"""
+        hs = self._headers
+        if hs is None:
+            iv = self._iv
+            txt = self._txt
+            hs = []
+            for i in range(iv[_NHDRS]):
+                b = _HDRS + i * _HS
+                hs.append(Header(txt(iv[b + _H_NAME], iv[b + _H_NAME + 1]), iv[b + _H_TYPE],
+                                 _fold(txt(iv[b + _H_BODY], iv[b + _H_BODY + 1])),
+                                 iv[b + _H_START], iv[b + _H_END], i))
+            self._headers = hs
+        return hs
 
     def _index(self, name):
         t = hdr_type(name)
         if t != HDR_OTHER_T:
-            return t, int(self._m.first[t])
+            return t, self._iv[_FIRST + t]
         b = name.encode() if isinstance(name, str) else name
         return t, lib.sp_find_hdr(self._m, self._buf, t, b, len(b), 0)
 
     def _indexes(self, name):
-        m = self._m
         t = hdr_type(name)
         if t != HDR_OTHER_T:
-            if m.count[t] == 0:
-                return []
-            return [i for i in range(m.first[t], m.n_hdrs) if m.hdrs[i].type == t]
+            return self.hdrs_of_type(t)
         b = name.encode() if isinstance(name, str) else name
         out = []
+        m = self._m
         i = lib.sp_find_hdr(m, self._buf, t, b, len(b), 0)
         while i >= 0:
             out.append(i)
             i = lib.sp_find_hdr(m, self._buf, t, b, len(b), i + 1)
         return out
 
+    def hdrs_of_type(self, t):
+        """indexes of the headers of type ``t`` (HDR_*_T)"""
+        iv = self._iv
+        if iv[_COUNT + t] == 0:
+            return []
+        return [i for i in range(iv[_FIRST + t], iv[_NHDRS]) if iv[_HDRS + i * _HS] == t]
+
+    def _span(self, i):
+        b = _HDRS + i * _HS + _H_BODY
+        return self._iv[b], self._iv[b + 1]
+
     def _body_of(self, i):
-        st = self._m.hdrs[i].body
-        return _fold(self._txt(st.s, st.l))
+        iv = self._iv
+        b = _HDRS + i * _HS + _H_BODY
+        return _fold(self._txt(iv[b], iv[b + 1]))
 
     def hdr(self, name):
         """body of the first header called ``name`` (any case, compact forms
@@ -419,24 +512,31 @@ class SipMsg(_Text):
         """bodies of every header called ``name``, in order"""
         return [self._body_of(i) for i in self._indexes(name)]
 
-    def hdrs_of_type(self, t):
-        m = self._m
-        return [i for i in range(m.n_hdrs) if m.hdrs[i].type == t]
-
     # ---- core headers ---------------------------------------------------------
-    @_lazy
+    @property
     def via(self):
-        m = self._m
-        if m.checked:
-            return [Via(self, m.vias[i], m) for i in range(m.n_vias)]
+        """every Via value, top first (list of :class:`Via`)"""
+        v = self._via
+        if v is None:
+            iv = self._iv
+            if iv[_CHECKED]:
+                buf, t, base = self._buf, self._t, _M_vias
+                v = [Via(buf, t, iv, base + k * _VS) for k in range(iv[_M_n_vias])]
+            else:
+                v = self._parse_vias()
+            self._via = v
+        return v
+
+    def _parse_vias(self):
         out = []
         for i in self.hdrs_of_type(HDR_VIA_T):
-            arr = ffi.new("sp_via[]", lib.SP_MAX_VIAS)
-            h = m.hdrs[i]
-            n = lib.sp_parse_via(self._buf, h.body.s, h.body.l, i, arr, lib.SP_MAX_VIAS)
+            arr = ffi.new("sp_via[]", _MAX_VIAS)
+            s, l = self._span(i)
+            n = lib.sp_parse_via(self._buf, s, l, i, arr, _MAX_VIAS)
             if n < 0:
-                raise ParseError(400, strerror(n), n, h.start)
-            out.extend(Via(self, arr[k], arr) for k in range(n))
+                raise ParseError(400, strerror(n), n, s)
+            av = int_view(arr)
+            out.extend(Via(self._buf, self._t, av, k * _VS) for k in range(n))
         return out
 
     @property
@@ -445,87 +545,107 @@ class SipMsg(_Text):
         return v[0] if v else None
 
     def _nameaddr_list(self, t, list_ok=True, star_ok=False):
-        m = self._m
         out = []
         for i in self.hdrs_of_type(t):
-            h = m.hdrs[i]
-            arr = ffi.new("sp_nameaddr[]", lib.SP_MAX_CONTACTS)
-            n = lib.sp_parse_nameaddrs(self._buf, h.body.s, h.body.l, i, 1 if list_ok else 0,
-                                       1 if star_ok else 0, arr, lib.SP_MAX_CONTACTS)
+            s, l = self._span(i)
+            arr = ffi.new("sp_nameaddr[]", _MAX_NA)
+            n = lib.sp_parse_nameaddrs(self._buf, s, l, i, 1 if list_ok else 0,
+                                       1 if star_ok else 0, arr, _MAX_NA)
             if n < 0:
                 raise ParseError(400, strerror(n) + " in " + HDR_TYPE_NAMES.get(t, "?"),
-                                 n, h.start)
-            out.extend(NameAddr(self, arr[k], arr) for k in range(n))
+                                 n, s)
+            av = int_view(arr)
+            out.extend(NameAddr(self._buf, self._t, av, k * _NS) for k in range(n))
         return out
 
-    @_lazy
+    @property
     def from_(self):
-        m = self._m
-        if m.checked:
-            return NameAddr(self, m.hfrom, m)
-        v = self._nameaddr_list(HDR_FROM_T, False)
-        return v[0] if v else None
+        f = self._from
+        if f is None:
+            if self._iv[_CHECKED]:
+                f = NameAddr(self._buf, self._t, self._iv, _M_hfrom)
+            else:
+                v = self._nameaddr_list(HDR_FROM_T, False)
+                f = v[0] if v else None
+            self._from = f
+        return f
 
-    @_lazy
+    @property
     def to(self):
-        m = self._m
-        if m.checked:
-            return NameAddr(self, m.hto, m)
-        v = self._nameaddr_list(HDR_TO_T, False)
-        return v[0] if v else None
+        f = self._to
+        if f is None:
+            if self._iv[_CHECKED]:
+                f = NameAddr(self._buf, self._t, self._iv, _M_hto)
+            else:
+                v = self._nameaddr_list(HDR_TO_T, False)
+                f = v[0] if v else None
+            self._to = f
+        return f
 
-    @_lazy
+    @property
     def callid(self):
-        i = self._m.first[HDR_CALLID_T]
+        i = self._iv[_FIRST + HDR_CALLID_T]
         return None if i < 0 else self._body_of(i)
 
-    @_lazy
+    @property
     def cseq(self):
-        m = self._m
-        if m.first[HDR_CSEQ_T] < 0:
-            return None
-        if m.cseq_method.s < 0:
-            raise ParseError(400, "bad CSeq", lib.SP_E_CSEQ, -1)
-        return CSeq(int(m.cseq_num), self._opt(m.cseq_method), int(m.cseq_method_id))
+        c = self._cseq
+        if c is None:
+            iv = self._iv
+            if iv[_FIRST + HDR_CSEQ_T] < 0:
+                return None
+            if iv[_M_cseq_method] < 0:
+                raise ParseError(400, "bad CSeq", lib.SP_E_CSEQ, -1)
+            c = self._cseq = CSeq(iv[_M_cseq_num] & 0xFFFFFFFF, self._str(_M_cseq_method),
+                                  iv[_M_cseq_method_id])
+        return c
 
-    @_lazy
+    @property
     def contacts(self):
         """every Contact value (``Contact: *`` gives one NameAddr with star)"""
-        m = self._m
-        if m.checked:
-            return [NameAddr(self, m.contacts[i], m) for i in range(m.n_contacts)]
-        return self._nameaddr_list(HDR_CONTACT_T, True, True)
+        c = self._contacts
+        if c is None:
+            iv = self._iv
+            if iv[_CHECKED]:
+                buf, t, base = self._buf, self._t, _M_contacts
+                c = [NameAddr(buf, t, iv, base + k * _NS) for k in range(iv[_M_n_contacts])]
+            else:
+                c = self._nameaddr_list(HDR_CONTACT_T, True, True)
+            self._contacts = c
+        return c
 
     @property
     def contact_star(self):
         return any(c.star for c in self.contacts)
 
-    @_lazy
+    @property
     def max_forwards(self):
-        m = self._m
-        if m.checked:
-            return None if m.max_forwards < 0 else int(m.max_forwards)
+        iv = self._iv
+        if iv[_CHECKED]:
+            v = iv[_M_max_forwards]
+            return None if v < 0 else v
         v = self.hdr("Max-Forwards")
         return int(v) if v is not None and v.isdigit() else None
 
-    @_lazy
+    @property
     def content_length(self):
-        v = self._m.content_length
-        return None if v < 0 else int(v)
+        v = self._iv[_M_content_length]
+        return None if v < 0 else v
 
     @_lazy
     def body(self):
-        m = self._m
-        return self._buf[m.body_s:m.body_s + m.body_l]
+        iv = self._iv
+        s = iv[_M_body_s]
+        return self._buf[s:s + iv[_M_body_l]]
 
     @property
     def msg_len(self):
         """octets this message took in the buffer it was parsed from"""
-        return int(self._m.msg_len)
+        return self._iv[_M_msg_len]
 
     @_lazy
     def raw(self):
-        return self._buf[:self._m.msg_len]
+        return self._buf[:self._iv[_M_msg_len]]
 
     # ---- other headers, parsed on demand ---------------------------------------------
     @_lazy
@@ -552,46 +672,42 @@ class SipMsg(_Text):
     unsupported = _lazy(lambda self: self._tokens(HDR_UNSUPPORTED_T))
     allow = _lazy(lambda self: self._tokens(HDR_ALLOW_T))
 
-    @_lazy
+    @property
     def content_type(self):
-        i = self._m.first[HDR_CONTENTTYPE_T]
+        i = self._iv[_FIRST + HDR_CONTENTTYPE_T]
         return None if i < 0 else self._body_of(i)
 
-    @_lazy
+    @property
     def expires(self):
         """Expires header as int; None when absent; a value past 32 bits or
         not a number gives None (callers use their default)"""
-        i = self._m.first[HDR_EXPIRES_T]
+        i = self._iv[_FIRST + HDR_EXPIRES_T]
         if i < 0:
             return None
-        h = self._m.hdrs[i]
-        v = ffi.new("uint32_t *")
-        if lib.sp_parse_uint(self._buf, h.body.s, h.body.l, v) < 0:
+        s, l = self._span(i)
+        if lib.sp_parse_uint(self._buf, s, l, _uint) < 0:
             return None
-        return int(v[0])
+        return int(_uint[0])
 
     @_lazy
     def event(self):
         """(event package, params dict) of the Event header, or None"""
-        i = self._m.first[HDR_EVENT_T]
+        i = self._iv[_FIRST + HDR_EVENT_T]
         if i < 0:
             return None
         name, _, rest = self._body_of(i).partition(";")
-        return name.strip(), {k.strip(): v.strip() for k, v in
-                              _split_params(rest.replace(" ", "")).items()}
+        return name.strip(), split_params(re.sub(r"\s+", "", rest))
 
-    @_lazy
+    @property
     def date(self):
-        i = self._m.first[HDR_DATE_T]
+        i = self._iv[_FIRST + HDR_DATE_T]
         return None if i < 0 else self._body_of(i)
 
     def _credentials(self, t):
         out = []
-        m = self._m
+        b = self._buf
         for i in self.hdrs_of_type(t):
-            h = m.hdrs[i]
-            s, l = h.body.s, h.body.l
-            b = self._buf
+            s, l = self._span(i)
             k = s
             while k < s + l and b[k] not in b" \t\r\n":
                 k += 1
@@ -647,30 +763,33 @@ class SipMsg(_Text):
         self._lump(LUMP_INS_AFTER, off, 0, data)
 
     def delete(self, off, length):
+        """remove ``length`` octets of the original from ``off``"""
         self._lump(LUMP_REPLACE, off, length, b"")
 
     def replace(self, off, length, data):
+        """replace ``length`` octets of the original from ``off`` by ``data``"""
         self._lump(LUMP_REPLACE, off, length, data)
 
     @property
     def n_lumps(self):
-        return int(self._m.n_lumps)
+        return self._iv[_M_n_lumps]
 
     @property
     def hdrs_start(self):
-        return int(self._m.first_line_end)
+        """offset of the first header line"""
+        return self._iv[_M_first_line_end]
 
     @property
     def hdrs_end(self):
         """offset of the empty line that ends the header section"""
-        return int(self._m.hdrs_end)
+        return self._iv[_M_hdrs_end]
 
     def add_via(self, value):
         """add a Via value on top (``SIP/2.0/UDP host;branch=...``)"""
-        m = self._m
-        i = m.first[HDR_VIA_T]
-        off = m.hdrs[i].start if i >= 0 else m.first_line_end
-        self.insert_before(off, b"Via: " + _b(value) + b"\r\n")
+        iv = self._iv
+        i = iv[_FIRST + HDR_VIA_T]
+        off = iv[_HDRS + i * _HS + _H_START] if i >= 0 else iv[_M_first_line_end]
+        self._lump(LUMP_INS_BEFORE, off, 0, b"Via: " + _b(value) + b"\r\n")
 
     def remove_via(self):
         """remove the first Via value (the whole line when it is alone)"""
@@ -678,32 +797,33 @@ class SipMsg(_Text):
         if not vias:
             raise ValueError("no Via to remove")
         v0 = vias[0]
-        m = self._m
         if len(vias) > 1 and vias[1].hdr_index == v0.hdr_index:
             self.delete(v0.start, vias[1].start - v0.start)
         else:
-            h = m.hdrs[v0.hdr_index]
-            self.delete(h.start, h.end - h.start)
+            b = _HDRS + v0.hdr_index * _HS
+            s = self._iv[b + _H_START]
+            self.delete(s, self._iv[b + _H_END] - s)
 
     def add_record_route(self, value):
         """add ``Record-Route: value`` at the top (after a Via added on top)"""
-        self.insert_after(self._m.first_line_end, b"Record-Route: " + _b(value) + b"\r\n")
+        self._lump(LUMP_INS_AFTER, self._iv[_M_first_line_end], 0,
+                   b"Record-Route: " + _b(value) + b"\r\n")
 
     def insert_hdr(self, text):
         """insert header line(s) at the top of the header section"""
-        self.insert_after(self._m.first_line_end, _line(text))
+        self.insert_after(self._iv[_M_first_line_end], _line(text))
 
     def append_hdr(self, text):
         """append header line(s) at the end of the header section"""
-        self.insert_before(self._m.hdrs_end, _line(text))
+        self.insert_before(self._iv[_M_hdrs_end], _line(text))
 
     def remove_hdr(self, name):
         """remove every header called ``name``; returns how many"""
         idx = self._indexes(name)
-        m = self._m
+        iv = self._iv
         for i in idx:
-            h = m.hdrs[i]
-            self.delete(h.start, h.end - h.start)
+            b = _HDRS + i * _HS
+            self.delete(iv[b + _H_START], iv[b + _H_END] - iv[b + _H_START])
         return len(idx)
 
     def set_hdr_body(self, name, value):
@@ -711,8 +831,8 @@ class SipMsg(_Text):
         t, i = self._index(name)
         if i < 0:
             raise KeyError(name)
-        h = self._m.hdrs[i]
-        self.replace(h.body.s, h.body.l, _b(value))
+        s, l = self._span(i)
+        self.replace(s, l, _b(value))
 
     def set_body(self, body, content_type=None):
         """replace the body; Content-Length (and Content-Type when given)
@@ -720,37 +840,39 @@ class SipMsg(_Text):
         if self._body_set:
             raise ValueError("body already replaced")
         body = _b(body)
-        m = self._m
-        self.replace(m.body_s, m.body_l, body)
+        iv = self._iv
+        self.replace(iv[_M_body_s], iv[_M_body_l], body)
         self._set_or_append(HDR_CONTENTLENGTH_T, "Content-Length", str(len(body)))
         if content_type is not None:
             self._set_or_append(HDR_CONTENTTYPE_T, "Content-Type", content_type)
         self._body_set = True
 
     def _set_or_append(self, t, name, value):
-        m = self._m
-        i = m.first[t]
+        i = self._iv[_FIRST + t]
         if i >= 0:
-            h = m.hdrs[i]
-            self.replace(h.body.s, h.body.l, _b(value))
+            s, l = self._span(i)
+            self.replace(s, l, _b(value))
         else:
             self.append_hdr(f"{name}: {value}")
 
     def build(self):
         """the outgoing bytes: the message with every lump applied, the
         Request-URI replaced by ``new_uri`` when set, Content-Length added
-        when the message had none"""
+        when the message had none.  The lumps stay: build() can run again."""
         m = self._m
-        saved = (m.n_lumps, m.lump_seq, m.lump_bytes)
+        iv = self._iv
         ld = self._lumpdata
-        saved_ld = len(ld) if ld is not None else 0
+        extra = self.new_uri is not None or iv[_M_content_length] < 0
+        if extra:
+            saved = (m.n_lumps, m.lump_seq, m.lump_bytes)
+            saved_ld = len(ld) if ld is not None else 0
         try:
-            if self.new_uri is not None and m.is_request:
-                self.replace(m.ruri.s, m.ruri.l, _b(self.new_uri))
-            if m.content_length < 0 and not self._body_set:
-                self.append_hdr(f"Content-Length: {m.body_l}")
+            if self.new_uri is not None and iv[_ISREQ]:
+                self.replace(iv[_M_ruri], iv[_M_ruri + 1], _b(self.new_uri))
+            if iv[_M_content_length] < 0 and not self._body_set:
+                self.append_hdr(f"Content-Length: {iv[_M_body_l]}")
             ld = self._lumpdata
-            size = m.msg_len + m.lump_bytes
+            size = iv[_M_msg_len] + m.lump_bytes
             out = _out[0]
             if len(out) < size:
                 out = _out[0] = ffi.new("char[]", max(size, 2 * len(out)))
@@ -758,15 +880,17 @@ class SipMsg(_Text):
                              out, len(out))
             if n < 0:
                 raise ValueError("build: " + strerror(n))
-            return ffi.unpack(out, n)
+            return ffi.buffer(out, n)[:]
         finally:
-            m.n_lumps, m.lump_seq, m.lump_bytes = saved
-            if ld is not None:
-                del ld[saved_ld:]
+            if extra:
+                m.n_lumps, m.lump_seq, m.lump_bytes = saved
+                if ld is not None:
+                    del ld[saved_ld:]
 
     build_request = build
 
     def build_reply(self, code, reason=None, to_tag=None, headers=(), body=b""):
+        """a reply to this request: see :func:`build_reply`"""
         return build_reply(self, code, reason, to_tag, headers, body)
 
     def __repr__(self):
@@ -787,8 +911,8 @@ def _line(text):
 def _default_to_tag(msg):
     f = msg.from_
     v = msg.via1
-    key = "|".join((msg.callid or "", f.tag or "" if f else "",
-                    v.branch or "" if v else "", str(msg.cseq.num if msg.cseq else "")))
+    key = "|".join((msg.callid or "", (f.tag or "") if f else "",
+                    (v.branch or "") if v else "", str(msg.cseq.num if msg.cseq else "")))
     return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
@@ -811,7 +935,7 @@ def build_reply(msg, code, reason=None, to_tag=None, headers=(), body=b""):
         eb = b"".join(_line(h) for h in headers)
     bb = _b(body)
     m = msg._m
-    size = 64 + len(rb) + len(tb) + len(eb) + len(bb) + m.hdrs_end
+    size = 64 + len(rb) + len(tb) + len(eb) + len(bb) + msg.hdrs_end + 4 * msg.n_headers
     out = ffi.new("char[]", size)
     n = lib.sp_build_reply(m, msg._buf, code, rb, len(rb), tb, len(tb), eb, len(eb),
                            bb, len(bb), out, size)
@@ -830,12 +954,3 @@ def frame_length(buf) -> int:
     if n < 0:
         raise ParseError(400, strerror(n), n, -1)
     return n
-
-
-def method_name(method_id):
-    return METHOD_NAMES.get(method_id)
-
-
-# URI type names re-exported for users of NameAddr.parsed_uri
-URI_SIP_TYPES = (SIP_URI_T, SIPS_URI_T)
-URI_TEL_TYPES = (TEL_URI_T, TELS_URI_T)

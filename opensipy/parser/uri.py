@@ -1,16 +1,29 @@
-"""SIP/SIPS/TEL (and opaque other-scheme) URIs over the C URI parser."""
+"""SIP/SIPS/TEL (and opaque other-scheme) URIs over the C URI parser.
+
+Field access goes through an int32 memoryview over the C result struct
+(``_iv``) at a base index (``_b``): one index per offset, no cdata objects.
+"""
 import re
 
 from ._core import ffi, lib, SIP_URI_T, SIPS_URI_T, TEL_URI_T, TELS_URI_T
 
-__all__ = ["SipUri", "parse_uri", "unescape", "UriError", "_Text", "_lazy"]
+__all__ = ["SipUri", "parse_uri", "unescape", "UriError"]
 
 _ESC = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
+def _ix(ctype, *field):
+    return ffi.offsetof(ctype, *field) // 4
+
+
+def int_view(cdata):
+    """an int32 memoryview over a C struct or array (keeps it alive)"""
+    return memoryview(ffi.buffer(cdata)).cast("i")
+
+
 class _lazy:
-    """A computed attribute stored in the instance dict on first use (so the
-    second read is a plain attribute read)."""
+    """A computed attribute stored in the instance dict on first use."""
+
     def __init__(self, fn):
         self.fn = fn
         self.name = None
@@ -27,14 +40,22 @@ class _lazy:
         return v
 
 
-class _Text:
-    """Bytes plus, for pure ASCII input, the same text as one str, so that a
-    field is one str slice; otherwise fields decode as UTF-8 with
-    surrogateescape (every byte survives an encode back)."""
+class _View:
+    """Base of the objects that read (offset, length) pairs of a C result:
+    ``_buf`` the parsed bytes, ``_t`` the same as str when pure ASCII (so a
+    field is one str slice; otherwise UTF-8 with surrogateescape, every byte
+    survives an encode back), ``_iv`` the int view, ``_b`` the base index."""
 
-    def __init__(self, buf: bytes):
-        self._buf = buf
-        self._t = buf.decode("ascii") if buf.isascii() else None
+    def _str(self, k):
+        iv = self._iv
+        i = self._b + k
+        s = iv[i]
+        if s < 0:
+            return None
+        t = self._t
+        if t is not None:
+            return t[s:s + iv[i + 1]]
+        return self._buf[s:s + iv[i + 1]].decode("utf-8", "surrogateescape")
 
     def _txt(self, s, l):
         t = self._t
@@ -42,15 +63,26 @@ class _Text:
             return t[s:s + l]
         return self._buf[s:s + l].decode("utf-8", "surrogateescape")
 
-    def _opt(self, st):
-        """an sp_str as str, None when absent"""
-        s = st.s
+
+def strprop(k, doc=None):
+    """a property reading the sp_str at index ``k`` of the struct"""
+    def get(self):
+        iv = self._iv
+        i = self._b + k
+        s = iv[i]
         if s < 0:
             return None
         t = self._t
         if t is not None:
-            return t[s:s + st.l]
-        return self._buf[s:s + st.l].decode("utf-8", "surrogateescape")
+            return t[s:s + iv[i + 1]]
+        return self._buf[s:s + iv[i + 1]].decode("utf-8", "surrogateescape")
+    return property(get, doc=doc)
+
+
+def intprop(k, doc=None):
+    def get(self):
+        return self._iv[self._b + k]
+    return property(get, doc=doc)
 
 
 class UriError(ValueError):
@@ -64,7 +96,7 @@ def unescape(s: str) -> str:
         "utf-8", "surrogateescape")
 
 
-def _split_params(text):
+def split_params(text):
     out = {}
     if not text:
         return out
@@ -76,42 +108,53 @@ def _split_params(text):
     return out
 
 
-class SipUri:
+_U = {f: _ix("sp_uri", f) for f in (
+    "type", "scheme", "user", "passwd", "host", "port_s", "port", "params", "headers",
+    "opaque", "transport", "user_param", "method", "ttl", "maddr", "lr", "r2", "gr")}
+
+
+class SipUri(_View):
     """A parsed URI.  Fields are the text as received (escapes not decoded;
-    use :func:`unescape` or the ``*_unescaped`` helpers).  ``port`` is 0
-    when absent; ``host`` of an IPv6 reference keeps its brackets."""
+    use :func:`unescape` or ``user_unescaped``).  ``port`` is 0 when absent;
+    ``host`` of an IPv6 reference keeps its brackets; ``type`` is one of
+    SIP_URI_T, SIPS_URI_T, TEL_URI_T, TELS_URI_T, OTHER_URI_T; for other
+    schemes only ``scheme`` and ``opaque`` are set."""
 
-    def __init__(self, src, u, ref=None):
-        self._src = src      # a _Text (message or standalone string)
-        self._u = u          # sp_uri cdata
-        self._ref = ref      # keeps the cdata owner alive
-        self.type = u.type
+    def __init__(self, buf, t, iv, base):
+        self._buf = buf
+        self._t = t
+        self._iv = iv
+        self._b = base
 
-    def _f(self, st):
-        return self._src._opt(st)
+    type = intprop(_U["type"])
+    user = strprop(_U["user"])
+    passwd = strprop(_U["passwd"])
+    host = strprop(_U["host"])
+    port = intprop(_U["port"])
+    port_str = strprop(_U["port_s"])
+    params_str = strprop(_U["params"])
+    headers = strprop(_U["headers"])
+    opaque = strprop(_U["opaque"])
+    transport = strprop(_U["transport"])
+    user_param = strprop(_U["user_param"])
+    method = strprop(_U["method"])
+    ttl = strprop(_U["ttl"])
+    maddr = strprop(_U["maddr"])
+    r2 = strprop(_U["r2"])
+    gr = strprop(_U["gr"])
 
-    scheme = _lazy(lambda self: self._f(self._u.scheme).lower())
-    user = _lazy(lambda self: self._f(self._u.user))
-    passwd = _lazy(lambda self: self._f(self._u.passwd))
-    host = _lazy(lambda self: self._f(self._u.host))
-    port_str = _lazy(lambda self: self._f(self._u.port_s))
-    port = _lazy(lambda self: int(self._u.port))
-    params_str = _lazy(lambda self: self._f(self._u.params))
-    headers = _lazy(lambda self: self._f(self._u.headers))
-    opaque = _lazy(lambda self: self._f(self._u.opaque))
-    transport = _lazy(lambda self: self._f(self._u.transport))
-    user_param = _lazy(lambda self: self._f(self._u.user_param))
-    method = _lazy(lambda self: self._f(self._u.method))
-    ttl = _lazy(lambda self: self._f(self._u.ttl))
-    maddr = _lazy(lambda self: self._f(self._u.maddr))
-    lr = _lazy(lambda self: self._u.lr.s >= 0)
-    r2 = _lazy(lambda self: self._f(self._u.r2))
-    gr = _lazy(lambda self: self._f(self._u.gr))
+    @property
+    def scheme(self):
+        return self._str(_U["scheme"]).lower()
+
+    @property
+    def lr(self):
+        return self._iv[self._b + _U["lr"]] >= 0
 
     @_lazy
     def params(self):
-        """URI parameters as a dict (names lower-cased, value '' for a flag)."""
-        return _split_params(self.params_str)
+        """URI parameters as a dict (names lower-cased, '' for a flag)."""
+        return split_params(self.params_str)
 
     def param(self, name):
         """The value of a URI parameter, '' for a flag, None when absent."""
@@ -119,7 +162,8 @@ class SipUri:
 
     @property
     def user_unescaped(self):
-        return None if self.user is None else unescape(self.user)
+        u = self.user
+        return None if u is None else unescape(u)
 
     @property
     def is_sip(self):
@@ -131,10 +175,10 @@ class SipUri:
 
     @_lazy
     def text(self):
-        u = self._u
-        start = u.scheme.s
-        end = u.opaque.s + u.opaque.l
-        return self._src._txt(start, end - start)
+        iv, b = self._iv, self._b
+        start = iv[b + _U["scheme"]]
+        end = iv[b + _U["opaque"]] + iv[b + _U["opaque"] + 1]
+        return self._txt(start, end - start)
 
     def __str__(self):
         return self.text
@@ -151,11 +195,18 @@ class SipUri:
         return hash(self.text)
 
 
+def uri_at(buf, t, s, l):
+    """parse the URI at buf[s:s+l] (offsets stay those of buf); None if bad"""
+    u = ffi.new("sp_uri *")
+    if lib.sp_parse_uri(buf, s, l, u) < 0:
+        return None
+    return SipUri(buf, t, int_view(u), 0)
+
+
 def parse_uri(uri) -> SipUri:
     """Parse a URI given as str or bytes; raises :class:`UriError`."""
     b = uri.encode("utf-8", "surrogateescape") if isinstance(uri, str) else bytes(uri)
-    u = ffi.new("sp_uri *")
-    rc = lib.sp_parse_uri(b, 0, len(b), u)
-    if rc < 0:
+    u = uri_at(b, b.decode("ascii") if b.isascii() else None, 0, len(b))
+    if u is None:
         raise UriError(f"bad URI: {uri!r}")
-    return SipUri(_Text(b), u, u)
+    return u
