@@ -28,6 +28,15 @@ from functools import lru_cache
 
 from .. import log
 
+# action flags: what a route's status / a top-level callable's result holds
+ACT_FL_EXIT = 1            # exit, return(0), a function returned 0
+ACT_FL_RETURN = 2
+ACT_FL_DROP = 4            # drop (always with ACT_FL_EXIT)
+DROP = ACT_FL_EXIT | ACT_FL_DROP
+
+MAX_REC_LEV = 100          # route() nesting depth (OpenSIPS's limit)
+MAX_WHILE_LOOPS = 10000    # iterations of one while loop (max_while_loops)
+
 _declared: set = set()
 compiled = None        # the active CompiledScript (set by activate())
 
@@ -235,3 +244,22 @@ def switch_index(v, table: dict, default: int) -> int:
     else:
         i = None
     return default if i is None else i
+
+
+# --- errors met while a route runs ------------------------------------------
+
+def too_deep(loc) -> int:
+    log.LM_ERR(f"{loc[0]}:{loc[1]}:{loc[2]}: too many nested route() calls "
+               f"(more than {MAX_REC_LEV}), script stopped")
+    return ACT_FL_EXIT
+
+
+def param_error(where, err) -> int:
+    (file, line, col), name = where
+    log.LM_ERR(f"{file}:{line}:{col}: {name}(): {err}")
+    return -1
+
+
+def loop_limit(loc) -> None:
+    log.LM_ERR(f"{loc[0]}:{loc[1]}:{loc[2]}: while loop stopped after "
+               f"{MAX_WHILE_LOOPS} iterations")
