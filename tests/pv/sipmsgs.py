@@ -53,6 +53,9 @@ From: <sip:alice@atlanta.example.com>;tag=193402342
 Call-ID: 898234234@agb.example.com
 CSeq: 93809823 REFER
 Refer-To: <sip:dave@denver.example.org?Replaces=12345%40192.168.118.3>
+P-Preferred-Identity: "Alice" <sip:alice.pref@atlanta.example.com>
+Remote-Party-ID: "Alice" <sip:+15550001@atlanta.example.com>;party=calling
+Diversion: <sip:fwd@atlanta.example.com>;reason=unconditional
 Contact: <sip:a@atlanta.example.com>
 Max-Forwards: 70
 Content-Length: 0
