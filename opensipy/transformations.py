@@ -72,6 +72,13 @@ class Uri:
 
     def __str__(self):
         out = [self.scheme, ":"]
+        if not self.host and self.scheme.lower() in ("tel", "tels"):
+            out.append(self.user)
+            if self.params:
+                out += (";", self.params)
+            if self.headers:
+                out += ("?", self.headers)
+            return "".join(out)
         if self.user:
             out.append(self.user)
             if self.passwd:

@@ -170,6 +170,8 @@ def test_helpers():
     assert str(u.copy(user="", port="")) == "sip:h.com;transport=udp;lr"
     with pytest.raises(ValueError):
         parse_uri("sip:a@h.com:port")
+    t = parse_uri("tel:+15551234;phone-context=x")
+    assert str(t.copy(user="+15550000")) == "tel:+15550000;phone-context=x"
     na = parse_nameaddr('"A \\"q\\"" <sip:a@b>;x=1')
     assert na.name == '"A \\"q\\""' and na.uri == "sip:a@b" and \
         na.param("x") == "1"
