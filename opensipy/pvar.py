@@ -455,6 +455,8 @@ def _ruri_part_setter(field, var):
             v = _txt(value)
             if field == "port" and not v.isdigit():
                 raise PVError(f"{var}: bad port {v!r}")
+            if field == "host" and ":" in v and not v.startswith("["):
+                v = f"[{v}]"                 # an IPv6 address
         changes = {field: v}
         if field == "user" and not v:
             changes["passwd"] = ""
@@ -607,6 +609,8 @@ def _du_part_setter(field, var):
             raise PVError(f"{var}: the host cannot be NULL")
         if field == "port" and v and not v.isdigit():
             raise PVError(f"{var}: bad port {v!r}")
+        if field == "host" and ":" in v and not v.startswith("["):
+            v = f"[{v}]"
         msg.dst_uri = str(u.copy(**{field: v}))
     return setf
 

@@ -251,6 +251,7 @@ def test_ru_assignment_then_parts():
     ("$rU", "carol", "sip:carol@biloxi.example.com:5070;transport=tcp;lr"),
     ("$rU", None, "sip:biloxi.example.com:5070;transport=tcp;lr"),
     ("$rd", "10.1.2.3", "sip:bob@10.1.2.3:5070;transport=tcp;lr"),
+    ("$rd", "2001:db8::5", "sip:bob@[2001:db8::5]:5070;transport=tcp;lr"),
     ("$rp", 5090, "sip:bob@biloxi.example.com:5090;transport=tcp;lr"),
     ("$rp", "5091", "sip:bob@biloxi.example.com:5091;transport=tcp;lr"),
     ("$rp", None, "sip:bob@biloxi.example.com;transport=tcp;lr"),
