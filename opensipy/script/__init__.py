@@ -9,12 +9,12 @@
 from .errors import ScriptError, ScriptErrors
 from .parser import parse_file, parse_string
 from .checker import check
-from .compiler import (ACT_FL_DROP, ACT_FL_EXIT, ACT_FL_RETURN,
-                       CompiledScript, compile_script)
+from .compiler import (ACT_FL_DROP, ACT_FL_EXIT, CompiledScript,
+                       compile_script)
 from .runtime import find_route, route_exists
 from . import ast
 
 __all__ = ["ScriptError", "ScriptErrors", "parse_file", "parse_string",
            "check", "compile_script", "CompiledScript", "ACT_FL_EXIT",
-           "ACT_FL_DROP", "ACT_FL_RETURN", "find_route", "route_exists",
+           "ACT_FL_DROP", "find_route", "route_exists",
            "ast"]

@@ -202,14 +202,24 @@ class Generator:
         else:                                   # pragma: no cover
             raise TypeError(f"unknown statement {s!r}")
 
-    def if_stmt(self, s: A.If, ind: int, kw: str = "if"):
+    def if_stmt(self, s: A.If, ind: int):
+        """An else-if chain whose conditions need no prelude becomes one
+        if/elif/else (a long chain must not nest deeper at each step)."""
         pre, cond = self.cond(s.cond)
         self.emit_pre(ind, pre, s.loc)
         self.emit(ind, f"if {cond}:", s.loc)
         self.block(s.then.stmts, ind + 1)
-        if s.orelse is not None:
+        while s.orelse is not None:
+            nxt = s.orelse.stmts[0] if len(s.orelse.stmts) == 1 else None
+            if isinstance(nxt, A.If) and not _has_call(nxt.cond):
+                _, cond = self.cond(nxt.cond)
+                self.emit(ind, f"elif {cond}:", nxt.loc)
+                self.block(nxt.then.stmts, ind + 1)
+                s = nxt
+                continue
             self.emit(ind, "else:", s.orelse.loc)
             self.block(s.orelse.stmts, ind + 1)
+            break
 
     def while_stmt(self, s: A.While, ind: int):
         pre, cond = self.cond(s.cond)
@@ -515,6 +525,19 @@ def _kind(e) -> str:
                                         and _kind(e.right) == "int")):
         return "int"
     return "val"
+
+
+def _has_call(e) -> bool:
+    """Whether evaluating e runs a function or a route (needs a prelude)."""
+    if isinstance(e, (A.Call, A.RouteCall)):
+        return True
+    if isinstance(e, A.Unary):
+        return _has_call(e.operand)
+    if isinstance(e, A.Binary):
+        return _has_call(e.left) or _has_call(e.right)
+    if isinstance(e, A.ExprList):
+        return any(_has_call(x) for x in e.items)
+    return False
 
 
 def _const_str(e) -> Optional[str]:

@@ -53,11 +53,11 @@ from . import runtime
 from .checker import ROUTE_TYPES, analyse
 from .codegen import SOURCE_NAME, Generator
 from .errors import ScriptErrors
-from .runtime import (ACT_FL_DROP, ACT_FL_EXIT, ACT_FL_RETURN, DROP,
-                      MAX_REC_LEV, MAX_WHILE_LOOPS)
+from .runtime import (ACT_FL_DROP, ACT_FL_EXIT, DROP, MAX_REC_LEV,
+                      MAX_WHILE_LOOPS)
 
 __all__ = ["CompiledScript", "compile_script", "ACT_FL_EXIT", "ACT_FL_DROP",
-           "ACT_FL_RETURN", "DROP", "MAX_REC_LEV", "MAX_WHILE_LOOPS"]
+           "DROP", "MAX_REC_LEV", "MAX_WHILE_LOOPS"]
 
 
 class CompiledScript:

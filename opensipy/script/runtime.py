@@ -30,7 +30,6 @@ from .. import log
 
 # action flags: what a route's status / a top-level callable's result holds
 ACT_FL_EXIT = 1            # exit, return(0), a function returned 0
-ACT_FL_RETURN = 2
 ACT_FL_DROP = 4            # drop (always with ACT_FL_EXIT)
 DROP = ACT_FL_EXIT | ACT_FL_DROP
 

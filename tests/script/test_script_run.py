@@ -393,3 +393,55 @@ def test_message_variables_read_and_write():
         '}', msg=msg)
     assert logged == ["to bob", "domain", "carol@example.org carol",
                       "alice"]
+
+
+# --- the route table modules use ---------------------------------------------
+
+def test_modules_find_routes_by_name_before_and_after_compilation():
+    from opensipy.script import (check, compile_script, find_route,
+                                 parse_string, route_exists, runtime)
+    from script_helpers import make_registry, BASIC
+    reg, _ = make_registry({"basic": BASIC})
+    script = parse_string('route { t(); }\nfailure_route[missed] { t(); }\n'
+                          'route[relay] { t(); }\n')
+    saved = runtime.compiled
+    try:
+        assert check(script, reg) == []
+        # a fixup (before compilation) may check that a name exists
+        assert route_exists("failure_route", "missed")
+        assert route_exists("route", "relay")
+        assert not route_exists("failure_route", "relay")
+        cs = compile_script(script, reg)            # activates
+        assert find_route("failure_route", "missed") is \
+            cs.failure_routes["missed"]
+        assert find_route("route", None) is cs.request_route
+        assert find_route("branch_route", "missed") is None
+    finally:
+        runtime.compiled = saved
+
+
+def test_include_file_inside_a_route_block(tmp_path):
+    from opensipy.script import compile_script, parse_file
+    from script_helpers import make_registry, BASIC
+    (tmp_path / "part.cfg").write_text('log("included");\n$var(z) = 2;\n')
+    (tmp_path / "main.cfg").write_text(
+        'route {\n  log("before");\n  include_file "part.cfg"\n'
+        '  log("$var(z)");\n}\n')
+    reg, rec = make_registry({"basic": BASIC})
+    cs = compile_script(parse_file(str(tmp_path / "main.cfg")), reg,
+                        activate=False)
+    cs.request_route(sip_msg())
+    assert [a[0] for n, a in rec.calls] == ["before", "included", "2"]
+
+
+def test_a_long_else_if_chain_compiles_flat():
+    # 150 levels would exceed Python's indentation limit if each else-if
+    # nested one level deeper
+    chain = " else ".join(f'if ($var(x) == {i}) log("{i}");'
+                          for i in range(150))
+    flags, logged = run_script('route { $var(x) = 149; ' + chain + ' }')
+    assert logged == ["149"]
+    chain = " else ".join(f'if (ret({i}) == 3) log("{i}");'
+                          for i in range(1, 6))
+    flags, logged = run_script('route { ' + chain + ' }')
+    assert logged == ["3"]
