@@ -27,11 +27,17 @@ interval), the flags decide:
   interval after the late run finished.
 
 A handler that raises is logged (``LM_ERR`` with the traceback) and keeps
-its schedule; the loop goes on.  All handlers run in the one timer
-process, so a slow handler delays the others (no timer worker processes).
+its schedule; the loop goes on.  By default all handlers run in the one
+timer process, so a slow handler delays the others; with
+:func:`set_timer_workers` ``(n)`` (OpenSIPS's ``timer_workers``) the timer
+process only keeps the schedule and hands each due tick to one of ``n``
+handler processes (see :class:`Dispatcher` for what "late" means there).
 """
 from __future__ import annotations
 
+import os
+import signal
+import struct
 import time
 import traceback
 from typing import Any, Callable, List, Optional
@@ -42,7 +48,7 @@ __all__ = [
     "TIMER_FLAG_SKIP_ON_DELAY", "TIMER_FLAG_DELAY_ON_DELAY", "TimerError",
     "register_timer", "register_utimer", "open_registration",
     "close_registration", "registration_open", "get_ticks", "get_uticks",
-    "timer_process_loop", "list_timers",
+    "timer_process_loop", "list_timers", "set_timer_workers",
 ]
 
 TIMER_FLAG_SKIP_ON_DELAY = 1 << 1
@@ -137,9 +143,10 @@ def list_timers() -> List[Timer]:
 
 def _reset_for_tests() -> None:
     """TEST ONLY: forget every timer and close registration."""
-    global _open
+    global _open, _timer_workers
     _timers.clear()
     _open = False
+    _timer_workers = 0
 
 
 # ------------------------------------------------------------------ ticks
@@ -167,7 +174,7 @@ def get_uticks() -> int:
 # ------------------------------------------------------------------- loop
 
 class Scheduler:
-    """Runs the due handlers; the clock is injectable (tests)."""
+    """Runs the due handlers in this process; the clock is injectable."""
 
     def __init__(self, timers, clock=time.monotonic_ns, start=None):
         self.timers = list(timers)
@@ -176,15 +183,11 @@ class Scheduler:
         for t in self.timers:
             t.next_due = now + t.interval_ns
 
-    def _call(self, t: Timer) -> None:
-        ticks = get_uticks() if t.is_utimer else get_ticks()
-        try:
-            t.fn(ticks, t.param)
-        except Exception:
-            t.errors += 1
-            log.LM_ERR(f"timer handler '{t.name}' failed:\n"
-                       f"{traceback.format_exc()}")
+    def _call(self, t: Timer) -> bool:
+        """Run t; False when it must be retried shortly instead."""
+        _run_handler(t)
         t.runs += 1
+        return True
 
     def run_due(self) -> Optional[int]:
         """Run each handler that is due once (earliest first); return the
@@ -193,7 +196,9 @@ class Scheduler:
         for t in sorted(self.timers, key=lambda t: t.next_due):
             if t.next_due > now:
                 continue
-            self._call(t)
+            if not self._call(t):
+                t.next_due = now + min(t.interval_ns, _RETRY_NS)
+                continue
             t.next_due += t.interval_ns
             if t.flags & (TIMER_FLAG_SKIP_ON_DELAY | TIMER_FLAG_DELAY_ON_DELAY):
                 after = self.clock()
@@ -210,11 +215,144 @@ class Scheduler:
         return min(t.next_due for t in self.timers)
 
 
+_RETRY_NS = 5_000_000
+
+
+def _run_handler(t: Timer) -> None:
+    ticks = get_uticks() if t.is_utimer else get_ticks()
+    try:
+        t.fn(ticks, t.param)
+    except Exception:
+        t.errors += 1
+        log.LM_ERR(f"timer handler '{t.name}' failed:\n"
+                   f"{traceback.format_exc()}")
+
+
+# --------------------------------------------------- timer handler processes
+
+_JOB = struct.Struct("<ii")     # timer index, padding
+_timer_workers = 0
+
+
+def set_timer_workers(n: int) -> None:
+    """Number of timer handler processes (OpenSIPS's ``timer_workers``);
+    0 (the default) runs the handlers in the timer process itself.  Set it
+    before the timer process starts."""
+    global _timer_workers
+    if n < 0:
+        raise TimerError("timer_workers must be >= 0")
+    _timer_workers = int(n)
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)        # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):        # pragma: no cover
+        pass
+
+
+class Dispatcher(Scheduler):
+    """The timer process with handler processes: due ticks are handed
+    through a pipe to ``nworkers`` forked workers, so a slow handler holds
+    one worker and the others stay on time.  Here "late" means the
+    previous run of the same timer has not finished: the default runs it
+    again in parallel (in another worker, or queued until one is free),
+    SKIP_ON_DELAY drops the tick, DELAY_ON_DELAY waits for the previous run
+    to end.  A worker that dies is replaced (its run counts as finished).
+    Workers die with the timer process (PR_SET_PDEATHSIG)."""
+
+    def __init__(self, timers, nworkers, clock=time.monotonic_ns):
+        from . import shm
+        super().__init__(timers, clock)
+        self.index = {id(t): i for i, t in enumerate(self.timers)}
+        n = max(1, len(self.timers))
+        self._blk = shm.shm_malloc(8 * (n + nworkers), "core")
+        self._blk.buffer[:] = bytes(len(self._blk.buffer))
+        p = shm.ffi.cast("int64_t *", self._blk.ptr)
+        self.running = [p + i for i in range(n)]           # per timer
+        self.busy = [p + n + w for w in range(nworkers)]   # timer idx + 1
+        self.rfd, self.wfd = os.pipe()
+        self.workers = {}
+        self.ppid = os.getpid()
+        for w in range(nworkers):
+            self._spawn(w)
+
+    def _spawn(self, w: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                self._worker(w)
+            except BaseException:
+                code = 1
+                log.LM_CRIT(f"timer worker {w} failed:\n"
+                            f"{traceback.format_exc()}")
+            finally:
+                os._exit(code)
+        self.workers[pid] = w
+
+    def _worker(self, w: int) -> None:
+        from . import shm
+        _die_with_parent()
+        os.close(self.wfd)
+        if os.getppid() != self.ppid:
+            return
+        lib = shm.lib
+        while True:
+            data = os.read(self.rfd, _JOB.size)
+            if len(data) < _JOB.size:
+                return                        # the timer process is gone
+            idx = _JOB.unpack(data)[0]
+            lib.shm_atomic_set(self.busy[w], idx + 1)
+            _run_handler(self.timers[idx])
+            lib.shm_atomic_set(self.busy[w], 0)
+            lib.shm_atomic_add(self.running[idx], -1)
+
+    def reap(self) -> None:
+        """Replace dead workers (call from the loop)."""
+        from . import shm
+        for pid, w in list(self.workers.items()):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if not done:
+                continue
+            del self.workers[pid]
+            idx = shm.lib.shm_atomic_xchg(self.busy[w], 0) - 1
+            if idx >= 0:
+                shm.lib.shm_atomic_add(self.running[idx], -1)
+            log.LM_ERR(f"timer worker {w} (pid {pid}) died; starting "
+                       f"another")
+            self._spawn(w)
+
+    def _call(self, t: Timer) -> bool:
+        from . import shm
+        idx = self.index[id(t)]
+        if shm.lib.shm_atomic_get(self.running[idx]) > 0:
+            if t.flags & TIMER_FLAG_SKIP_ON_DELAY:
+                t.skipped += 1
+                return True
+            if t.flags & TIMER_FLAG_DELAY_ON_DELAY:
+                return False
+        shm.lib.shm_atomic_add(self.running[idx], 1)
+        os.write(self.wfd, _JOB.pack(idx, 0))
+        t.runs += 1
+        return True
+
+
 def timer_process_loop() -> None:
     """The timer process's body: never returns."""
-    sched = Scheduler(_timers)
+    if _timer_workers > 0:
+        sched = Dispatcher(_timers, _timer_workers)
+    else:
+        sched = Scheduler(_timers)
     while True:
         nxt = sched.run_due()
         delay = 1.0 if nxt is None else (nxt - time.monotonic_ns()) / 1e9
         if delay > 0:
-            time.sleep(min(delay, 1.0))
+            time.sleep(min(delay, 1.0 if nxt is None else 0.2))
+        if isinstance(sched, Dispatcher):
+            sched.reap()

@@ -176,3 +176,66 @@ def test_timer_process_honours_intervals(fresh_timers):
     assert T.get_ticks() - 3 <= last_ticks.get() <= T.get_ticks()
     for c in (sec, fast, failing, last_ticks):
         c.destroy()
+
+
+def test_timer_workers_keep_other_timers_on_time(fresh_timers):
+    """With handler processes a slow handler does not hold the others up;
+    SKIP_ON_DELAY never overlaps runs; a killed worker is replaced."""
+    T = fresh_timers
+    c = {n: shm.AtomicCounter(0) for n in
+         ("fast", "last", "gap", "slow", "inside", "peak", "victim",
+          "victim_pid", "pids_seen")}
+
+    def fast(ticks, p):
+        now = time.monotonic_ns()
+        prev = c["last"].get()
+        if prev and now - prev > c["gap"].get():
+            c["gap"].set(now - prev)
+        c["last"].set(now)
+        c["fast"].inc()
+
+    def slow(ticks, p):
+        n = c["inside"].inc()
+        if n > c["peak"].get():
+            c["peak"].set(n)
+        c["slow"].inc()
+        time.sleep(1.0)
+        c["inside"].dec()
+
+    def victim(ticks, p):
+        if c["victim_pid"].get() not in (0, os.getpid()):
+            c["pids_seen"].set(2)          # ran in a new worker
+        c["victim_pid"].set(os.getpid())
+        c["victim"].inc()
+
+    T.open_registration()
+    T.register_utimer("fast", fast, None, 100_000)
+    T.register_utimer("slow", slow, None, 300_000, TIMER_FLAG_SKIP_ON_DELAY)
+    T.register_utimer("victim", victim, None, 200_000,
+                      TIMER_FLAG_DELAY_ON_DELAY)
+    T.close_registration()
+    T.set_timer_workers(3)
+
+    def timer_proc():
+        import sys
+        sys.stderr = open(os.devnull, "w")
+        T.timer_process_loop()
+
+    pid = spawn(timer_proc)
+    try:
+        deadline = time.monotonic() + 20
+        while c["victim"].get() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(c["victim_pid"].get(), signal.SIGKILL)   # kill a worker
+        time.sleep(2.5)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        codes = reap([pid], 30)
+    assert codes[pid] == -signal.SIGKILL
+    assert c["fast"].get() >= 15, c["fast"].get()
+    # the 1 s handler would leave >= 1 s between fast runs in one process
+    assert c["gap"].get() < 700_000_000, c["gap"].get()
+    assert c["peak"].get() == 1 and 2 <= c["slow"].get() <= 4
+    assert c["pids_seen"].get() == 2
+    for x in c.values():
+        x.destroy()
