@@ -170,7 +170,9 @@ class Attendant:
                 setattr(lm.pymod, se.stat_pointer, lm.stats[se.name])
 
     def _apply_log_settings(self) -> None:
+        from . import core_cmds
         s = config.settings
+        core_cmds.xlog_print_level = s.xlog_print_level
         log.configure(level=4 if s.debug_mode else s.log_level,
                       xlog_level=s.xlog_level,
                       stderr=self.log_stderr or s.stderror_enabled
@@ -182,9 +184,10 @@ class Attendant:
     # ------------------------------------------------------------ init
     def init(self) -> None:
         """mod_init of every module, fixups and compilation, sockets."""
-        from . import script as script_mod, statistics, timer
+        from . import pvar, script as script_mod, statistics, timer
         from .net import udp
         self._apply_log_settings()
+        pvar.startup_time = int(time.time())
         timer.open_registration()
         try:
             for lm in self.registry.init_order():

@@ -202,7 +202,7 @@ class Setting:
 
 
 SETTINGS: List[Setting] = [
-    Setting("socket", parse_socket, [],
+    Setting("socket", lambda v, k: parse_socket(to_str(v)), [],
             "a listening socket, proto:host:port [as host:port] "
             "[use_workers N]; may repeat", aliases=("listen",), multi=True),
     Setting("alias", lambda v, k: _split_hostport(to_str(v), 0), [],
@@ -218,8 +218,10 @@ SETTINGS: List[Setting] = [
     Setting("syslog_facility", to_facility, "LOG_DAEMON",
             "syslog facility, e.g. LOG_LOCAL0"),
     Setting("syslog_name", to_str, "opensipy", "syslog identity"),
-    Setting("xlog_level", to_level, log.L_ERR,
-            "default level of xlog() without an explicit level"),
+    Setting("xlog_level", to_level, log.L_NOTICE,
+            "xlog() messages above this level are not printed"),
+    Setting("xlog_print_level", to_level, log.L_ERR,
+            "the level of an xlog() called without one"),
     Setting("mpath", to_str, "", "directory searched first by loadmodule"),
     Setting("debug_mode", to_bool, False,
             "foreground, log to stderr, log_level 4, one worker per socket"),
