@@ -1,0 +1,1 @@
+"""opensipyctl: the management client (see :mod:`opensipy.ctl.main`)."""
