@@ -205,3 +205,37 @@ def test_an_include_cycle_is_an_error(tmp_path):
         parse_file(str(tmp_path / "a.cfg"))
     assert [str(e) for e in ei.value.errors] == [
         f"{tmp_path}/b.cfg:1:1: file '{tmp_path}/a.cfg' includes itself"]
+
+
+def test_a_damaged_default_script_gives_errors_never_a_crash():
+    """Truncations and one-character damages of the default script: each
+    either parses or raises ScriptErrors with real locations; a parsed one
+    checks (and compiles when clean) without any other exception."""
+    import random
+    from default_cfg import DEFAULT_CFG, default_registry
+    with open(DEFAULT_CFG) as f:
+        text = f.read()
+    reg, _ = default_registry()
+    rnd = random.Random(7)
+    variants = [text[:n] for n in range(0, len(text), 211)]
+    for _ in range(120):
+        i = rnd.randrange(len(text))
+        variants.append(text[:i] + text[i + rnd.randrange(1, 4):])
+        variants.append(text[:i] + rnd.choice('{}()[];"\'$#/*=!,\n') +
+                        text[i:])
+    failed = 0
+    for v in variants:
+        try:
+            script = parse_string(v, "d.cfg")
+        except ScriptErrors as e:
+            failed += 1
+            assert e.errors
+            assert all(x.file == "d.cfg" and x.line >= 1 and x.col >= 1
+                       for x in e.errors)
+            continue
+        try:
+            if not check(script, reg):
+                compile_script(script, reg, activate=False)
+        except ScriptErrors:
+            failed += 1
+    assert failed > len(variants) // 3
