@@ -4,8 +4,8 @@ a SIP message, and :func:`run_script` to compile and run a snippet.
 ``make_registry(decls)`` builds an ``opensipy.modloader.Registry`` with one
 module per name in ``decls``; each function is declared as
 ``"name": (params, flags, result)`` where ``params`` is a string of
-parameter kinds (``i`` int, ``s`` string, ``v`` variable, ``r`` regex; an
-upper-case letter is optional), ``flags`` the route mask and ``result``
+parameter kinds (``i`` int, ``s`` string, ``v`` variable, ``r`` regex,
+``c`` constant string; an upper-case letter is optional), ``flags`` the route mask and ``result``
 the int it returns, or a callable ``f(msg, *args) -> int``.  Every call is
 appended to ``calls`` as ``(name, args)``.
 """
@@ -15,7 +15,7 @@ from opensipy import sr_module as S
 from opensipy.modloader import LoadedModule, Registry
 
 KINDS = {"i": S.CMD_PARAM_INT, "s": S.CMD_PARAM_STR, "v": S.CMD_PARAM_VAR,
-         "r": S.CMD_PARAM_REGEX}
+         "r": S.CMD_PARAM_REGEX, "c": S.CMD_PARAM_STR | S.CMD_PARAM_STATIC}
 
 
 class Recorder:

@@ -11,7 +11,7 @@ R = S.REQUEST_ROUTE
 MODS = {"basic": BASIC,
         "m": {"only_req": ("", R, 1), "rx": ("r", S.ALL_ROUTES, 1),
               "num": ("i", S.ALL_ROUTES, 1), "two": ("sS", S.ALL_ROUTES, 1),
-              "vr": ("v", S.ALL_ROUTES, 1)}}
+              "vr": ("v", S.ALL_ROUTES, 1), "st": ("c", S.ALL_ROUTES, 1)}}
 
 
 def errors_of(text, file="bad.cfg"):
@@ -75,6 +75,12 @@ CASES = [
     ("non-integer-for-int-param", 'route {\n  num("x");\n}\n',
      ["bad.cfg:2:7: function 'num' argument 1: expected an integer or a "
       "variable, got the string 'x'"]),
+    ("variable-where-a-constant-is-needed",
+     'route {\n  st($ru);\n  st("a$ru");\n  st("ok");\n}\n',
+     ["bad.cfg:2:6: function 'st' argument 1: expected a constant, got the "
+      "variable $ru",
+      "bad.cfg:3:6: function 'st' argument 1: expected a constant string, "
+      "got the string 'a$ru' (it holds variables)"]),
     ("missing-semicolon", 'route {\n  log("a")\n  log("b");\n}\n',
      ["bad.cfg:2:11: missing ';' after log()"]),
     ("bad-assignment", 'route {\n  x = 1;\n}\n',
