@@ -1167,8 +1167,9 @@ int sp_parse_msg(const char *buf, int len, int flags, sp_msg *m)
         if (r < 0)
             return finish(m, r);
         m->checked = 1;
-    } else if (!m->is_request && m->count[HDR_CSEQ_T]) {
-        if (check_cseq(b, m) == SP_OK)
+    } else if (m->count[HDR_CSEQ_T]) {
+        /* cheap and needed by everyone; a bad CSeq shows when it is read */
+        if (check_cseq(b, m) == SP_OK && !m->is_request)
             m->method_id = m->cseq_method_id;
     }
     return finish(m, SP_OK);
