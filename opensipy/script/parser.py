@@ -253,6 +253,9 @@ class Parser:
                 self.expect_op(",", "between the timer name and its interval")
                 t = self.expect_kind("INT", "the timer interval (seconds)")
                 seconds = t.value
+                if seconds <= 0:
+                    self.fail(t.loc, "the timer interval must be at least "
+                              "1 second")
             elif kind == "event_route" and self.tok.is_op(","):
                 self.advance()
                 t = self.tok

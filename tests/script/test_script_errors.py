@@ -103,11 +103,12 @@ CASES = [
      ["bad.cfg:1:41: duplicate case value 1",
       "bad.cfg:1:61: duplicate default in switch"]),
     ("route-names", 'branch_route { exit; }\nerror_route[x] { exit; }\n'
-     'timer_route[t] { exit; }\n',
+     'timer_route[t] { exit; }\ntimer_route[u, 0] { exit; }\n',
      ["bad.cfg:1:14: branch_route needs a name: branch_route[name]",
       "bad.cfg:2:1: error_route takes no name",
       "bad.cfg:3:14: expected ',' between the timer name and its interval, "
-      "found ']'"]),
+      "found ']'",
+      "bad.cfg:4:16: the timer interval must be at least 1 second"]),
     ("resolution-errors-all-reported",
      'route {\n  $fd = "x";\n  break;\n  route(nowhere);\n  vr("s");\n'
      '  if ($var(a) == 1) { while (1) { break; } '
