@@ -445,3 +445,24 @@ def test_a_long_else_if_chain_compiles_flat():
                           for i in range(1, 6))
     flags, logged = run_script('route { ' + chain + ' }')
     assert logged == ["3"]
+
+
+def test_a_value_fixed_up_at_run_time_is_freed_after_the_call():
+    from opensipy.modloader import LoadedModule
+    from opensipy.script import compile_script, parse_string
+    from script_helpers import make_registry
+    events = []
+    reg, _ = make_registry({"basic": {}})
+    reg.add(LoadedModule("fx", S.ModuleExports("fx", cmds=[S.CmdExport(
+        "use", lambda msg, v: events.append(("call", v)) or 1,
+        [S.CmdParam(S.CMD_PARAM_STR, fixup=lambda v: ("fixed", v),
+                    free_fixup=lambda v: events.append(("free", v)))],
+        S.ALL_ROUTES)])))
+    cs = compile_script(parse_string(
+        'route { use("const"); $var(v) = "x"; use($var(v)); }'), reg,
+        activate=False)
+    assert events == []
+    cs.request_route(sip_msg())
+    # the constant was fixed up once at compile time and is never freed
+    assert events == [("call", ("fixed", "const")),
+                      ("call", ("fixed", "x")), ("free", ("fixed", "x"))]
