@@ -199,7 +199,7 @@ def test_timer_workers_keep_other_timers_on_time(fresh_timers):
         if n > c["peak"].get():
             c["peak"].set(n)
         c["slow"].inc()
-        time.sleep(1.0)
+        time.sleep(1.5)
         c["inside"].dec()
 
     def victim(ticks, p):
@@ -233,9 +233,10 @@ def test_timer_workers_keep_other_timers_on_time(fresh_timers):
         codes = reap([pid], 30)
     assert codes[pid] == -signal.SIGKILL
     assert c["fast"].get() >= 15, c["fast"].get()
-    # the 1 s handler would leave >= 1 s between fast runs in one process
-    assert c["gap"].get() < 700_000_000, c["gap"].get()
-    assert c["peak"].get() == 1 and 2 <= c["slow"].get() <= 4
+    # the 1.5 s handler would leave >= 1.5 s between fast runs in one
+    # process; the workers keep the gaps near 0.1 s (generous bound)
+    assert c["gap"].get() < 1_000_000_000, c["gap"].get()
+    assert c["peak"].get() == 1 and 1 <= c["slow"].get() <= 3
     assert c["pids_seen"].get() == 2
     for x in c.values():
         x.destroy()
