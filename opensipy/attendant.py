@@ -66,8 +66,7 @@ class Slot:
     ready: bool = False
 
 
-SIGNAME = {getattr(signal, n): n for n in dir(signal)
-           if n.startswith("SIG") and not n.startswith("SIG_")}
+SIGNAME = {s.value: s.name for s in signal.Signals}
 
 
 class Attendant:
