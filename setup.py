@@ -50,6 +50,11 @@ setup(
             "pytest-benchmark>=4",
             "pytest-timeout>=2.1",
             "hypothesis>=6",
+            # the real OpenSIPS MI clients, driven against opensipy's MI
+            "opensips>=0.1.11",
+            "opensipscli>=0.4",
+            # opensipyctl -o yaml
+            "PyYAML>=5",
         ],
     },
     entry_points={
