@@ -34,9 +34,12 @@ function                                    notes
                                             advertised host) and ``alias=``
 ``seturi/sethost/sethostport/setuser``      R-URI rewriting ($ru, $rd ...)
 ``strip(n)/prefix(s)/revert_uri()``         R-URI user rewriting
+``forward([destination])``                   stateless forward (see
+                                            :mod:`opensipy.forward`): to the
+                                            argument (``host:port``,
+                                            ``udp:host:port`` or a SIP URI),
+                                            else $du, else the R-URI
 =========================================  ===================================
-
-``forward()`` belongs to the transport layer, not here.
 """
 from __future__ import annotations
 
@@ -442,6 +445,21 @@ _S = CmdParam(CMD_PARAM_STR)
 _PLAIN = CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_EXPAND)   # log(): no variables
 
 
+def fixup_forward_dest(value):
+    """A constant destination is checked once, when the script is fixed up."""
+    from .forward import ForwardError, parse_dest
+    try:
+        parse_dest(value)
+    except (ForwardError, ValueError) as e:
+        raise ValueError(f"bad forward destination {value!r}: {e}") from None
+    return value
+
+
+def w_forward(msg, dest=None):
+    from .forward import forward_request
+    return forward_request(msg, dest)
+
+
 def _flag_cmds(name, alias, f1, f2):
     out = []
     for n in (name, alias):
@@ -486,5 +504,9 @@ core_exports = ModuleExports(
         CmdExport("strip", w_strip, [CmdParam(CMD_PARAM_INT)], _REQ_ROUTES),
         CmdExport("prefix", w_prefix, [_S], _REQ_ROUTES),
         CmdExport("revert_uri", w_revert_uri, [], _REQ_ROUTES),
+        CmdExport("forward", w_forward,
+                  [CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT,
+                            fixup=fixup_forward_dest)],
+                  REQUEST_ROUTE | FAILURE_ROUTE | BRANCH_ROUTE),
     ],
 )

@@ -1,25 +1,37 @@
 """The core's receive path: one datagram in, the script run over it.
 
-``receive_msg`` is called by the transport's receive loop for every
-datagram.  A request runs the compiled ``request_route``; a reply is offered
-to every module's ``response_f`` first (a module returning 0 absorbs it),
-then to the main ``onreply_route``.  Forwarding, replies and the error
-answers to malformed requests are the transport layer's ([udp]); this file
-only holds what every transport shares.
+``receive_msg`` is called by the transport's receive loop for every datagram:
+
+* a message that does not parse is counted; a request gets the error status
+  the parser chose (400, or 505 for a bad version) when a reply can be put
+  together from its headers, a reply is dropped;
+* a request is checked the way a proxy must (RFC 3261 §16.3: 416 for a
+  Request-URI scheme we cannot route, 420 for a ``Proxy-Require`` we do not
+  support), offered to the modules' pre-script callbacks (sl absorbs the
+  ACKs of its own replies there), then runs ``request_route``; nothing is
+  forwarded unless the script does it;
+* a reply is offered to every module's ``response_f`` (0 absorbs it), runs
+  the main ``onreply_route`` (``drop`` stops it), and is relayed statelessly
+  to the next Via.
 
 Routes that run without a SIP message (``startup_route``, ``timer_route``)
 get a dummy request, as in OpenSIPS.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
+import re
+import zlib
+from typing import Callable, List, Optional
 
-from . import log, statistics
+from . import forward, log, statistics
 
 compiled = None
 rank: Optional[int] = None
 _response_fs = ()
+_pre_script_cbs: List[Callable] = []
+
+# Proxy-Require option tags this proxy supports (none yet)
+SUPPORTED_PROXY_REQUIRE = ()
 
 _DUMMY = (b"OPTIONS sip:dummy@127.0.0.1 SIP/2.0\r\n"
           b"Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKdummy\r\n"
@@ -30,22 +42,18 @@ _DUMMY = (b"OPTIONS sip:dummy@127.0.0.1 SIP/2.0\r\n"
           b"Content-Length: 0\r\n\r\n")
 
 
-@dataclass
-class RcvInfo:
-    """Where a message came from and on which of our sockets."""
-    src_ip: str
-    src_port: int
-    dst_ip: str
-    dst_port: int
-    proto: str
-    socket: Any
+def register_pre_script_cb(fn: Callable) -> None:
+    """fn(msg) runs for every request before the script (mod_init only);
+    returning 0 stops the request there (it was absorbed)."""
+    _pre_script_cbs.append(fn)
 
 
 class _Stats:
     """The core statistics this path counts, bound once per process."""
-    __slots__ = ("rcv_requests", "rcv_replies", "drop_requests",
-                 "drop_replies", "err_requests", "err_replies",
-                 "bad_msg_hdr")
+    __slots__ = ("rcv_requests", "rcv_replies", "fwd_replies",
+                 "drop_requests", "drop_replies", "err_requests",
+                 "err_replies", "bad_msg_hdr", "bad_URIs_rcvd",
+                 "unsupported_methods")
 
     def bind(self):
         for n in self.__slots__:
@@ -85,17 +93,116 @@ def run_route_without_msg(route) -> int:
         return -1
 
 
+# ------------------------------------------------------------ bad input
+
+_HDR_NAMES = {b"via": b"Via", b"v": b"Via", b"from": b"From", b"f": b"From",
+              b"to": b"To", b"t": b"To", b"call-id": b"Call-ID",
+              b"i": b"Call-ID", b"cseq": b"CSeq"}
+_TAG = re.compile(rb";\s*tag\s*=", re.I)
+
+
+def raw_error_reply(buf: bytes, code: int, reason: str) -> Optional[bytes]:
+    """A reply to a request that did not parse, made from its header lines
+    as they are (Via, From, To, Call-ID, CSeq); None when it is not a
+    request or one of them is missing."""
+    head = buf.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    lines = re.split(rb"\r?\n(?![ \t])", head)
+    first = lines[0].strip()
+    if not first or first.upper().startswith(b"SIP/") or b" " not in first:
+        return None
+    found = {}
+    vias = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        key = _HDR_NAMES.get(name.strip().lower())
+        if key is None:
+            continue
+        value = re.sub(rb"\r?\n[ \t]+", b" ", value).strip()
+        if key == b"Via":
+            vias.append(value)
+        else:
+            found.setdefault(key, value)
+    if not vias or any(k not in found for k in (b"From", b"To", b"Call-ID",
+                                                b"CSeq")):
+        return None
+    to = found[b"To"]
+    if not _TAG.search(to):
+        to += b";tag=" + format(zlib.crc32(buf), "08x").encode()
+    out = [f"SIP/2.0 {code} {reason}".encode()]
+    out += [b"Via: " + v for v in vias]
+    out += [b"From: " + found[b"From"], b"To: " + to,
+            b"Call-ID: " + found[b"Call-ID"], b"CSeq: " + found[b"CSeq"],
+            b"Content-Length: 0", b"", b""]
+    return b"\r\n".join(out)
+
+
+def _bad_message(buf, e, src, si) -> None:
+    stats.bad_msg_hdr.inc()
+    if not e.code:
+        stats.err_replies.inc()
+        stats.drop_replies.inc()
+        log.LM_DBG(f"bad reply from {src[0]}:{src[1]} dropped: {e.reason}")
+        return
+    stats.err_requests.inc()
+    log.LM_DBG(f"bad request from {src[0]}:{src[1]}: {e.reason}")
+    data = raw_error_reply(buf, e.code, _reason_for(e))
+    if data is not None:
+        forward.send_to(si, data, src[:2])
+
+
+def _reason_for(e) -> str:
+    from .parser import REASONS
+    if e.code == 400:
+        return f"Bad Request ({e.reason})"[:120]
+    return REASONS.get(e.code, "Bad Request")
+
+
+def core_reply(msg, code: int, reason: str, headers=()) -> None:
+    """The core's own answer to a request it will not route."""
+    if msg.method == "ACK":
+        return
+    try:
+        forward.send_reply(msg, msg.build_reply(code, reason,
+                                                headers=headers))
+    except ValueError as e:
+        log.LM_ERR(f"cannot build a {code} reply: {e}")
+
+
+def _proxy_checks(msg) -> bool:
+    """RFC 3261 §16.3: True when the request may go to the script."""
+    if not msg.ruri_scheme_supported():
+        stats.bad_URIs_rcvd.inc()
+        stats.err_requests.inc()
+        core_reply(msg, 416, "Unsupported URI Scheme")
+        return False
+    bad = msg.unsupported_proxy_require(SUPPORTED_PROXY_REQUIRE)
+    if bad:
+        stats.err_requests.inc()
+        core_reply(msg, 420, "Bad Extension",
+                   headers=(f"Unsupported: {', '.join(bad)}",))
+        return False
+    return True
+
+
+# ------------------------------------------------------------ the path
+
 def receive_msg(buf: bytes, src, si) -> None:
-    from .parser import ParseError, SipMsg
+    from .parser import ParseError, ReceiveInfo, SipMsg
     try:
         msg = SipMsg(buf)
     except ParseError as e:
-        stats.bad_msg_hdr.inc()
-        log.LM_DBG(f"bad message from {src[0]}:{src[1]}: {e}")
+        _bad_message(buf, e, src, si)
         return
-    msg.rcv = RcvInfo(src[0], src[1], si.host, si.port, si.proto, si)
+    msg.rcv = ReceiveInfo(src[0], src[1], si.host, si.port, si.proto, si)
     if msg.is_request:
         stats.rcv_requests.inc()
+        if not _proxy_checks(msg):
+            return
+        for cb in _pre_script_cbs:
+            if cb(msg) == 0:
+                return
         route = compiled.request_route if compiled is not None else None
         if route is None:
             stats.drop_requests.inc()
@@ -109,4 +216,11 @@ def receive_msg(buf: bytes, src, si) -> None:
     onreply = compiled.onreply_routes.get(None) if compiled is not None \
         else None
     if onreply is not None:
-        onreply(msg)
+        from .script import ACT_FL_DROP
+        if onreply(msg) & ACT_FL_DROP:
+            stats.drop_replies.inc()
+            return
+    if forward.forward_reply(msg) > 0:
+        stats.fwd_replies.inc()
+    else:
+        stats.drop_replies.inc()

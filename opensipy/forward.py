@@ -1,0 +1,261 @@
+"""Stateless forwarding and sending, per RFC 3261 §16 and §18 and RFC 3581.
+
+* :func:`forward_request` sends a request on: our Via on top with a stateless
+  branch (§16.11: the same request, retransmitted, gets the same branch), the
+  sender's Via given ``received``/``rport`` (§18.2.1, RFC 3581), the
+  Request-URI from ``$ru``, the destination from ``$du``, the argument, or
+  the Request-URI.
+* :func:`forward_reply` relays a reply statelessly: the top Via must be ours;
+  it is removed and the reply goes to the next Via (``received`` and
+  ``rport`` honoured, §18.2.2).
+* :func:`reply_dest` / :func:`send_reply` send a locally built reply to the
+  sender of a request (used by sl and tm).
+
+Resolution is A/AAAA only (no NAPTR/SRV yet); ``maddr`` is not honoured.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+from typing import Optional, Tuple
+
+from . import config, log
+
+MAGIC = "z9hG4bK"
+_RPORT_BARE = re.compile(r";\s*rport(?=\s*(?:;|$))", re.I)
+
+
+class ForwardError(Exception):
+    """The destination cannot be used (bad URI, unknown host, no socket)."""
+
+
+# ------------------------------------------------------------ sockets
+
+def send_socket(proto: str, af: int, msg=None):
+    """The socket to send from: the forced one, else the one the message
+    came in on when it fits, else the first of our sockets that does."""
+    if msg is not None:
+        forced = getattr(msg, "force_send_socket", None)
+        if forced is not None:
+            return forced
+        rcv = msg.rcv
+        if rcv is not None and rcv.socket is not None:
+            si = rcv.socket
+            if si.proto == proto and si.af == af:
+                return si
+    for si in config.settings.sockets:
+        if si.proto == proto and si.af == af and si.sock is not None:
+            return si
+    raise ForwardError(f"no {proto} socket for "
+                       f"{'IPv6' if af == socket.AF_INET6 else 'IPv4'}")
+
+
+def send_to(si, data: bytes, addr: Tuple[str, int]) -> bool:
+    try:
+        si.sock.sendto(data, addr)
+        return True
+    except OSError as e:
+        log.LM_ERR(f"sendto {addr[0]}:{addr[1]} from {si.name} failed: "
+                   f"{e.strerror or e}")
+        return False
+
+
+# ------------------------------------------------------------ resolution
+
+_resolved = {}
+
+
+def resolve(host: str, port: int) -> Tuple[int, Tuple[str, int]]:
+    """(address family, sockaddr) for host:port; raises ForwardError."""
+    h = host[1:-1] if host.startswith("[") else host
+    key = (h, port)
+    r = _resolved.get(key)
+    if r is not None:
+        return r
+    try:
+        infos = socket.getaddrinfo(h, port, 0, socket.SOCK_DGRAM)
+    except OSError as e:
+        raise ForwardError(f"cannot resolve {h!r}: {e}") from None
+    af, _, _, _, sa = infos[0]
+    r = (af, (sa[0], sa[1]))
+    if len(_resolved) < 4096:
+        _resolved[key] = r
+    return r
+
+
+def uri_dest(uri) -> Tuple[str, str, int]:
+    """(proto, host, port) a SIP URI (SipUri or text) sends to."""
+    from .parser import parse_uri
+    u = parse_uri(uri) if isinstance(uri, str) else uri
+    if u is None or u.scheme not in ("sip", "sips") or not u.host:
+        raise ForwardError(f"cannot route to {uri!r}")
+    proto = (u.param("transport") or "udp").lower()
+    port = u.port or (5061 if u.scheme == "sips" else 5060)
+    return proto, u.host, port
+
+
+def parse_dest(text: str) -> Tuple[str, str, int]:
+    """forward("host:port") / forward("udp:host:port") / forward("sip:...")."""
+    t = text.strip()
+    if t.lower().startswith(("sip:", "sips:")):
+        return uri_dest(t)
+    si = config.parse_socket(t) if ":" in t or t else None
+    return si.proto, si.host, si.port
+
+
+# ------------------------------------------------------------ requests
+
+def stateless_branch(msg) -> str:
+    """RFC 3261 §16.11: a branch that is the same for retransmissions of
+    this request (and for a CANCEL of it, which carries the same top Via
+    branch) and differs between requests."""
+    v = msg.via1
+    if v is not None and v.branch and v.branch.startswith(MAGIC) \
+            and len(v.branch) > len(MAGIC):
+        key = f"{v.branch}|{v.host}|{v.port}"
+    else:
+        f = msg.from_
+        t = msg.to
+        cs = msg.cseq
+        key = "|".join((msg.callid or "", f.tag or "" if f else "",
+                        t.tag or "" if t else "",
+                        str(cs.num) if cs else "", msg.ruri,
+                        f"{v.host}:{v.port}" if v else ""))
+    return MAGIC + hashlib.md5(key.encode("utf-8", "surrogateescape"),
+                               usedforsecurity=False).hexdigest()
+
+
+def _fix_sender_via(msg) -> None:
+    """received= when the sent-by is not the source address, rport=port
+    when the sender asked for it (RFC 3581) or force_rport() was called."""
+    v = msg.via1
+    rcv = msg.rcv
+    if v is None or rcv is None:
+        return
+    want_rport = v.rport == "" or getattr(msg, "force_rport", False)
+    need_received = want_rport or v.host.strip("[]") != rcv.src_ip
+    if not need_received and not want_rport:
+        return
+    text = v.text
+    if want_rport:
+        if v.rport == "":
+            text = _RPORT_BARE.sub(f";rport={rcv.src_port}", text, count=1)
+        elif v.rport is None:
+            text += f";rport={rcv.src_port}"
+    if need_received and v.received is None:
+        text += f";received={rcv.src_ip}"
+    if text != v.text:
+        msg.replace(v.start, v.end - v.start, text)
+
+
+def our_via(si, branch: str) -> str:
+    host = si.adv_host or si.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = si.adv_port or si.port
+    return f"SIP/2.0/{si.proto.upper()} {host}:{port};branch={branch}"
+
+
+_fwd_stat = None
+
+
+def _count_fwd() -> None:
+    global _fwd_stat
+    if _fwd_stat is None:
+        from . import statistics
+        _fwd_stat = statistics.get_stat("core:fwd_requests")
+    _fwd_stat.inc()
+
+
+def forward_request(msg, dest: Optional[str] = None) -> int:
+    """Forward msg statelessly; 1 on success, -1 on failure (logged)."""
+    try:
+        if dest:
+            proto, host, port = parse_dest(dest)
+        elif msg.dst_uri:
+            proto, host, port = uri_dest(msg.dst_uri)
+        else:
+            proto, host, port = uri_dest(msg.new_uri or msg.parsed_uri)
+        if proto != "udp":
+            raise ForwardError(f"transport {proto} is not supported yet")
+        af, addr = resolve(host, port)
+        si = send_socket(proto, af, msg)
+        _fix_sender_via(msg)
+        msg.add_via(our_via(si, stateless_branch(msg)))
+        data = msg.build()
+    except (ForwardError, ValueError) as e:
+        log.LM_ERR(f"forward of {msg.method} {msg.ruri} failed: {e}")
+        return -1
+    if not send_to(si, data, addr):
+        return -1
+    _count_fwd()
+    return 1
+
+
+# ------------------------------------------------------------ replies
+
+def reply_dest(msg) -> Tuple[str, int]:
+    """Where a reply to request msg goes (RFC 3261 §18.2.2, RFC 3581)."""
+    v = msg.via1
+    rcv = msg.rcv
+    if v is None:
+        return rcv.src_ip, rcv.src_port
+    if v.rport is not None or getattr(msg, "force_rport", False):
+        return rcv.src_ip, rcv.src_port
+    host = v.received or (rcv.src_ip if v.host.strip("[]") != rcv.src_ip
+                          else v.host.strip("[]"))
+    return host, v.port or 5060
+
+
+def send_reply(msg, data: bytes) -> bool:
+    """Send a reply built for request msg back to its sender, from the
+    socket the request came in on."""
+    rcv = msg.rcv
+    if rcv is None or rcv.socket is None:
+        log.LM_ERR("cannot send a reply: the request has no receive info")
+        return False
+    return send_to(rcv.socket, data, reply_dest(msg))
+
+
+def is_our_via(v) -> bool:
+    host = v.host.strip("[]")
+    port = v.port or 5060
+    for si in config.settings.sockets:
+        if port == (si.adv_port or si.port) and host in (si.host,
+                                                         si.adv_host):
+            return True
+    for ahost, aport in config.settings.aliases:
+        if host == ahost and aport in (0, port):
+            return True
+    return False
+
+
+def forward_reply(msg) -> int:
+    """Relay a reply statelessly to the next Via; 1 sent, 0 dropped
+    (not ours, no next hop, broadcast), -1 error."""
+    vias = msg.via
+    if not vias or not is_our_via(vias[0]):
+        log.LM_DBG("reply whose top Via is not ours: dropped")
+        return 0
+    if len(vias) < 2:
+        log.LM_DBG("reply with no Via after ours: dropped")
+        return 0
+    nv = vias[1]
+    host = nv.received or nv.host.strip("[]")
+    if nv.rport:
+        port = int(nv.rport)
+    else:
+        port = nv.port or 5060
+    if host == "255.255.255.255":
+        log.LM_WARN(f"reply to broadcast address {host}: dropped")
+        return 0
+    try:
+        af, addr = resolve(host, port)
+        si = send_socket((nv.transport or "UDP").lower(), af, msg)
+        msg.remove_via()
+        data = msg.build()
+    except (ForwardError, ValueError) as e:
+        log.LM_ERR(f"cannot relay reply {msg.status}: {e}")
+        return -1
+    return 1 if send_to(si, data, addr) else -1
