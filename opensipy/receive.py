@@ -103,8 +103,8 @@ _TAG = re.compile(rb";\s*tag\s*=", re.I)
 
 def raw_error_reply(buf: bytes, code: int, reason: str) -> Optional[bytes]:
     """A reply to a request that did not parse, made from its header lines
-    as they are (Via, From, To, Call-ID, CSeq); None when it is not a
-    request or one of them is missing."""
+    as they are (every Via, and From, To, Call-ID, CSeq when present); None
+    when it is not a request or has no Via to answer to."""
     head = buf.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     lines = re.split(rb"\r?\n(?![ \t])", head)
     first = lines[0].strip()
@@ -124,17 +124,18 @@ def raw_error_reply(buf: bytes, code: int, reason: str) -> Optional[bytes]:
             vias.append(value)
         else:
             found.setdefault(key, value)
-    if not vias or any(k not in found for k in (b"From", b"To", b"Call-ID",
-                                                b"CSeq")):
+    if not vias:
         return None
-    to = found[b"To"]
-    if not _TAG.search(to):
-        to += b";tag=" + format(zlib.crc32(buf), "08x").encode()
     out = [f"SIP/2.0 {code} {reason}".encode()]
     out += [b"Via: " + v for v in vias]
-    out += [b"From: " + found[b"From"], b"To: " + to,
-            b"Call-ID: " + found[b"Call-ID"], b"CSeq: " + found[b"CSeq"],
-            b"Content-Length: 0", b"", b""]
+    for key in (b"From", b"To", b"Call-ID", b"CSeq"):
+        value = found.get(key)
+        if value is None:
+            continue
+        if key == b"To" and not _TAG.search(value):
+            value += b";tag=" + format(zlib.crc32(buf), "08x").encode()
+        out.append(key + b": " + value)
+    out += [b"Content-Length: 0", b"", b""]
     return b"\r\n".join(out)
 
 
