@@ -52,6 +52,7 @@ from .sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT, CMD_PARAM_NO_EX
                         LOCAL_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE, CmdExport,
                         CmdParam, ModuleError, ModuleExports)
 from .transformations import parse_uri
+from .forward import forward_request
 
 # --- logging ------------------------------------------------------------------
 
@@ -449,14 +450,12 @@ def fixup_forward_dest(value):
     """A constant destination is checked once, when the script is fixed up."""
     from .forward import ForwardError, parse_dest
     try:
-        parse_dest(value)
+        return parse_dest(value)
     except (ForwardError, ValueError) as e:
         raise ValueError(f"bad forward destination {value!r}: {e}") from None
-    return value
 
 
 def w_forward(msg, dest=None):
-    from .forward import forward_request
     return forward_request(msg, dest)
 
 

@@ -21,13 +21,20 @@ import socket
 from typing import Optional, Tuple
 
 from . import config, log
+from .error import (E_BAD_ADDRESS, E_BAD_PROTO, E_BAD_URI, E_NO_SOCKET,
+                    E_SEND, E_UNSPEC, set_error)
 
 MAGIC = "z9hG4bK"
 _RPORT_BARE = re.compile(r";\s*rport(?=\s*(?:;|$))", re.I)
 
 
 class ForwardError(Exception):
-    """The destination cannot be used (bad URI, unknown host, no socket)."""
+    """The destination cannot be used (bad URI, unknown host, no socket);
+    ``code`` is the E_* error recorded on the message (opensipy.error)."""
+
+    def __init__(self, text, code=E_BAD_ADDRESS):
+        super().__init__(text)
+        self.code = code
 
 
 # ------------------------------------------------------------ sockets
@@ -48,7 +55,8 @@ def send_socket(proto: str, af: int, msg=None):
         if si.proto == proto and si.af == af and si.sock is not None:
             return si
     raise ForwardError(f"no {proto} socket for "
-                       f"{'IPv6' if af == socket.AF_INET6 else 'IPv4'}")
+                       f"{'IPv6' if af == socket.AF_INET6 else 'IPv4'}",
+                       E_NO_SOCKET)
 
 
 def send_to(si, data: bytes, addr: Tuple[str, int]) -> bool:
@@ -84,24 +92,35 @@ def resolve(host: str, port: int) -> Tuple[int, Tuple[str, int]]:
     return r
 
 
-def uri_dest(uri) -> Tuple[str, str, int]:
-    """(proto, host, port) a SIP URI (SipUri or text) sends to."""
+class Destination(tuple):
+    """(proto, host, port) where a request goes; made once by a fixup for
+    a constant forward() argument."""
+    __slots__ = ()
+
+    def __new__(cls, proto, host, port):
+        return tuple.__new__(cls, (proto, host, port))
+
+
+def uri_dest(uri) -> Destination:
+    """Where a SIP URI (SipUri or text) sends to."""
     from .parser import parse_uri
     u = parse_uri(uri) if isinstance(uri, str) else uri
     if u is None or u.scheme not in ("sip", "sips") or not u.host:
         raise ForwardError(f"cannot route to {uri!r}")
     proto = (u.param("transport") or "udp").lower()
     port = u.port or (5061 if u.scheme == "sips" else 5060)
-    return proto, u.host, port
+    return Destination(proto, u.host, port)
 
 
-def parse_dest(text: str) -> Tuple[str, str, int]:
+def parse_dest(text: str) -> Destination:
     """forward("host:port") / forward("udp:host:port") / forward("sip:...")."""
     t = text.strip()
+    if not t:
+        raise ForwardError("empty destination")
     if t.lower().startswith(("sip:", "sips:")):
         return uri_dest(t)
-    si = config.parse_socket(t) if ":" in t or t else None
-    return si.proto, si.host, si.port
+    si = config.parse_socket(t)
+    return Destination(si.proto, si.host, si.port)
 
 
 # ------------------------------------------------------------ requests
@@ -133,19 +152,19 @@ def _fix_sender_via(msg) -> None:
     rcv = msg.rcv
     if v is None or rcv is None:
         return
-    want_rport = v.rport == "" or getattr(msg, "force_rport", False)
-    need_received = want_rport or v.host.strip("[]") != rcv.src_ip
-    if not need_received and not want_rport:
+    rport = v.rport
+    want_rport = rport == "" or getattr(msg, "force_rport", False)
+    if not want_rport and v.host.strip("[]") == rcv.src_ip:
         return
-    text = v.text
+    orig = text = v.text
     if want_rport:
-        if v.rport == "":
+        if rport == "":
             text = _RPORT_BARE.sub(f";rport={rcv.src_port}", text, count=1)
-        elif v.rport is None:
+        elif rport is None:
             text += f";rport={rcv.src_port}"
-    if need_received and v.received is None:
+    if v.received is None:
         text += f";received={rcv.src_ip}"
-    if text != v.text:
+    if text != orig:
         msg.replace(v.start, v.end - v.start, text)
 
 
@@ -171,14 +190,16 @@ def _count_fwd() -> None:
 def forward_request(msg, dest: Optional[str] = None) -> int:
     """Forward msg statelessly; 1 on success, -1 on failure (logged)."""
     try:
-        if dest:
-            proto, host, port = parse_dest(dest)
+        if dest is not None:
+            proto, host, port = dest if type(dest) is Destination \
+                else parse_dest(dest)
         elif msg.dst_uri:
             proto, host, port = uri_dest(msg.dst_uri)
         else:
             proto, host, port = uri_dest(msg.new_uri or msg.parsed_uri)
         if proto != "udp":
-            raise ForwardError(f"transport {proto} is not supported yet")
+            raise ForwardError(f"transport {proto} is not supported yet",
+                               E_BAD_PROTO)
         af, addr = resolve(host, port)
         si = send_socket(proto, af, msg)
         _fix_sender_via(msg)
@@ -186,8 +207,10 @@ def forward_request(msg, dest: Optional[str] = None) -> int:
         data = msg.build()
     except (ForwardError, ValueError) as e:
         log.LM_ERR(f"forward of {msg.method} {msg.ruri} failed: {e}")
+        set_error(msg, getattr(e, "code", E_UNSPEC))
         return -1
     if not send_to(si, data, addr):
+        set_error(msg, E_SEND)
         return -1
     _count_fwd()
     return 1

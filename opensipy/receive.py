@@ -24,6 +24,8 @@ import zlib
 from typing import Callable, List, Optional
 
 from . import forward, log, statistics
+from .parser import REASONS, ParseError, ReceiveInfo, SipMsg
+from .script.compiler import ACT_FL_DROP
 
 compiled = None
 rank: Optional[int] = None
@@ -79,7 +81,6 @@ def child_start(rank_: int, compiled_, registry=None) -> None:
 
 
 def dummy_msg():
-    from .parser import SipMsg
     return SipMsg(_DUMMY)
 
 
@@ -154,7 +155,6 @@ def _bad_message(buf, e, src, si) -> None:
 
 
 def _reason_for(e) -> str:
-    from .parser import REASONS
     if e.code == 400:
         return f"Bad Request ({e.reason})"[:120]
     return REASONS.get(e.code, "Bad Request")
@@ -190,7 +190,6 @@ def _proxy_checks(msg) -> bool:
 # ------------------------------------------------------------ the path
 
 def receive_msg(buf: bytes, src, si) -> None:
-    from .parser import ParseError, ReceiveInfo, SipMsg
     try:
         msg = SipMsg(buf)
     except ParseError as e:
@@ -217,7 +216,6 @@ def receive_msg(buf: bytes, src, si) -> None:
     onreply = compiled.onreply_routes.get(None) if compiled is not None \
         else None
     if onreply is not None:
-        from .script import ACT_FL_DROP
         if onreply(msg) & ACT_FL_DROP:
             stats.drop_replies.inc()
             return
