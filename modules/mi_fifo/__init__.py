@@ -156,16 +156,52 @@ def serve(name: bytes, body) -> None:
         mi.run_after_reply()
 
 
+def _open_fds() -> tuple:
+    """Read end, plus our own write end that keeps the FIFO from reporting
+    EOF between clients."""
+    rfd = os.open(fifo_name, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        wfd = os.open(fifo_name, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        os.close(rfd)
+        raise
+    return rfd, wfd
+
+
+_inherited = None     # (rfd, wfd) opened by the attendant for the child
+
+
+def pre_fork() -> int:
+    """In the attendant, just before the FIFO process is forked: open the
+    FIFO so that it has a reader from the moment the server is ready."""
+    global _inherited
+    _inherited = _open_fds()
+    return 0
+
+
+def post_fork() -> int:
+    """In the attendant, once forked: only the child keeps the FIFO open."""
+    global _inherited
+    if _inherited is not None:
+        for fd in _inherited:
+            os.close(fd)
+        _inherited = None
+    return 0
+
+
 class FifoServer:
     def __init__(self):
         self.rfd = self.wfd = -1
         self.parser = FifoParser(max_request=mi.MAX_REQUEST)
 
     def open(self) -> None:
+        global _inherited
         self.close()
-        # our own writer keeps the FIFO from reporting EOF between clients
-        self.rfd = os.open(fifo_name, os.O_RDONLY | os.O_NONBLOCK)
-        self.wfd = os.open(fifo_name, os.O_WRONLY | os.O_NONBLOCK)
+        if _inherited is not None:
+            self.rfd, self.wfd = _inherited
+            _inherited = None
+        else:
+            self.rfd, self.wfd = _open_fds()
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):
@@ -224,7 +260,7 @@ exports = ModuleExports(
         ParamExport("fifo_group", STR_PARAM, "fifo_group"),
         ParamExport("reply_dir", STR_PARAM, "reply_dir"),
     ],
-    procs=[ProcExport("MI FIFO", None, None, fifo_process, 1,
+    procs=[ProcExport("MI FIFO", pre_fork, post_fork, fifo_process, 1,
                       PROC_FLAG_INITCHILD)],
     init_f=mod_init,
     destroy_f=mod_destroy,

@@ -10,8 +10,9 @@ client created and reads).  An empty name (``::``) asks for no reply.
 requests.  It is strict about the frame and tolerant of junk: anything that
 is not a frame is dropped up to the next newline, a frame whose body is not
 a JSON object or array is handed on as a parse error (so the client gets
-its -32700), and a frame left incomplete for too long, or larger than the
-limit, is dropped the same way.
+its -32700), and so is a frame left incomplete for too long, larger than
+the limit, or followed by the start of another frame on a new line (which
+cannot happen inside valid JSON).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import List, Optional, Tuple
 
 MAX_NAME = 255
 _NAME_OK = re.compile(rb"[A-Za-z0-9_.\-]*\Z")
+_NEXT_FRAME = re.compile(rb"\n:[A-Za-z0-9_.\-]{0,255}:")
 
 
 def frame(reply_name: str, request_json: str) -> bytes:
@@ -121,6 +123,15 @@ class FifoParser:
                 continue
             end = _json_end(buf, k)
             if end < 0:
+                # a new frame after a newline means this one was broken:
+                # "\n:name:" cannot occur inside valid JSON
+                nxt = _NEXT_FRAME.search(buf, k)
+                if nxt is not None:
+                    out.append((name, None))
+                    del buf[:nxt.start() + 1]
+                    self.dropped += 1
+                    self.partial_since = None
+                    continue
                 if len(buf) - k > self.max_request:
                     out.append((name, None))
                     buf.clear()
@@ -130,6 +141,7 @@ class FifoParser:
                 return self._wait(out)
             out.append((name, bytes(buf[k:end])))
             del buf[:end]
+            self.partial_since = None
 
     def _wait(self, out):
         if self.partial_since is None:

@@ -298,3 +298,13 @@ def test_ctl_config_file(tmp_path):
     assert cfg["fifo_file"] == "/run/opensipy/opensipy_fifo"
     with pytest.raises(UsageError):
         load_config(str(tmp_path / "missing.cfg"))
+
+
+def test_fifo_parser_resyncs_on_the_next_frame_after_a_broken_one():
+    p = FifoParser()
+    out = p.feed(b":r7:[[[[{\n:r8:{\"ok\":1}\n:r9:{\n\n:r10:{}")
+    assert out == [(b"r7", None), (b"r8", b'{"ok":1}'), (b"r9", None),
+                   (b"r10", b"{}")]
+    assert p.partial_since is None
+    # a request spread over lines is still one request
+    assert p.feed(b':r11:{"a":\n [1,\n 2]}') == [(b"r11", b'{"a":\n [1,\n 2]}')]
