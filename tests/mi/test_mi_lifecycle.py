@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mi_util import TRANSPORTS, Endpoints
+from mi_util import TRANSPORTS, Endpoints, run_ctl
 from server import free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -112,6 +112,11 @@ modparam("mi_datagram", "socket_name", "{path}")"""))
     assert m.execute("which", {"command": "ps"}) == [[]]
     procs = m.execute("ps")["Processes"]
     assert "MI Datagram" in [p["Type"] for p in procs]
+    cfg = tmp_path / "ctl-unix.cfg"
+    cfg.write_text(f"[default]\ncommunication_type = datagram\n"
+                   f"datagram_unix_socket = {path}\n")
+    r = run_ctl(["-f", str(cfg), "-o", "json", "mi", "which", "ps"])
+    assert (r.returncode, r.stdout) == (0, "[[]]\n"), r.stderr
     assert server.terminate() == 0
     assert not path.exists()
 

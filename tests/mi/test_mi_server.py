@@ -396,3 +396,6 @@ def test_opensipyctl_when_the_server_is_not_running(tmp_path):
         assert r.stderr.startswith("opensipyctl: cannot reach opensipy")
         assert r.stderr.count("\n") == 1 and "running?" in r.stderr
         assert r.stdout == ""
+    # no command and no terminal for the shell: usage, exit 2
+    r = run_ctl(["-f", str(ep.ctl_config("fifo"))])
+    assert r.returncode == 2 and "no command given" in r.stderr
