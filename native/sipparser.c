@@ -20,6 +20,7 @@ typedef const unsigned char uc;
 #define C_DIGIT 32
 
 static unsigned char cls[256];
+static unsigned char lct[256];   /* ASCII lower-case map */
 static int inited;
 
 static void set_chars(const char *s, unsigned char f)
@@ -34,6 +35,7 @@ static void init(void)
 {
     int c;
     for (c = 0; c < 256; c++) {
+        lct[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
             cls[c] |= C_TOKEN | C_HOST | C_URIC | C_PVAL;
         if (c >= '0' && c <= '9')
@@ -54,18 +56,21 @@ static void init(void)
 #define IS_LWS(c) ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
 #define IS_WS(c) ((c) == ' ' || (c) == '\t')
 
-static int lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+#define lower(c) (lct[(unsigned char)(c)])
 
-static int ieq(uc *a, int alen, const char *b)
+static int ieqn(uc *a, int alen, const char *b, int blen)
 {
     int i;
-    if ((int)strlen(b) != alen)
+    if (blen != alen)
         return 0;
     for (i = 0; i < alen; i++)
-        if (lower(a[i]) != b[i])
+        if (lct[a[i]] != (unsigned char)b[i])
             return 0;
     return 1;
 }
+
+/* case-insensitive compare with a lower-case literal */
+#define ieq(a, alen, lit) ieqn((a), (alen), (lit), (int)sizeof(lit) - 1)
 
 static int skip_lws(uc *b, int p, int e)
 {
@@ -178,9 +183,13 @@ static short hhead[HBUCKETS];
 static short hnext[N_HNAMES];
 static unsigned char hlen[N_HNAMES];
 
-static unsigned hhash(const unsigned char *lc, int len)
+static short hcompact[256];      /* one-letter compact forms */
+
+static unsigned hhash(const unsigned char *s, int len)
 {
-    return ((unsigned)len * 31u + lc[0] * 7u + lc[len - 1] * 3u + (len > 2 ? lc[2] : 0)) & (HBUCKETS - 1);
+    /* over the lower-cased first, third and last octets and the length */
+    return ((unsigned)len * 31u + lct[s[0]] * 7u + lct[s[len - 1]] * 3u +
+            (len > 2 ? lct[s[2]] : 0)) & (HBUCKETS - 1);
 }
 
 static void hnames_init(void)
@@ -188,9 +197,15 @@ static void hnames_init(void)
     int i;
     for (i = 0; i < HBUCKETS; i++)
         hhead[i] = -1;
+    for (i = 0; i < 256; i++)
+        hcompact[i] = HDR_OTHER_T;
     for (i = N_HNAMES - 1; i >= 0; i--) {
         unsigned h;
         hlen[i] = (unsigned char)strlen(hnames[i].n);
+        if (hlen[i] == 1) {
+            hcompact[(unsigned char)hnames[i].n[0]] = (short)hnames[i].type;
+            hcompact[(unsigned char)hnames[i].n[0] - 32] = (short)hnames[i].type;
+        }
         h = hhash((const unsigned char *)hnames[i].n, hlen[i]);
         hnext[i] = hhead[h];
         hhead[h] = (short)i;
@@ -199,14 +214,13 @@ static void hnames_init(void)
 
 static int htype(uc *name, int len)
 {
-    unsigned char lc[32];
     int i;
-    if (len <= 0 || len > (int)sizeof(lc))
+    if (len == 1)
+        return hcompact[name[0]];
+    if (len <= 0 || len > 32)
         return HDR_OTHER_T;
-    for (i = 0; i < len; i++)
-        lc[i] = (unsigned char)lower(name[i]);
-    for (i = hhead[hhash(lc, len)]; i >= 0; i = hnext[i])
-        if (hlen[i] == len && memcmp(hnames[i].n, lc, len) == 0)
+    for (i = hhead[hhash(name, len)]; i >= 0; i = hnext[i])
+        if (hlen[i] == len && ieqn(name, len, hnames[i].n, len))
             return hnames[i].type;
     return HDR_OTHER_T;
 }
