@@ -5,12 +5,11 @@ import json
 import os
 import socket
 import stat
-import time
 
 import pytest
 
 from mi_util import TRANSPORTS, Endpoints, run_ctl
-from server import free_port, wait_for
+from server import wait_for
 
 pytestmark = pytest.mark.slow
 
