@@ -1,7 +1,6 @@
 """Shared helpers for the parser tests: the external SIP corpus and an
 in-place (re)build of opensipy._sipparser when its C sources are newer."""
 import csv
-import glob
 import hashlib
 import os
 import subprocess
@@ -16,9 +15,15 @@ NATIVE = ROOT / "native"
 
 
 def _ensure_built():
-    sos = glob.glob(str(ROOT / "opensipy" / "_sipparser*.so"))
+    """(re)build the extension in place when the one Python would import is
+    missing or older than the C sources (a development convenience; an
+    installed package is left alone)"""
+    import importlib.util
+    spec = importlib.util.find_spec("opensipy._sipparser")
     newest_src = max(os.path.getmtime(NATIVE / n) for n in ("sipparser.c", "sipparser.h"))
-    if sos and os.path.getmtime(sos[0]) >= newest_src:
+    if spec is not None and spec.origin and os.path.getmtime(spec.origin) >= newest_src:
+        return
+    if spec is not None and spec.origin and not spec.origin.startswith(str(ROOT)):
         return
     if not os.access(ROOT / "opensipy", os.W_OK):
         return
