@@ -372,6 +372,12 @@ class Credentials:
         return f"Credentials({self.scheme!r}, {self.params!r})"
 
 
+_MSG_PTR = ffi.typeof("sp_msg *")
+_parse = lib.sp_parse_msg
+_buffer = ffi.buffer
+_memoryview = memoryview
+_F_STREAM = lib.SP_F_STREAM
+_F_NOCHECK = lib.SP_F_NOCHECK
 _FIRST = _M_first
 _COUNT = _M_count
 _HDRS = _M_hdrs
@@ -396,18 +402,19 @@ class SipMsg(_View):
     _body_set = False
     _via = _from = _to = _contacts = _puri = _cseq = _headers = None
 
+    _b = 0
+
     def __init__(self, buf, stream=False, check=True):
         if type(buf) is not bytes:
             buf = bytes(buf)
-        m = _alloc("sp_msg *")
-        rc = lib.sp_parse_msg(buf, len(buf), (1 if stream else 0) | (0 if check else 2), m)
+        m = _alloc(_MSG_PTR)
+        rc = _parse(buf, len(buf), (_F_STREAM if stream else 0) | (0 if check else _F_NOCHECK), m)
         if rc:
             raise ParseError(m.err_status, strerror(rc), rc, m.err_pos)
         self._buf = buf
         self._t = buf.decode("ascii") if buf.isascii() else None
         self._m = m
-        self._iv = memoryview(ffi.buffer(m)).cast("i")
-        self._b = 0
+        self._iv = _memoryview(_buffer(m)).cast("i")
 
     # ---- first line ------------------------------------------------------
     @property
