@@ -420,6 +420,7 @@ class Attendant:
             self.sig_queue.append(signum)
 
     def _poll(self, timeout: float) -> None:
+        log.refresh()
         try:
             r, _, _ = select.select([self.wake_r, self.ready_r], [], [],
                                     timeout)

@@ -350,6 +350,7 @@ def timer_process_loop() -> None:
     else:
         sched = Scheduler(_timers)
     while True:
+        log.refresh()          # MI log_level may have changed our level
         nxt = sched.run_due()
         delay = 1.0 if nxt is None else (nxt - time.monotonic_ns()) / 1e9
         if delay > 0:

@@ -36,11 +36,13 @@ def udp_rcv_loop(si, handler) -> None:
     """Receive forever on si, calling handler(buf, src, si) per datagram.
     A handler that raises is logged; the receiver goes on."""
     recv = si.sock.recvfrom
+    refresh = log.refresh
     while True:
         try:
             buf, src = recv(MAX_DATAGRAM)
         except InterruptedError:
             continue
+        refresh()              # MI log_level may have changed our level
         try:
             handler(buf, src, si)
         except Exception as e:  # one bad message must not kill the receiver
