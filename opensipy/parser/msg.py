@@ -548,6 +548,13 @@ class SipMsg(_View):
 
     @property
     def via1(self):
+        """the top Via value (OpenSIPS's via1), without building the list"""
+        v = self._via
+        if v is not None:
+            return v[0] if v else None
+        iv = self._iv
+        if iv[_CHECKED]:
+            return Via(self._buf, self._t, iv, _M_vias) if iv[_M_n_vias] else None
         v = self.via
         return v[0] if v else None
 

@@ -49,7 +49,7 @@ def test_invite_is_900_bytes():
 def full_parse(raw=INVITE):
     m = SipMsg(raw)
     # the values a proxy reads for every request
-    return (m.method, m.ruri, m.via[0].branch, m.from_.tag, m.to.tag, m.cseq.num,
+    return (m.method, m.ruri, m.via1.branch, m.from_.tag, m.to.tag, m.cseq.num,
             m.callid, m.contacts[0].uri, m.max_forwards, m.content_length)
 
 

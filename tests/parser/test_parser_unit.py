@@ -230,6 +230,9 @@ def test_via_fields():
                         "ttl": "16", "x": "q v"}
     assert m.via[2].rport == "5060" and m.via[2].branch == "b2"
     assert m.via[2].text == "SIP/2.0/TLS h2;rport=5060;branch=b2"
+    fresh = SipMsg(m.raw)
+    assert fresh.via1.text == m.via[0].text == "SIP/2.0/UDP h.example.com;branch=z9hG4bK1"
+    assert SipMsg(m.raw, check=False).via1.branch == "z9hG4bK1"
 
 
 def test_contacts_star_expires_q():
