@@ -784,6 +784,29 @@ class SipMsg(_View):
         """replace ``length`` octets of the original from ``off`` by ``data``"""
         self._lump(LUMP_REPLACE, off, length, data)
 
+    def lump_checkpoint(self):
+        """a token for :meth:`lump_rollback`: take back every lump added
+        after this point (all-or-nothing edits)"""
+        m = self._m
+        ld = self._lumpdata
+        return (m.n_lumps, m.lump_seq, m.lump_bytes, len(ld) if ld is not None else 0)
+
+    def lump_rollback(self, checkpoint):
+        m = self._m
+        m.n_lumps, m.lump_seq, m.lump_bytes, n = checkpoint
+        if self._lumpdata is not None:
+            del self._lumpdata[n:]
+
+    def lumps(self):
+        """the recorded changes: list of (kind, off, removed, data)"""
+        m = self._m
+        ld = bytes(self._lumpdata or b"")
+        out = []
+        for i in range(m.n_lumps):
+            lp = m.lumps[i]
+            out.append((lp.kind, lp.off, getattr(lp, "del"), ld[lp.data_s:lp.data_s + lp.data_l]))
+        return out
+
     @property
     def n_lumps(self):
         return self._iv[_M_n_lumps]
@@ -875,11 +898,9 @@ class SipMsg(_View):
         when the message had none.  The lumps stay: build() can run again."""
         m = self._m
         iv = self._iv
-        ld = self._lumpdata
         extra = self.new_uri is not None or iv[_M_content_length] < 0
         if extra:
-            saved = (m.n_lumps, m.lump_seq, m.lump_bytes)
-            saved_ld = len(ld) if ld is not None else 0
+            saved = self.lump_checkpoint()
         try:
             if self.new_uri is not None and iv[_ISREQ]:
                 self.replace(iv[_M_ruri], iv[_M_ruri + 1], _b(self.new_uri))
@@ -897,9 +918,7 @@ class SipMsg(_View):
             return ffi.buffer(out, n)[:]
         finally:
             if extra:
-                m.n_lumps, m.lump_seq, m.lump_bytes = saved
-                if ld is not None:
-                    del ld[saved_ld:]
+                self.lump_rollback(saved)
 
     build_request = build
 

@@ -365,3 +365,18 @@ def test_stream_framing_of_back_to_back_messages():
     assert frame_length(b"\r\n\r\n" + a) == len(a) + 4
     with pytest.raises(ParseError):
         frame_length(a.replace(b"Content-Length: 4", b"Content-Length: x"))
+
+
+def test_checkpoint_rollback_and_listing():
+    m = msg()
+    m.insert_hdr("X-Keep: 1")
+    cp = m.lump_checkpoint()
+    m.append_hdr("X-Drop: 1")
+    m.delete(at(INVITE, b"Call-ID"), 4)
+    assert [(k, d) for k, _, _, d in m.lumps()] == [
+        (lib.LUMP_INS_AFTER, b"X-Keep: 1\r\n"), (lib.LUMP_INS_BEFORE, b"X-Drop: 1\r\n"),
+        (lib.LUMP_REPLACE, b"")]
+    m.lump_rollback(cp)
+    assert m.n_lumps == 1
+    out = m.build()
+    assert b"X-Drop" not in out and b"X-Keep: 1\r\n" in out and b"Call-ID: c1@h" in out
