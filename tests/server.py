@@ -172,3 +172,18 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
             return v
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def mi_call(port: int, method: str, params=None, timeout=5.0):
+    """One JSON-RPC request to the mi_datagram module at 127.0.0.1:port;
+    returns the result (raises AssertionError with the error object)."""
+    import json
+    req = {"jsonrpc": "2.0", "method": method, "id": 1}
+    if params is not None:
+        req["params"] = params
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(json.dumps(req).encode(), ("127.0.0.1", port))
+        reply = json.loads(s.recv(65535))
+    assert "error" not in reply, reply["error"]
+    return reply["result"]
