@@ -69,6 +69,8 @@ def w_is_example_destination(msg, ip_spec, port_spec=None, group=-1,
     (of that group; -1 = any), -1 otherwise."""
     ip = ip_spec.get(msg)
     port = port_spec.get(msg) if port_spec is not None else None
+    if group is None:             # an omitted optional parameter is None
+        group = -1
     if enable_stats and example_checks is not None:
         example_checks.inc()
     for g, dip, dport in destinations:
