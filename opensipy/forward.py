@@ -106,7 +106,7 @@ def uri_dest(uri) -> Destination:
     from .parser import parse_uri
     u = parse_uri(uri) if isinstance(uri, str) else uri
     if u is None or u.scheme not in ("sip", "sips") or not u.host:
-        raise ForwardError(f"cannot route to {uri!r}")
+        raise ForwardError(f"cannot route to {uri!r}", E_BAD_URI)
     proto = (u.param("transport") or "udp").lower()
     port = u.port or (5061 if u.scheme == "sips" else 5060)
     return Destination(proto, u.host, port)
@@ -116,7 +116,7 @@ def parse_dest(text: str) -> Destination:
     """forward("host:port") / forward("udp:host:port") / forward("sip:...")."""
     t = text.strip()
     if not t:
-        raise ForwardError("empty destination")
+        raise ForwardError("empty destination", E_BAD_URI)
     if t.lower().startswith(("sip:", "sips:")):
         return uri_dest(t)
     si = config.parse_socket(t)
