@@ -32,6 +32,7 @@ import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -396,18 +397,19 @@ def main(argv=None):
     name = "%s-%s-c%d%s" % (stamp, k.scenario, k.children,
                             "-" + k.tag if k.tag else "")
     rundir = os.path.join(os.path.abspath(k.results), name)
-    os.makedirs(rundir, exist_ok=True)
     proxies = [PROXIES[n](k) for n in k.proxy_list]
     try:
         # refuse before anything starts when a proxy cannot run the scenario
         for p in proxies:
-            pre = os.path.join(rundir, "check-" + p.name)
-            os.makedirs(pre, exist_ok=True)
+            pre = tempfile.mkdtemp(prefix="bench-check-")
             try:
                 p.check(k.scenario, pre)
             except ProxyUnavailable as e:
                 print("bench: %s" % e, file=sys.stderr)
                 return 3
+            finally:
+                shutil.rmtree(pre, ignore_errors=True)
+        os.makedirs(rundir, exist_ok=True)
         meta = {
             "scenario": k.scenario, "started": stamp,
             "knobs": {n: getattr(k, n) for n, *_ in KNOBS},
