@@ -1,0 +1,185 @@
+"""Stateless replies, the sl To-tag and the ACK filter (OpenSIPS sl_funcs.c).
+
+To-tag
+------
+``<prefix>-<suffix>``: ``prefix`` is 32 hex digits, an MD5 over a fixed
+signature and this server's listening sockets, the same in every process of
+one server; ``suffix`` is 8 hex digits, a CRC-32 over the request's Call-ID,
+From tag, CSeq number and top Via (sent-by and branch), so a retransmission
+of a request gets the same tag and two requests get different ones.
+
+ACK filter
+----------
+An ACK whose To tag has the shape above and our prefix answers a reply sl
+sent: it is absorbed (``received_ACKs`` counts it) before the script runs.
+As in OpenSIPS the filter only looks while :data:`SL_RPL_WAIT_TIME` seconds
+have not passed since the last reply sl sent (from any process: the deadline
+lives in shared memory); later ACKs go to the script.  OpenSIPS also
+recomputes the suffix and so lets the ACK of a 2xx (a new branch) through;
+here the prefix alone decides, so that ACK is absorbed as well.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from typing import Iterable, List, Optional
+
+from opensipy import config, error, forward, log, shm
+from opensipy.parser import METHOD_ACK
+
+SL_RPL_WAIT_TIME = 2          # seconds the ACK filter stays active
+TOTAG_SIGNATURE = "opensipy-stateless"
+SEPARATOR = "-"
+_PREFIX_LEN = 32
+_SUFFIX_LEN = 8
+TOTAG_LEN = _PREFIX_LEN + 1 + _SUFFIX_LEN
+_HEX = re.compile(r"[0-9a-f]+\Z")
+
+_prefix: Optional[str] = None
+_deadline = None              # shm AtomicCounter: CLOCK_MONOTONIC ns
+
+
+class Stats:
+    """The module's statistics (bound by the core at loadmodule)."""
+    enabled = True
+    by_class = [None] * 6     # 1xx_replies .. 6xx_replies
+    sent_replies = None
+    sent_err_replies = None
+    received_ACKs = None
+
+
+stats = Stats()
+
+
+def _stat_inc(st) -> None:
+    if stats.enabled and st is not None:
+        st.inc()
+
+
+def init_tags(sockets: Iterable = ()) -> str:
+    """Compute the per-server To-tag prefix (mod_init, before fork)."""
+    global _prefix
+    names = "|".join(str(s) for s in sockets)
+    _prefix = hashlib.md5(f"{TOTAG_SIGNATURE}|{names}".encode(),
+                          usedforsecurity=False).hexdigest()
+    return _prefix
+
+
+def init_timeout() -> None:
+    """The shared ACK-filter deadline (mod_init, before fork)."""
+    global _deadline
+    _deadline = shm.AtomicCounter(0, "sl")
+
+
+def tag_prefix() -> str:
+    if _prefix is None:
+        init_tags(config.settings.sockets)
+    return _prefix
+
+
+def _suffix(msg) -> str:
+    v = msg.via1
+    f = msg.from_
+    cs = msg.cseq
+    key = "|".join((msg.callid or "", (f.tag or "") if f else "",
+                    str(cs.num) if cs else "",
+                    f"{v.host}:{v.port}" if v else "",
+                    (v.branch or "") if v else ""))
+    return format(zlib.crc32(key.encode("utf-8", "surrogateescape")), "08x")
+
+
+def totag(msg) -> str:
+    """The To tag sl gives its replies to ``msg``."""
+    return tag_prefix() + SEPARATOR + _suffix(msg)
+
+
+def is_sl_totag(tag: Optional[str]) -> bool:
+    """True when ``tag`` is one sl of this server generated."""
+    if not tag or len(tag) != TOTAG_LEN:
+        return False
+    p = tag_prefix()
+    return (tag.startswith(p) and tag[_PREFIX_LEN] == SEPARATOR
+            and _HEX.match(tag, _PREFIX_LEN + 1) is not None)
+
+
+def _dset_contacts(msg) -> List[str]:
+    """For a 3xx: the destination set as Contact lines (print_dset)."""
+    out = []
+    if msg.new_uri:
+        out.append(f"Contact: <{msg.new_uri}>\r\n")
+    for b in getattr(msg, "branches", None) or ():
+        q = f";q={b.q}" if getattr(b, "q", None) else ""
+        out.append(f"Contact: <{b.uri}>{q}\r\n")
+    return out
+
+
+def reply_headers(msg) -> List[str]:
+    """The headers queued for replies to ``msg`` (``msg.reply_hdrs``)."""
+    return list(getattr(msg, "reply_hdrs", None) or ())
+
+
+def send_reply(msg, code: int, reason: Optional[str] = None,
+               headers=()) -> int:
+    """Send a stateless reply to request ``msg``; 1 sent, -1 error."""
+    if not msg.is_request:
+        log.LM_ERR("sl: cannot reply to a reply")
+        return -1
+    if msg.method_id == METHOD_ACK:
+        log.LM_DBG("sl: an ACK gets no reply")
+        return -1
+    if not 100 <= code <= 699:
+        log.LM_ERR(f"sl: bad reply code {code} (100..699)")
+        return -1
+    hdrs = reply_headers(msg)
+    if 300 <= code < 400:
+        hdrs.extend(_dset_contacts(msg))
+    if isinstance(headers, (str, bytes)):
+        headers = [headers]
+    hdrs.extend(headers)
+    tag = None
+    if code > 100:
+        to = msg.to
+        if to is not None and not to.tag:
+            tag = totag(msg)
+    try:
+        data = msg.build_reply(code, reason, tag, hdrs)
+    except ValueError as e:
+        log.LM_ERR(f"sl: cannot build the {code} reply: {e}")
+        return -1
+    if not forward.send_reply(msg, data):
+        return -1
+    if _deadline is not None:
+        _deadline.set(shm.now_ns() + SL_RPL_WAIT_TIME * 1_000_000_000)
+    _stat_inc(stats.by_class[min(code // 100, 6) - 1])
+    _stat_inc(stats.sent_replies)
+    return 1
+
+
+def reply_error(msg) -> int:
+    """Answer with the error recorded on ``msg`` (opensipy.error)."""
+    code, reason = error.err2reason_phrase(error.get_error(msg), "SL")
+    rc = send_reply(msg, code, reason)
+    if rc > 0:
+        _stat_inc(stats.sent_err_replies)
+    return rc
+
+
+def filter_ack(msg) -> int:
+    """Pre-script callback: 0 absorbs an ACK to an sl reply, 1 lets the
+    request go on."""
+    if msg.method_id != METHOD_ACK:
+        return 1
+    if _deadline is not None and _deadline.get() <= shm.now_ns():
+        log.LM_DBG("sl: too late to be an ACK to a local reply")
+        return 1
+    try:
+        to = msg.to
+    except ValueError as e:
+        log.LM_ERR(f"sl: cannot parse To of an ACK: {e}")
+        return 1
+    if to is None or not is_sl_totag(to.tag):
+        return 1
+    log.LM_DBG("sl: ACK to a local reply absorbed")
+    _stat_inc(stats.received_ACKs)
+    return 0
