@@ -14,6 +14,7 @@ Changes are lumps recorded against the original buffer and applied once by
 """
 import hashlib
 import re
+from operator import itemgetter as _itemgetter
 
 from ._core import (ffi, lib, strerror, HDR_OTHER_T, HDR_VIA_T, HDR_TO_T,
                     HDR_FROM_T, HDR_CSEQ_T, HDR_CALLID_T, HDR_CONTACT_T,
@@ -32,6 +33,7 @@ __all__ = ["SipMsg", "ParseError", "Header", "Via", "NameAddr", "CSeq",
            "hdr_type", "method_name", "REASONS"]
 
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
+_tuple_new = tuple.__new__
 _FOLD = re.compile(r"[ \t]*\r?\n[ \t]*")
 _QP = re.compile(r"\\(.)", re.S)
 _MAX_PARAMS = 64
@@ -199,13 +201,15 @@ class Header:
         return f"Header({self.name!r}, {self.type_name}, {self.body!r})"
 
 
-class CSeq:
-    __slots__ = ("num", "method", "method_id")
+class CSeq(tuple):
+    """(num, method, method_id) of the CSeq header"""
+    __slots__ = ()
+    num = property(_itemgetter(0))
+    method = property(_itemgetter(1))
+    method_id = property(_itemgetter(2))
 
-    def __init__(self, num, method, method_id):
-        self.num = num
-        self.method = method
-        self.method_id = method_id
+    def __new__(cls, num, method, method_id):
+        return _tuple_new(cls, (num, method, method_id))
 
     def __repr__(self):
         return f"CSeq({self.num}, {self.method!r})"
@@ -392,16 +396,12 @@ class SipMsg(_View):
     only splits the headers (bodies are then parsed on first use).  See
     docs/architecture.md for the contract."""
 
-    # per-message state other layers set (class defaults, no per-message cost)
-    new_uri = None
-    dst_uri = None
-    flags = 0
-    rcv = None
-    force_send_socket = None
-    _lumpdata = None
-    _body_set = False
-    _via = _from = _to = _contacts = _puri = _cseq = _headers = None
-
+    # slots for the fields every message has (fast, and the instance dict
+    # stays small); other layers may still add attributes (msg.avps, ...)
+    __slots__ = ("_buf", "_t", "_m", "_iv", "_via", "_from", "_to", "_contacts", "_puri",
+                 "_cseq", "_headers", "_lumpdata", "_body_set",
+                 # per-message state other layers set
+                 "new_uri", "dst_uri", "flags", "rcv", "force_send_socket")
     _b = 0
 
     def __init__(self, buf, stream=False, check=True):
@@ -415,6 +415,11 @@ class SipMsg(_View):
         self._t = buf.decode("ascii") if buf.isascii() else None
         self._m = m
         self._iv = _memoryview(_buffer(m)).cast("i")
+        self._via = self._from = self._to = self._contacts = self._puri = self._cseq = None
+        self._headers = self._lumpdata = None
+        self._body_set = False
+        self.new_uri = self.dst_uri = self.rcv = self.force_send_socket = None
+        self.flags = 0
 
     # ---- first line ------------------------------------------------------
     @property
@@ -528,7 +533,9 @@ class SipMsg(_View):
             iv = self._iv
             if iv[_CHECKED]:
                 buf, t, base = self._buf, self._t, _M_vias
-                v = [Via(buf, t, iv, base + k * _VS) for k in range(iv[_M_n_vias])]
+                v = []
+                for k in range(iv[_M_n_vias]):
+                    v.append(Via(buf, t, iv, base + k * _VS))
             else:
                 v = self._parse_vias()
             self._via = v
@@ -610,8 +617,9 @@ class SipMsg(_View):
                 return None
             if iv[_M_cseq_method] < 0:
                 raise ParseError(400, "bad CSeq", lib.SP_E_CSEQ, -1)
-            c = self._cseq = CSeq(iv[_M_cseq_num] & 0xFFFFFFFF, self._str(_M_cseq_method),
-                                  iv[_M_cseq_method_id])
+            c = self._cseq = _tuple_new(CSeq, (iv[_M_cseq_num] & 0xFFFFFFFF,
+                                               self._str(_M_cseq_method),
+                                               iv[_M_cseq_method_id]))
         return c
 
     @property
@@ -622,7 +630,9 @@ class SipMsg(_View):
             iv = self._iv
             if iv[_CHECKED]:
                 buf, t, base = self._buf, self._t, _M_contacts
-                c = [NameAddr(buf, t, iv, base + k * _NS) for k in range(iv[_M_n_contacts])]
+                c = []
+                for k in range(iv[_M_n_contacts]):
+                    c.append(NameAddr(buf, t, iv, base + k * _NS))
             else:
                 c = self._nameaddr_list(HDR_CONTACT_T, True, True)
             self._contacts = c
