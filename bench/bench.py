@@ -218,6 +218,8 @@ def run_step(k, proxy, scenario, rate, stepdir):
             "proxy_procs": len([p for p in prx_pids if p in t1]),
             # % of ONE core; the box has os.cpu_count() cores
             "cpu_proxy_pct": pct(c_proxy),
+            "cpu_proxy_by_process": procs.cpu_by_process(t0, t1, prx_pids,
+                                                         wall),
             "cpu_uas_pct": pct(c_uas),
             "cpu_uac_pct": pct(uac_cpu),
             "cpu_sipp_pct": pct(c_uas + uac_cpu),

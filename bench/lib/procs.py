@@ -163,6 +163,18 @@ def cpu_delta(t0, t1, pids):
     return total
 
 
+def cpu_by_process(t0, t1, pids, wall):
+    """{"comm[pid]": % of a core} for the given pids (the proxy tree)."""
+    out = {}
+    for pid in sorted(pids):
+        if pid in t1:
+            same = pid in t0 and t0[pid][3] == t1[pid][3]
+            used = t1[pid][1] - (t0[pid][1] if same else 0.0)
+            out["%s[%d]" % (t1[pid][2], pid)] = round(
+                100.0 * used / max(wall, 1e-3), 1)
+    return out
+
+
 def others_busy(t0, t1, mine, wall, floor_pct=2.0):
     """Processes outside our trees that used more than floor_pct of a core
     (somebody else's build or test run distorts the step)."""

@@ -221,18 +221,10 @@ class Opensipy(Proxy):
             text = f.read()
         loaded = {n for n, _ in self._modules(text)}
         out = []
-        if scenario == "stateless" and "maxfwd" not in loaded:
-            have = [m for m in ("maxfwd", "sl")
-                    if os.path.isdir(os.path.join(REPO, "modules", m))]
-            if len(have) == 2:
-                out.append("WARNING: modules/maxfwd and modules/sl exist now "
-                           "but bench/opensipy/stateless.cfg does not check "
-                           "Max-Forwards as kamailio's script does: switch "
-                           "it on (see the comment in that file)")
-            else:
-                out.append("opensipy's stateless script forwards only (no "
-                           "maxfwd/sl modules yet); kamailio's also runs "
-                           "mf_process_maxfwd_header(), a little more work")
+        if "maxfwd" not in loaded:
+            out.append("WARNING: bench/opensipy/%s.cfg does not check "
+                       "Max-Forwards, kamailio's script does: the two do "
+                       "different work" % scenario)
         return out
 
     def _env(self):

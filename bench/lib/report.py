@@ -85,6 +85,10 @@ def render(meta, rows):
                            "box CPU%", "msgs/call", "rt ms"], table))
     else:
         out.append("(no search finished)")
+    if k.get("rates"):
+        out.append("")
+        out.append("fixed-rate mode: 'max' is the highest listed rate that "
+                   "passed, not a capacity; use the search for the ratio")
     if "kamailio" in by and "opensipy" in by:
         kam = {r["round"]: r["max_cps"] for r in by["kamailio"]}
         osy = {r["round"]: r["max_cps"] for r in by["opensipy"]}
