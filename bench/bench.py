@@ -391,6 +391,8 @@ def main(argv=None):
                 tool, " (apt-get install -y sip-tester)" if tool == "sipp"
                 else ""), file=sys.stderr)
             return 2
+    # explicit, also when started with SIGINT ignored (background job)
+    signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     atexit.register(procs.stop_all)
