@@ -6,6 +6,7 @@ It proves that the harness and opensipy's stateless forwarding work together
 end to end: every call completes, the step record has SIPp's figures, the
 proxy's receive buffer and CPU, the table is printed, and no process
 outlives the run.  Not a measurement: the real one is ``bench/run.sh``.
+The search logic (doubling, halving, bisection) is checked without SIPp.
 """
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ from pathlib import Path
 import pytest
 
 from server import free_port
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "bench.py"
@@ -50,6 +49,7 @@ def _processes_mentioning(text):
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_opensipy_stateless_fixed_rate_step(tmp_path):
     if shutil.which("sipp") is None:
@@ -94,3 +94,42 @@ def test_opensipy_stateless_fixed_rate_step(tmp_path):
     assert "max calls/s by round" in r.stdout and "opensipy" in r.stdout
     # every process group of the step was stopped
     assert _processes_mentioning(str(tmp_path)) == []
+
+
+def _load_bench():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("osy_bench", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("capacity, expect_rates, expect_max", [
+    # doubles 250 -> 500 -> 1000 (fails), then bisects 4 times on a 10 cps
+    # grid: 750 fails, 620 fails, 560 passes, 590 passes
+    (600, [250, 500, 1000, 750, 620, 560, 590], 590),
+    # the start rate fails: halve until a step passes (62), then bisect;
+    # below 20 cps of distance the grid is 1 cps
+    (100, [250, 125, 62, 90, 110, 100, 105], 100),
+    # never fails: stops at max_rate
+    (10 ** 6, [250, 500, 1000, 2000], 2000),
+])
+def test_search_doubles_then_bisects(tmp_path, monkeypatch, capacity,
+                                     expect_rates, expect_max):
+    bench = _load_bench()
+    k = bench.parse_args(["stateless", "--max-rate", "2000", "--bisect", "4",
+                          "--start-rate", "250"])
+    tried = []
+
+    def fake_step(k, proxy, scenario, rate, stepdir):
+        tried.append(rate)
+        return {"rate": rate, "pass": rate <= capacity, "why": "",
+                "proxy": "x", "parse_error": "fake"}
+
+    monkeypatch.setattr(bench, "run_step", fake_step)
+    monkeypatch.setattr(bench, "step_line", lambda r: "")
+    with open(tmp_path / "steps.jsonl", "w") as log:
+        best, steps = bench.search(k, None, "stateless", str(tmp_path), 1,
+                                   log)
+    assert tried == expect_rates
+    assert best == expect_max
