@@ -3,7 +3,6 @@ from the test, the replies and forwarded requests checked on the wire, the
 sl statistics read over MI (mi_datagram)."""
 import json
 import socket
-import time
 
 import pytest
 

@@ -2,7 +2,7 @@
 input, and lump conflicts reported as -1 (never an exception)."""
 import pytest
 
-from opensipy import mod_fix, pvar
+from opensipy import pvar
 from opensipy.mod_fix import FixupError, compile_regex, prepare_param
 from opensipy.parser import SipMsg
 

@@ -1,19 +1,12 @@
 """sl: stateless replies on the wire (a real UDP socket pair), the To tag,
-append_to_reply headers, sl_reply_error over the recorded error, the ACK
-filter and the statistics in shared memory; then end to end through the
-real server."""
-import json
-import socket
-import time
-
+queued reply headers, sl_reply_error over the recorded error, the ACK filter
+and the statistics in shared memory (end to end: test_replies_e2e.py)."""
 import pytest
 
 from opensipy import error, receive, shm
 from opensipy.parser import SipMsg
 
 import modkit
-from server import free_port, wait_for
-
 import opensipy_modules.sl as sl
 from opensipy_modules.sl import sl_funcs
 
