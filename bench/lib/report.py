@@ -63,13 +63,17 @@ def render(meta, rows):
     for p in order:
         rs = by[p]
         cps = [r["max_cps"] for r in rs]
+        # a search that never failed only gives a lower bound
+        shown = ["%d%s" % (r["max_cps"], "+" if r.get("first_fail") is None
+                           and r.get("mode") == "search" else "")
+                 for r in rs]
         med = _med(cps)
         spread = ("%d-%d" % (min(cps), max(cps))) if cps else "-"
         if cps and med:
             spread += " (%.0f%%)" % (100.0 * (max(cps) - min(cps)) / med)
         table.append([
             p, _kib(_med([r.get("proxy_rcvbuf") for r in rs])),
-            " / ".join(str(c) for c in cps), _f(med), spread,
+            " / ".join(shown), _f(med), spread,
             " / ".join(_f(r.get("first_fail")) for r in rs),
             _f(_med([r.get("cpu_proxy_pct") for r in rs])),
             _f(_med([r.get("cpu_sipp_pct") for r in rs])),
@@ -107,6 +111,11 @@ def render(meta, rows):
         else:
             out.append("opensipy/kamailio: no round with a kamailio result "
                        "above 0")
+    if any(r.get("first_fail") is None and r.get("mode") == "search"
+           for r in rows):
+        out.append("")
+        out.append("N+ = the search never failed (it stopped at --max-rate, "
+                   "--max-steps or --max-seconds): a lower bound only")
     out.append("")
     out.append("UDP receive buffer of the proxy socket (rcvbuf column: "
                "kernel rb from `ss -uam`, i.e. after the kernel doubled the "
