@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import signal
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -459,11 +459,15 @@ def main(argv=None):
         print(report.render_dir(rundir))
         return 0
     except Abort as e:
+        procs.stop_all()
         print("bench: aborted: %s" % e, file=sys.stderr)
+        _partial(rundir)
         return 4
     except KeyboardInterrupt:
         print("\nbench: interrupted; stopping every process we started",
               file=sys.stderr)
+        procs.stop_all()
+        _partial(rundir)
         return 130
     finally:
         procs.stop_all()
@@ -471,8 +475,13 @@ def main(argv=None):
             p.cleanup()
 
 
+def _partial(rundir):
+    """The table of the searches that finished before a stop, if any."""
+    if os.path.exists(os.path.join(rundir, "searches.jsonl")):
+        print("\n(partial run)\n" + report.render_dir(rundir))
+
+
 def procs_first_line(cmd):
-    import subprocess
     try:
         out = subprocess.run(cmd, capture_output=True, text=True,
                              timeout=10).stdout
