@@ -147,10 +147,12 @@ def send_reply(msg, code: int, reason: Optional[str] = None,
     except ValueError as e:
         log.LM_ERR(f"sl: cannot build the {code} reply: {e}")
         return -1
+    if _deadline is not None:
+        # before sending: another process may see the ACK before this one
+        # gets past the send
+        _deadline.set(shm.now_ns() + SL_RPL_WAIT_TIME * 1_000_000_000)
     if not forward.send_reply(msg, data):
         return -1
-    if _deadline is not None:
-        _deadline.set(shm.now_ns() + SL_RPL_WAIT_TIME * 1_000_000_000)
     _stat_inc(stats.by_class[min(code // 100, 6) - 1])
     _stat_inc(stats.sent_replies)
     return 1

@@ -202,3 +202,22 @@ def test_the_tag_prefix_is_per_server(slmod, srv_sock):
     assert sl_funcs.init_tags(config.settings.sockets) == p1
     assert sl_funcs.init_tags(["udp:10.0.0.1:5060"]) != p1
     sl_funcs.init_tags(config.settings.sockets)
+
+
+def test_the_ack_filter_is_armed_before_the_reply_leaves(slmod, peer,
+                                                        srv_sock,
+                                                        monkeypatch):
+    """The phone may answer with the ACK (to another worker) before the
+    sending process gets past sendto(): the deadline must already be set."""
+    from opensipy import forward
+    seen = []
+    real = forward.send_reply
+
+    def spy(msg, data):
+        seen.append(sl_funcs._deadline.get() > shm.now_ns())
+        return real(msg, data)
+    monkeypatch.setattr(forward, "send_reply", spy)
+    sl_funcs._deadline.set(0)
+    assert sl.w_sl_send_reply(req(peer, srv_sock), 404, "Not Found") == 1
+    assert seen == [True]
+    peer.recv()
