@@ -226,7 +226,7 @@ class Attendant:
             if not si.port_given and proto_mod is not None:
                 si.port = getattr(proto_mod.pymod, f"{si.proto}_port", si.port)
             try:
-                udp.open_udp(si)
+                udp.open_udp(si, config.settings.maxbuffer)
             except OSError as e:
                 raise StartupError(str(e.strerror or e))
         self._plan_slots()

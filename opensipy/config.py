@@ -223,6 +223,9 @@ SETTINGS: List[Setting] = [
     Setting("xlog_print_level", to_level, log.L_ERR,
             "the level of an xlog() called without one"),
     Setting("mpath", to_str, "", "directory searched first by loadmodule"),
+    Setting("maxbuffer", lambda v, k: _positive(to_int(v)), 262144,
+            "receive buffer requested for each UDP socket (SO_RCVBUF, in "
+            "bytes; the kernel doubles it, up to net.core.rmem_max)"),
     Setting("debug_mode", to_bool, False,
             "foreground, log to stderr, log_level 4, one worker per socket"),
 ]
