@@ -387,3 +387,12 @@ def test_every_change_function_returns_minus_1_on_a_conflict():
     assert S.w_search_append(m, compile_regex("hello"), "x") == -1
     assert S.w_subst(m, fix("subst", 0, "/hello/bye/")) == -1
     assert m.n_lumps == n
+
+
+def test_offsets_in_a_message_with_utf8_text():
+    m = modkit.parse(modkit.request(extra=["Subject: héllo wörld",
+                                           "X-After: ü"]))
+    assert S.w_subst(m, fix("subst", 0, "/wörld/world/")) == 1
+    assert S.w_search_append(m, compile_regex("X-After: ü"), "!") == 1
+    o = SipMsg(m.build())
+    assert o.hdr("Subject") == "héllo world" and o.hdr("X-After") == "ü!"
