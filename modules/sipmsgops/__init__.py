@@ -30,6 +30,7 @@ from .ops import Changes, LumpError
 _ALL5 = (REQUEST_ROUTE | ONREPLY_ROUTE | FAILURE_ROUTE | BRANCH_ROUTE
          | LOCAL_ROUTE)
 _TXT = REQUEST_ROUTE | ONREPLY_ROUTE | FAILURE_ROUTE | BRANCH_ROUTE
+_TXT5 = _TXT | LOCAL_ROUTE
 _RURI = REQUEST_ROUTE | FAILURE_ROUTE | BRANCH_ROUTE | LOCAL_ROUTE
 
 
@@ -158,9 +159,19 @@ def w_search_body(msg, rx) -> int:
     return 1 if body and rx.search(body) else -1
 
 
-def w_search_append(msg, rx, text) -> int:
+def _after_first_line(msg):
+    """(message text, index where the headers start in it)."""
     t = ops.msg_text(msg)
-    m = rx.search(t)
+    first = msg.hdrs_start if t.isascii() else \
+        len(msg.raw[:msg.hdrs_start].decode("utf-8", "surrogateescape"))
+    return t, first
+
+
+def w_search_append(msg, rx, text) -> int:
+    """search_append(re, txt): the first match after the first line, as in
+    OpenSIPS."""
+    t, first = _after_first_line(msg)
+    m = rx.search(t, first)
     if m is None:
         return -1
     try:
@@ -182,9 +193,7 @@ def fixup_subst(value):
 def w_subst(msg, se) -> int:
     """subst('/re/repl/flags') over the headers and body (the first line is
     left alone, as in OpenSIPS)."""
-    t = ops.msg_text(msg)
-    first = msg.hdrs_start if t.isascii() else \
-        len(msg.raw[:msg.hdrs_start].decode("utf-8", "surrogateescape"))
+    t, first = _after_first_line(msg)
     try:
         edits, n = se.apply(t[first:], msg)
     except PVError as e:
@@ -323,8 +332,7 @@ def w_ruri_del_param(msg, param) -> int:
 _S = CmdParam(CMD_PARAM_STR)
 _HNAME = CmdParam(CMD_PARAM_STR, fixup=_hname)
 _HNAME_OPT = CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT, fixup=_hname)
-_SUBST = CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_EXPAND | CMD_PARAM_STATIC,
-                  fixup=fixup_subst)
+_SUBST = CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_EXPAND, fixup=fixup_subst)
 _RX = CmdParam(CMD_PARAM_REGEX)
 
 exports = ModuleExports(
@@ -347,10 +355,10 @@ exports = ModuleExports(
         CmdExport("has_body", w_has_body,
                   [CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT, fixup=fixup_mime)],
                   _ALL5),
-        CmdExport("search", w_search, [_RX], _TXT),
-        CmdExport("search_body", w_search_body, [_RX], _TXT),
-        CmdExport("search_append", w_search_append, [_RX, _S], _TXT),
-        CmdExport("subst", w_subst, [_SUBST], _TXT),
+        CmdExport("search", w_search, [_RX], _TXT5),
+        CmdExport("search_body", w_search_body, [_RX], _TXT5),
+        CmdExport("search_append", w_search_append, [_RX, _S], _TXT5),
+        CmdExport("subst", w_subst, [_SUBST], _TXT5),
         CmdExport("subst_uri", w_subst_uri, [_SUBST], _TXT),
         CmdExport("subst_user", w_subst_user, [_SUBST], _TXT),
         CmdExport("is_uri_user_e164", w_is_uri_user_e164, [_S],

@@ -2,7 +2,7 @@
 input, and lump conflicts reported as -1 (never an exception)."""
 import pytest
 
-from opensipy import pvar
+from opensipy import mod_fix, pvar
 from opensipy.mod_fix import FixupError, compile_regex, prepare_param
 from opensipy.parser import SipMsg
 
@@ -240,6 +240,11 @@ def test_search_append():
     assert S.w_search_append(m, compile_regex("hello"), " there") == 1
     assert out(m).hdr("Subject") == "hello there world"
     assert S.w_search_append(m, compile_regex("nothing"), "x") == -1
+    # the first line is not searched (search() looks at the whole message)
+    assert S.w_search(m, compile_regex(r"\+4930")) == 1
+    assert S.w_search_append(m, compile_regex(r"\+4930"), "x") == -1
+    assert S.w_search_append(m, compile_regex("^X-Other: b"), "c") == 1
+    assert out(m).hdr("X-Other") == "bc"
 
 
 def test_search_append_inside_a_removed_header_is_a_conflict():
@@ -300,6 +305,18 @@ def test_subst_with_a_variable_in_the_replacement():
 def test_subst_bad_expressions_fail_at_fixup(bad):
     with pytest.raises(FixupError):
         fix("subst", 0, bad)
+
+
+def test_subst_expression_in_a_variable_is_parsed_per_call():
+    pvar.script_vars["e"] = "/^Subject: .*$/Subject: x/"
+    c = next(c for c in S.exports.cmds if c.name == "subst")
+    p = prepare_param(c.params[0], pvar.parse_pv("$var(e)"))
+    m = inv()
+    assert S.w_subst(m, p.get(m)) == 1
+    assert out(m).hdr("Subject") == "x"
+    pvar.script_vars["e"] = "/(/x/"
+    with pytest.raises(mod_fix.ParamError):
+        p.get(m)
 
 
 def test_subst_over_a_changed_region_is_a_conflict_and_all_or_nothing():
