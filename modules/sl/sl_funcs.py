@@ -17,6 +17,10 @@ have not passed since the last reply sl sent (from any process: the deadline
 lives in shared memory); later ACKs go to the script.  OpenSIPS also
 recomputes the suffix and so lets the ACK of a 2xx (a new branch) through;
 here the prefix alone decides, so that ACK is absorbed as well.
+
+OpenSIPS 3.x adds its tag to replies from 180 up; here every reply above
+100 gets it (RFC 3261 §8.2.6.2: a UAS adds a tag to any response but a
+100).
 """
 from __future__ import annotations
 
@@ -126,8 +130,9 @@ def send_reply(msg, code: int, reason: Optional[str] = None,
         log.LM_ERR("sl: cannot reply to a reply")
         return -1
     if msg.method_id == METHOD_ACK:
+        # an ACK is never answered; OpenSIPS 3.x returns success
         log.LM_DBG("sl: an ACK gets no reply")
-        return -1
+        return 1
     if not 100 <= code <= 699:
         log.LM_ERR(f"sl: bad reply code {code} (100..699)")
         return -1
