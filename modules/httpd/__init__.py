@@ -115,6 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self):
+        log.refresh()          # a log_level change applies from this request
         self.timeout = conn_timeout
         super().setup()
 
