@@ -11,7 +11,7 @@ from opensipy.parser import (SipMsg, ParseError, frame_length, unescape,
                              HDR_CONTENTTYPE_T, HDR_SUBJECT_T, HDR_CONTENTLENGTH_T)
 from opensipy.parser._core import lib
 
-from conftest import corpus_rows, corpus_bytes, rfc5118_wire, need_corpus, CORPUS
+from sipcorpus import corpus_rows, corpus_bytes, rfc5118_wire, need_corpus, CORPUS
 
 pytestmark = need_corpus
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, CORPUS
+from sipcorpus import ROOT, CORPUS
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("gcc") is None,

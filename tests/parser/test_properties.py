@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from opensipy.parser import SipMsg, ParseError, parse_uri, frame_length, unescape
 
-from conftest import CORPUS, corpus_rows, corpus_bytes
+from sipcorpus import CORPUS, corpus_rows, corpus_bytes
 
 ALNUM = string.ascii_letters + string.digits
 TOKEN = ALNUM + "-.!%*_+`'~"
