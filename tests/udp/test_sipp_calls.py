@@ -63,6 +63,7 @@ socket=udp:127.0.0.1:{proxy}
 loadmodule "proto_udp.so"
 loadmodule "sl.so"
 loadmodule "maxfwd.so"
+loadmodule "sipmsgops.so"
 loadmodule "mi_datagram.so"
 modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{mi_port}")
 route {{
