@@ -57,11 +57,9 @@ def is_maxfwd_present(msg) -> int:
 
 def _decrement(msg, value: int) -> bool:
     """Rewrite the header body with value - 1 (a replace lump)."""
-    t, i = msg._index("Max-Forwards")
-    s, l = msg._span(i)
     try:
-        msg.replace(s, l, str(value - 1))
-    except ValueError as e:
+        msg.set_hdr_body("Max-Forwards", str(value - 1))
+    except (KeyError, ValueError) as e:
         log.LM_ERR(f"maxfwd: cannot change Max-Forwards: {e}")
         return False
     msg.maxfwd_value = value - 1

@@ -26,36 +26,24 @@ class Changes:
             ch.replace(off, n, text)
 
     When one lump conflicts with an earlier change, the lumps recorded in
-    the block are taken back and LumpError is raised (the caller logs it and
-    returns -1).  It reads the message's lump table (``msg._m``), the way
-    ``SipMsg.build`` itself keeps its temporary lumps."""
+    the block are taken back (``SipMsg.lump_checkpoint``/``lump_rollback``)
+    and LumpError is raised (the caller logs it and returns -1)."""
 
     def __init__(self, msg, what: str):
         self.msg = msg
         self.what = what
 
     def __enter__(self):
-        m = self.msg._m
-        ld = self.msg._lumpdata
-        self._saved = (m.n_lumps, m.lump_seq, m.lump_bytes,
-                       len(ld) if ld is not None else 0)
+        self._saved = self.msg.lump_checkpoint()
         return self
 
     def __exit__(self, et, ev, tb):
         if et is None:
             return False
+        self.msg.lump_rollback(self._saved)
         if issubclass(et, ValueError):
-            self._rollback()
             raise LumpError(f"{self.what}: {ev}") from None
-        self._rollback()
         return False
-
-    def _rollback(self):
-        m = self.msg._m
-        m.n_lumps, m.lump_seq, m.lump_bytes, n = self._saved
-        ld = self.msg._lumpdata
-        if ld is not None:
-            del ld[n:]
 
     def replace(self, off, length, data):
         self.msg.replace(off, length, data)
@@ -73,11 +61,9 @@ class Changes:
 def is_deleted(msg, start: int, length: int) -> bool:
     """True when exactly these bytes are already removed (a header that an
     earlier remove_hf took out)."""
-    m = msg._m
-    for i in range(m.n_lumps):
-        lp = m.lumps[i]
-        if lp.kind == LUMP_REPLACE and lp.off == start and getattr(lp, "del") == length \
-                and lp.data_l == 0:
+    for kind, off, removed, data in msg.lumps():
+        if kind == LUMP_REPLACE and off == start and removed == length \
+                and not data:
             return True
     return False
 
