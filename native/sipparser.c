@@ -717,7 +717,10 @@ int sp_parse_nameaddrs(const char *buf, int s, int l, int hdr, int list, int sta
         str_none(&na->tag); str_none(&na->expires); str_none(&na->q);
         na->hdr = hdr;
         na->start = p;
-        if (b[p] == '*' && star_ok) {
+        /* "Contact: *" alone is the star; "* <sip:x>" is a name-addr whose
+         * display name is the token "*" */
+        if (b[p] == '*' && star_ok
+                && (skip_lws(b, p + 1, e) >= e || b[skip_lws(b, p + 1, e)] == ',')) {
             na->star = 1;
             p++;
             na->end = p;

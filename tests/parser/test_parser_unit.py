@@ -246,6 +246,16 @@ def test_contacts_star_expires_q():
     assert m.expires is None
 
 
+def test_a_star_display_name_is_not_the_star_contact():
+    # found by the hypothesis property: "*" is a token, so "* <sip:x>" is a
+    # name-addr whose display name is "*"; only a lone "*" is the star
+    m = SipMsg(req(b"Contact: * <sip:a@h>\r\n"))
+    assert not m.contact_star and m.contacts[0].display == "*"
+    assert m.contacts[0].uri == "sip:a@h"
+    m = SipMsg(req(b"Contact:  *  \r\nExpires: 0\r\n", method=b"REGISTER"))
+    assert m.contact_star
+
+
 def test_route_record_route_path():
     m = SipMsg(req(b"Route: <sip:p1;lr>, <sip:p2;lr>\r\nRoute: <sip:p3>\r\n"
                    b"Record-Route: <sip:rr;lr;ftag=x>\r\nPath: <sip:pa;lr>\r\n"))
