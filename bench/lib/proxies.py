@@ -48,14 +48,6 @@ def render_ports(text, proxy_port, uas_port):
     return _ADDR.sub(sub, text)
 
 
-def _rmem_default():
-    try:
-        with open("/proc/sys/net/core/rmem_default") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
-
-
 def _first_line(cmd, env=None):
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=20,
@@ -290,8 +282,11 @@ class Opensipy(Proxy):
         return "%s (git %s)" % (v, rev)
 
     def rcvbuf_setting(self):
-        return "none set: kernel default net.core.rmem_default=%s" % \
-            _rmem_default()
+        from opensipy import config
+        default = next(x.default for x in config.SETTINGS
+                       if x.name == "maxbuffer")
+        return ("maxbuffer %d by default (SO_RCVBUF; the kernel doubles it, "
+                "up to net.core.rmem_max)" % default)
 
     def cleanup(self):
         if self._notify is not None:
