@@ -110,15 +110,14 @@ def main(argv=None) -> int:
         att.write_pid_file()
         att.init()
         att.start()
-    except StartupError as e:
-        log.LM_CRIT(f"cannot start: {e}")
-        att.release_parent(f"ERR {e}")
-        att.stopping = True
-        att.stop()
-        return EXIT_FAIL
     except Exception as e:
-        log.LM_CRIT(f"cannot start: {traceback.format_exc()}")
-        att.release_parent(f"ERR {type(e).__name__}: {e}")
+        if isinstance(e, StartupError):
+            reason = str(e)
+            log.LM_CRIT(f"cannot start: {reason}")
+        else:                       # a bug: keep the traceback in the log
+            reason = f"{type(e).__name__}: {e}"
+            log.LM_CRIT(f"cannot start: {traceback.format_exc()}")
+        att.release_parent(f"ERR {reason}")
         att.stopping = True
         att.stop()
         return EXIT_FAIL
