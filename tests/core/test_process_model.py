@@ -252,3 +252,84 @@ route {{ drop; }}
 def test_version_flag():
     r = run_opensipy(["-V"])
     assert r.returncode == 0 and "opensipy" in r.stdout
+
+
+def test_fork_hooks_run_in_the_attendant_and_initchild_is_honoured(server,
+                                                                   tmp_path):
+    mods = tmp_path / "mods" / "hooks"
+    mods.mkdir(parents=True)
+    trace = tmp_path / "hooks.trace"
+    (mods / "__init__.py").write_text(f"""
+import os, time
+from opensipy.sr_module import ModuleExports, ProcExport, PROC_FLAG_INITCHILD
+def note(what):
+    with open({str(trace)!r}, "a") as f:
+        f.write(f"{{what}} {{os.getpid()}}\\n")
+def pre():
+    note("pre_fork"); return 0
+def post():
+    note("post_fork"); return 0
+def plain(rank):
+    note(f"plain {{rank}}")
+    while True: time.sleep(3600)
+def child_init(rank):
+    note(f"child_init {{rank}}"); return 0
+exports = ModuleExports(name="hooks", init_child_f=child_init, procs=[
+    ProcExport("plain proc", pre, post, plain, 1, 0),
+    ProcExport("init proc", None, None, plain, 1, PROC_FLAG_INITCHILD)])
+""")
+    server.start(f"""
+mpath="{tmp_path / 'mods'}"
+socket=udp:127.0.0.1:{free_port()}
+udp_workers=1
+loadmodule "proto_udp.so"
+loadmodule "hooks.so"
+route {{ drop; }}
+""")
+    wait_for(lambda: trace.read_text().count("plain") == 2, what="procs")
+    lines = [l.split() for l in trace.read_text().splitlines()]
+    by_what = {}
+    for *what, pid in lines:
+        by_what.setdefault(" ".join(what), []).append(int(pid))
+    assert by_what["pre_fork"] == [server.pid]
+    assert by_what["post_fork"] == [server.pid]
+    titles = {t: p for p, t in server.children().items()}
+    plain_pid = titles["opensipy: plain proc"]
+    init_pid = titles["opensipy: init proc"]
+    ci_pids = by_what["child_init -2"]
+    # PROC_FLAG_INITCHILD: child_init runs in "init proc", not in "plain proc"
+    assert init_pid in ci_pids and plain_pid not in ci_pids
+
+
+def test_startup_route_runs_once_in_rank_1_and_timer_route_in_the_timer(
+        server, tmp_path):
+    port = free_port()
+    trace = tmp_path / "trace"
+    server.start(f"""
+log_level=3
+xlog_level=3
+udp_workers=3
+socket=udp:127.0.0.1:{port}
+loadmodule "proto_udp.so"
+loadmodule "example.so"
+modparam("example", "trace_file", "{trace}")
+modparam("example", "proc_no", 0)
+startup_route {{ xlog("L_NOTICE", "startup ran\\n"); }}
+timer_route[tick, 1] {{ xlog("L_NOTICE", "tick ran\\n"); }}
+route {{ drop; }}
+""")
+    wait_for(lambda: server.stderr().count("tick ran") >= 2, 10,
+             what="two timer_route runs")
+    titles = {p: t for p, t in server.children().items()}
+
+    def pids(text):
+        return {int(l.split("[")[1].split("]")[0])
+                for l in server.stderr().splitlines() if text in l}
+    startup = pids("startup ran")
+    assert len(startup) == 1 and server.stderr().count("startup ran") == 1
+    rank_of = {pid: rank for hook, pid, ppid, rank in read_trace(trace)
+               if hook == "child_init"}
+    pid = startup.pop()
+    assert rank_of[pid] == 1
+    assert titles[pid].startswith("opensipy: SIP receiver")
+    assert {titles[p] for p in pids("tick ran")} == {"opensipy: timer"}
