@@ -2,7 +2,7 @@
 resolve by name and argument count, prepare_param, bind_call."""
 import pytest
 
-from conftest import make
+from pvkit import make
 from opensipy import config, core_cmds, log, pvar
 from opensipy.core_cmds import core_exports
 from opensipy.mod_fix import FixupError, bind_call, prepare_param

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from conftest import make
+from pvkit import make
 from opensipy import log, mod_fix, pvar
 from opensipy.mod_fix import (FixupError, ParamError, bind_call, check_param,
                               prepare_param)

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import make
+from pvkit import make
 from opensipy import pvar
 from opensipy.pvar import PVError, parse_format, parse_pv
 

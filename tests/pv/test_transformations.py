@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from conftest import make
+from pvkit import make
 from opensipy import pvar
 from opensipy.pvar import PVError, parse_pv
 from opensipy.transformations import (TrError, compile_tr, parse_nameaddr,

@@ -1,6 +1,6 @@
 """The PV layer through the script compiler: core functions, variables,
 the run context ($rc, $param) as a compiled route uses them."""
-from conftest import make
+from pvkit import make
 from opensipy import log
 from opensipy.core_cmds import core_exports
 from opensipy.modloader import LoadedModule, Registry
