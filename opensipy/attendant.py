@@ -116,6 +116,7 @@ class Attendant:
             return [ScriptError(self.script_path, 0, 0,
                                 f"cannot read the script: {e.strerror}")]
         errors = []
+        whole_file = (self.script_path, 1, 1)  # errors about no single line
         top = self.script.top
         later = {}
         for i, item in enumerate(top):
@@ -125,8 +126,11 @@ class Attendant:
             kind = type(item).__name__
             try:
                 if kind == "GlobalParam":
+                    n = len(config.settings.sockets)
                     config.settings.set(item.name, item.value, item.kind,
                                         item.loc)
+                    if len(config.settings.sockets) > n:
+                        config.settings.sockets[-1].loc = item.loc
                     self._apply_log_settings()
                 elif kind == "LoadModule":
                     lm = modloader.load_module(self.registry, item.path,
@@ -141,23 +145,23 @@ class Attendant:
                                             item.param, item.value, item.kind,
                                             item.loc, pending)
             except (config.ConfigError, ModuleError) as e:
-                errors.append(ScriptError.at(
-                    e.loc or (self.script_path, 0, 0), str(e.args[0])))
-        for msg in self.registry.check_deps():
-            errors.append(ScriptError(self.script_path, 0, 0, msg))
+                errors.append(ScriptError.at(e.loc or whole_file,
+                                             str(e.args[0])))
+        for loc, msg in self.registry.check_deps():
+            errors.append(ScriptError.at(loc or whole_file, msg))
         if not config.settings.sockets:
-            errors.append(ScriptError(self.script_path, 0, 0,
-                                      "no socket= (listen=) is defined"))
+            errors.append(ScriptError.at(whole_file,
+                                         "no socket= (listen=) is defined"))
         for si in config.settings.sockets:
+            loc = si.loc or whole_file
             if si.proto != "udp":
-                errors.append(ScriptError(
-                    self.script_path, 0, 0,
-                    f"socket {si.name}: protocol '{si.proto}' is not "
-                    f"supported yet (only udp)"))
+                errors.append(ScriptError.at(
+                    loc, f"socket {si.name}: protocol '{si.proto}' is not "
+                         f"supported yet (only udp)"))
             elif not self.registry.is_loaded("proto_udp"):
-                errors.append(ScriptError(
-                    self.script_path, 0, 0,
-                    f"socket {si.name} needs loadmodule \"proto_udp.so\""))
+                errors.append(ScriptError.at(
+                    loc, f"socket {si.name} needs loadmodule "
+                         f"\"proto_udp.so\""))
         errors.extend(script_mod.check(self.script, self.registry))
         return errors
 

@@ -53,6 +53,7 @@ class SocketInfo:
     sock: Any = None          # the bound socket, opened before fork
     workers: Optional[int] = None
     port_given: bool = True   # False: the protocol module's default applies
+    loc: Optional[tuple] = None   # (file, line, col) of its socket= line
 
     @property
     def name(self) -> str:

@@ -113,16 +113,18 @@ class Registry:
             raise ValueError(f"bad module regex {regex!r}: {e}") from None
         return [m for m in self.modules if r.match(m.name)]
 
-    def check_deps(self) -> List[str]:
-        """Errors for missing DEP_ABORT dependencies (warnings are logged)."""
+    def check_deps(self) -> List[Tuple[Optional[tuple], str]]:
+        """(loc of the loadmodule, error) for every missing DEP_ABORT
+        dependency (missing DEP_WARN ones are logged)."""
         errors = []
         for m in self.modules:
             for d in m.exports.deps.md:
                 if d.mod_name in self._by_name:
                     continue
                 if d.type & DEP_ABORT:
-                    errors.append(f"module '{m.name}' depends on module "
-                                  f"'{d.mod_name}', which is not loaded")
+                    errors.append((m.loc, f"module '{m.name}' depends on "
+                                          f"module '{d.mod_name}', which is "
+                                          f"not loaded"))
                 elif d.type & DEP_WARN:
                     log.LM_WARN(f"module '{m.name}' works better with module "
                                 f"'{d.mod_name}', which is not loaded")

@@ -220,8 +220,8 @@ def test_missing_abort_dependency_is_an_error_and_warn_is_not():
     reg.add(_mod("registrar", [("usrloc", DEP_ABORT), ("nat", DEP_WARN),
                                ("opt", DEP_SILENT)]))
     errors = reg.check_deps()
-    assert errors == ["module 'registrar' depends on module 'usrloc', "
-                      "which is not loaded"]
+    assert errors == [(None, "module 'registrar' depends on module "
+                             "'usrloc', which is not loaded")]
 
 
 def test_dependency_cycle_is_reported():
