@@ -80,8 +80,9 @@ class Proxy:
         return ""
 
     def prepare(self, scenario, rundir):
-        """(command, env) that start the proxy for one step in rundir."""
-        raise NotImplementedError
+        """(command, env) that start the proxy for one step in rundir; only
+        called when has_process (each such class defines it)."""
+        raise TypeError(f"'{self.name}' runs no proxy process to start")
 
     def wait_ready(self, p, rundir, timeout):
         """True once the proxy serves SIP (False: gave up)."""
