@@ -562,6 +562,12 @@ class Attendant:
         self.destroy_modules()
         self.remove_pid_file()
         log.LM_NOTICE("opensipy stopped")
+        # We are leaving: a late SIGTERM/SIGINT (a supervisor signalling the
+        # whole process group twice) must not turn the clean exit into a
+        # death by signal while the interpreter shuts down and restores the
+        # default handlers.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         return self.exit_code
 
     def kill_children(self, sig) -> None:
