@@ -21,14 +21,29 @@ def _ruri_text(msg):
 
 
 def _ruri_uri(msg) -> Optional[Uri]:
-    """My Uri for the current R-URI (new_uri when set)."""
+    """My Uri for the current R-URI (new_uri when set).  The parse of a
+    rewritten R-URI is kept on the message until it changes again, so a
+    script reading $rU, $rd ... after ``$ru = ...`` parses it once."""
     t = _ruri_text(msg)
     if not t:
         return None
+    cached = getattr(msg, "_pv_ruri", None)
+    if cached is not None and cached[0] == t:
+        return cached[1]
     try:
-        return parse_uri(t)
+        u = parse_uri(t)
     except ValueError:
+        u = None
+    msg._pv_ruri = (t, u)
+    return u
+
+
+def _cur_uri(msg):
+    """The current R-URI parsed: the C parser's view of the received one,
+    or the cached parse of new_uri after a rewrite (None for a reply)."""
+    if not msg.is_request:
         return None
+    return _ruri_uri(msg) if msg.new_uri else msg.parsed_uri
 
 
 def _set_ruri(msg, value, op):
@@ -76,39 +91,24 @@ def _get_ru(msg):
 
 
 def _get_rU(msg):
-    if not msg.is_request:
-        return None
-    if msg.new_uri:
-        u = _ruri_uri(msg)
-        return (u.user or None) if u is not None else None
-    u = msg.parsed_uri
+    u = _cur_uri(msg)
     return (u.user or None) if u is not None else None
 
 
 def _get_rd(msg):
-    if not msg.is_request:
-        return None
-    if msg.new_uri:
-        u = _ruri_uri(msg)
-        return (u.host or None) if u is not None else None
-    u = msg.parsed_uri
+    u = _cur_uri(msg)
     return (u.host or None) if u is not None else None
 
 
 def _get_rp(msg):
-    if not msg.is_request:
-        return None
-    if msg.new_uri:
-        u = _ruri_uri(msg)
-    else:
-        u = msg.parsed_uri
+    u = _cur_uri(msg)
     if u is None:
         return None
     return str(u.port) if u.port else "5060"
 
 
 def _get_rP(msg):
-    u = _ruri_uri(msg)
+    u = _cur_uri(msg)
     if u is None:
         return None
     return u.param("transport") or "UDP"
