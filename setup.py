@@ -43,6 +43,9 @@ setup(
         "setproctitle>=1.3",
         "psutil>=5.9",
         "multiprocess>=0.70",
+        # RFC 3263 (NAPTR/SRV) and TTL-aware, time-bounded lookups: the
+        # system resolver gives neither (opensipy/resolve.py)
+        "dnspython>=2.4",
     ],
     extras_require={
         "test": [

@@ -147,6 +147,8 @@ class Attendant:
             except (config.ConfigError, ModuleError) as e:
                 errors.append(ScriptError.at(e.loc or whole_file,
                                              str(e.args[0])))
+        from . import resolve
+        resolve.configure(config.settings)
         for loc, msg in self.registry.check_deps():
             errors.append(ScriptError.at(loc or whole_file, msg))
         if not config.settings.sockets:

@@ -227,6 +227,23 @@ SETTINGS: List[Setting] = [
     Setting("maxbuffer", lambda v, k: _positive(to_int(v)), 262144,
             "receive buffer requested for each UDP socket (SO_RCVBUF, in "
             "bytes; the kernel doubles it, up to net.core.rmem_max)"),
+    Setting("dns_try_ipv6", to_bool, False,
+            "also look up AAAA records (IPv6) for a name"),
+    Setting("dns_try_naptr", to_bool, True,
+            "look up NAPTR records first when a SIP URI names a domain "
+            "with neither port nor transport (RFC 3263)"),
+    Setting("dns_retr_time", to_int, -1,
+            "seconds to wait for one name server's answer before trying "
+            "again (-1: resolv.conf's timeout, at most 2)"),
+    Setting("dns_retr_no", to_int, -1,
+            "tries per name server (-1: 2)"),
+    Setting("dns_servers_no", to_int, -1,
+            "how many of the name servers to use (-1: all)"),
+    Setting("dns_use_search_list", to_bool, True,
+            "apply resolv.conf's search list to names without a dot"),
+    Setting("dns_server", lambda v, k: _nameserver(to_str(v)), [],
+            "opensipy: a name server ip[:port] to use instead of "
+            "resolv.conf's; may repeat", multi=True),
     Setting("debug_mode", to_bool, False,
             "foreground, log to stderr, log_level 4, one worker per socket"),
 ]
@@ -236,6 +253,15 @@ for _s in SETTINGS:
     _BY_NAME[_s.name] = _s
     for _a in _s.aliases:
         _BY_NAME[_a] = _s
+
+
+def _nameserver(text: str):
+    host, port = _split_hostport(text, 53)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    return host, port
 
 
 def _positive(n: int) -> int:

@@ -11,7 +11,8 @@
 * :func:`reply_dest` / :func:`send_reply` send a locally built reply to the
   sender of a request (used by sl and tm).
 
-Resolution is A/AAAA only (no NAPTR/SRV yet); ``maddr`` is not honoured.
+Names are resolved by :mod:`opensipy.resolve` (RFC 3263: NAPTR, SRV, A/AAAA,
+cached for the records' TTL); a URI's ``maddr`` is where its request goes.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import socket
 from typing import Optional, Tuple
 
 from . import config, log
+from . import resolve as _resolve
 from .error import (E_BAD_ADDRESS, E_BAD_PROTO, E_BAD_URI, E_NO_SOCKET,
                     E_SEND, E_UNSPEC, set_error)
 
@@ -71,56 +73,93 @@ def send_to(si, data: bytes, addr: Tuple[str, int]) -> bool:
 
 # ------------------------------------------------------------ resolution
 
-_resolved = {}
+_protos_for = (None, ("udp",))
+
+
+def send_protos() -> tuple:
+    """The transports we have sockets for (what RFC 3263 may pick)."""
+    global _protos_for
+    st = config.settings
+    if _protos_for[0] is not st:
+        protos = tuple(sorted({si.proto for si in st.sockets})) or ("udp",)
+        _protos_for = (st, protos)
+    return _protos_for[1]
 
 
 def resolve(host: str, port: int) -> Tuple[int, Tuple[str, int]]:
-    """(address family, sockaddr) for host:port; raises ForwardError."""
-    h = host[1:-1] if host.startswith("[") else host
-    key = (h, port)
-    r = _resolved.get(key)
-    if r is not None:
-        return r
+    """(address family, sockaddr) for an explicit host:port (A/AAAA, the
+    TTL cache of opensipy.resolve); raises ForwardError."""
     try:
-        infos = socket.getaddrinfo(h, port, 0, socket.SOCK_DGRAM)
-    except OSError as e:
-        raise ForwardError(f"cannot resolve {h!r}: {e}") from None
-    af, _, _, _, sa = infos[0]
-    r = (af, (sa[0], sa[1]))
-    if len(_resolved) < 4096:
-        _resolved[key] = r
-    return r
+        t = _resolve.sip_resolve(host, port or None, "udp")[0]
+    except _resolve.ResolveError as e:
+        raise ForwardError(f"cannot resolve {host!r}: {e}") from None
+    return t.af, (t.addr[0], port or t.addr[1])
 
 
 class Destination(tuple):
-    """(proto, host, port) where a request goes; made once by a fixup for
-    a constant forward() argument."""
+    """(proto, host, port, secure) where a request goes: proto None and
+    port 0 when not given (RFC 3263 then picks them); made once by a fixup
+    for a constant forward() argument."""
     __slots__ = ()
 
-    def __new__(cls, proto, host, port):
-        return tuple.__new__(cls, (proto, host, port))
+    def __new__(cls, proto, host, port, secure=False):
+        return tuple.__new__(cls, (proto, host, port, secure))
 
 
 def uri_dest(uri) -> Destination:
-    """Where a SIP URI (SipUri or text) sends to."""
+    """Where a SIP URI (SipUri or text) sends to: its maddr or host, its
+    port and transport when given (RFC 3263 §4)."""
     from .parser import parse_uri
     u = parse_uri(uri) if isinstance(uri, str) else uri
     if u is None or u.scheme not in ("sip", "sips") or not u.host:
         raise ForwardError(f"cannot route to {uri!r}", E_BAD_URI)
-    proto = (u.param("transport") or "udp").lower()
-    port = u.port or (5061 if u.scheme == "sips" else 5060)
-    return Destination(proto, u.host, port)
+    proto = u.param("transport")
+    proto = proto.lower() if proto else None
+    host = u.param("maddr") or u.host
+    port = u.port or 0
+    if not 0 <= port <= 65535:
+        raise ForwardError(f"bad port in {uri!r}", E_BAD_URI)
+    return Destination(proto, host, port, u.scheme == "sips")
 
 
 def parse_dest(text: str) -> Destination:
-    """forward("host:port") / forward("udp:host:port") / forward("sip:...")."""
+    """forward("host[:port]") / forward("udp:host:port") / forward("sip:...");
+    a name is resolved when used, not here (its records have a TTL)."""
     t = text.strip()
     if not t:
         raise ForwardError("empty destination", E_BAD_URI)
     if t.lower().startswith(("sip:", "sips:")):
         return uri_dest(t)
-    si = config.parse_socket(t)
-    return Destination(si.proto, si.host, si.port)
+    proto = None
+    m = re.match(r"^([a-z_]+):(.*)$", t, re.I)
+    if m and m.group(1).lower() in config.PROTOS:
+        proto, t = m.group(1).lower(), m.group(2)
+    try:
+        host, port = config._split_hostport(t, 0)
+    except ValueError as e:
+        raise ForwardError(str(e), E_BAD_URI) from None
+    return Destination(proto, host, port)
+
+
+def dest_targets(dest) -> list:
+    """The RFC 3263 target list of a Destination; raises ForwardError."""
+    proto, host, port, secure = dest
+    try:
+        return _resolve.sip_resolve(host, port or None, proto, secure,
+                                    send_protos())
+    except _resolve.ResolveError as e:
+        raise ForwardError(f"cannot resolve {host!r}: {e}") from None
+
+
+def pick_target(targets, msg=None):
+    """(target, socket): the first target we have a socket for."""
+    err = None
+    for t in targets:
+        try:
+            return t, send_socket(t.proto, t.af, msg)
+        except ForwardError as e:
+            err = e
+    raise err or ForwardError("no target", E_BAD_ADDRESS)
 
 
 # ------------------------------------------------------------ requests
@@ -191,17 +230,16 @@ def forward_request(msg, dest: Optional[str] = None) -> int:
     """Forward msg statelessly; 1 on success, -1 on failure (logged)."""
     try:
         if dest is not None:
-            proto, host, port = dest if type(dest) is Destination \
-                else parse_dest(dest)
+            d = dest if type(dest) is Destination else parse_dest(dest)
         elif msg.dst_uri:
-            proto, host, port = uri_dest(msg.dst_uri)
+            d = uri_dest(msg.dst_uri)
         else:
-            proto, host, port = uri_dest(msg.new_uri or msg.parsed_uri)
-        if proto != "udp":
-            raise ForwardError(f"transport {proto} is not supported yet",
+            d = uri_dest(msg.new_uri or msg.parsed_uri)
+        if d[0] is not None and d[0] != "udp":
+            raise ForwardError(f"transport {d[0]} is not supported yet",
                                E_BAD_PROTO)
-        af, addr = resolve(host, port)
-        si = send_socket(proto, af, msg)
+        target, si = pick_target(dest_targets(d), msg)
+        addr = target.addr
         _fix_sender_via(msg)
         msg.add_via(our_via(si, stateless_branch(msg)))
         data = msg.build()
@@ -254,6 +292,13 @@ def is_our_via(v) -> bool:
     return False
 
 
+def _reply_targets(host, port, proto):
+    try:
+        return _resolve.reply_targets(host, port, proto)
+    except _resolve.ResolveError as e:
+        raise ForwardError(f"cannot resolve {host!r}: {e}") from None
+
+
 def forward_reply(msg) -> int:
     """Relay a reply statelessly to the next Via; 1 sent, 0 dropped
     (not ours, no next hop, broadcast), -1 error."""
@@ -274,8 +319,10 @@ def forward_reply(msg) -> int:
         log.LM_WARN(f"reply to broadcast address {host}: dropped")
         return 0
     try:
-        af, addr = resolve(host, port)
-        si = send_socket((nv.transport or "UDP").lower(), af, msg)
+        proto = (nv.transport or "UDP").lower()
+        target, si = pick_target(_reply_targets(
+            host, port if (nv.rport or nv.port) else None, proto), msg)
+        addr = target.addr
         msg.remove_via()
         data = msg.build()
     except (ForwardError, ValueError) as e:
