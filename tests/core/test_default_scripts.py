@@ -14,7 +14,7 @@ OURS = REPO / "etc" / "opensipy" / "opensipy.cfg"
 ANCHOR = REPO.parent / "shared" / "anchors" / "opensips-default.cfg"
 
 # modules of OpenSIPS's default script that later issues bring
-NOT_YET = {"tm", "usrloc", "registrar", "acc"}
+NOT_YET = {"tm", "acc"}
 THEIR_FUNCTIONS = {"t_check_trans", "t_relay", "do_accounting", "save", "lookup", "t_reply",
                    "t_on_branch", "t_on_reply", "t_on_failure",
                    "t_was_cancelled"}

@@ -1,0 +1,199 @@
+"""The location tables (OpenSIPS's udomain/urecord/ucontact) in shared memory.
+
+A domain (``location``) is a shared hash table: the key is the AOR, the value
+the whole record (every contact of the AOR) serialized with ``marshal``.  A
+lock set indexed by the AOR's hash (OpenSIPS's ``lock_udomain``) makes each
+read-modify-write of a record atomic across processes: callers take
+``with dom.locked(aor):`` and then ``get``/``put`` the record.
+
+Counters (``<domain>-users``, ``<domain>-contacts``, ``registered_users``)
+move in :meth:`UDomain.put`, from the difference between the old and new
+record, so they are exact whichever process changes the table.
+"""
+from __future__ import annotations
+
+import marshal
+import time
+import zlib
+from contextlib import contextmanager
+from typing import Dict, List, Optional
+
+from opensipy import shm
+
+# OpenSIPS's CS_* contact states (what the DB layer has seen of a contact)
+CS_NEW, CS_SYNC, CS_DIRTY = 0, 1, 2
+STATE_NAMES = {CS_NEW: "CS_NEW", CS_SYNC: "CS_SYNC", CS_DIRTY: "CS_DIRTY"}
+Q_UNSPECIFIED = -1
+ALL_METHODS = 0xFFFFFFFF
+
+_FIELDS = ("contact", "received", "path", "expires", "q", "callid", "cseq",
+           "flags", "cflags", "user_agent", "socket", "methods", "instance",
+           "reg_id", "last_modified", "contact_id", "attr", "state")
+
+
+class UContact:
+    """One binding.  ``expires`` is absolute (epoch seconds; 0 = permanent);
+    ``q`` in thousandths (OpenSIPS's qvalue_t, -1 = unspecified)."""
+    __slots__ = _FIELDS
+
+    def __init__(self, contact: str, **kw):
+        self.contact = contact
+        self.received = kw.get("received", "")
+        self.path = kw.get("path", "")
+        self.expires = int(kw.get("expires", 0))
+        self.q = int(kw.get("q", Q_UNSPECIFIED))
+        self.callid = kw.get("callid", "")
+        self.cseq = int(kw.get("cseq", 0))
+        self.flags = int(kw.get("flags", 0))
+        self.cflags = int(kw.get("cflags", 0))
+        self.user_agent = kw.get("user_agent", "")
+        self.socket = kw.get("socket", "")
+        self.methods = int(kw.get("methods", ALL_METHODS))
+        self.instance = kw.get("instance", "")
+        self.reg_id = int(kw.get("reg_id", 0))
+        self.last_modified = int(kw.get("last_modified", time.time()))
+        self.contact_id = int(kw.get("contact_id", 0))
+        self.attr = kw.get("attr", "")
+        self.state = int(kw.get("state", CS_NEW))
+
+    def as_tuple(self):
+        return tuple(getattr(self, f) for f in _FIELDS)
+
+    @classmethod
+    def from_tuple(cls, t) -> "UContact":
+        c = cls.__new__(cls)
+        for f, v in zip(_FIELDS, t):
+            setattr(c, f, v)
+        return c
+
+    def alive(self, now: float) -> bool:
+        return self.expires == 0 or self.expires > now
+
+    def __repr__(self):
+        return f"UContact({self.contact!r}, expires={self.expires})"
+
+
+def q2str(q: int) -> str:
+    """OpenSIPS's q2str: thousandths as '0.5', '1', '' when unspecified."""
+    if q < 0:
+        return ""
+    if q >= 1000:
+        return "1"
+    if q == 0:
+        return "0"
+    return ("0.%03d" % q).rstrip("0")
+
+
+def str2q(text: str) -> int:
+    """'0.5' -> 500; raises ValueError outside 0..1 or not a number."""
+    t = text.strip()
+    if not t:
+        return Q_UNSPECIFIED
+    try:
+        v = float(t)
+    except ValueError:
+        raise ValueError(f"bad q value {text!r}") from None
+    if not 0.0 <= v <= 1.0 or len(t) > 5:
+        raise ValueError(f"q value {text!r} out of range 0..1")
+    return int(round(v * 1000))
+
+
+class URecord:
+    """An AOR and its contacts, ordered by q (highest first) then by the
+    order they were saved (newest first with ``desc_time_order``)."""
+    __slots__ = ("aor", "contacts")
+
+    def __init__(self, aor: str, contacts: Optional[List[UContact]] = None):
+        self.aor = aor
+        self.contacts = contacts or []
+
+    def alive(self, now=None) -> List[UContact]:
+        now = time.time() if now is None else now
+        return [c for c in self.contacts if c.alive(now)]
+
+    def dumps(self) -> bytes:
+        return marshal.dumps([c.as_tuple() for c in self.contacts])
+
+    @classmethod
+    def loads(cls, aor: str, data: bytes) -> "URecord":
+        return cls(aor, [UContact.from_tuple(t) for t in marshal.loads(data)])
+
+
+class UDomain:
+    """One location table in shared memory.  Created in the attendant (mod_init
+    or a fixup); usable from every forked process."""
+
+    def __init__(self, name: str, hash_size: int, stats: Dict[str, object],
+                 registered_users=None):
+        self.name = name
+        self.size = 1 << hash_size
+        self.ht = shm.HashTable(self.size, module="usrloc")
+        self.locks = shm.LockSet(min(self.size, 256), module="usrloc")
+        self.users = stats["users"]
+        self.contacts = stats["contacts"]
+        self.expired = stats["expires"]
+        self.registered_users = registered_users
+
+    def slot(self, aor: str) -> int:
+        return zlib.crc32(aor.encode("utf-8", "surrogateescape")) \
+            % len(self.locks)
+
+    @contextmanager
+    def locked(self, aor: str):
+        i = self.slot(aor)
+        self.locks.lock(i)
+        try:
+            yield
+        finally:
+            self.locks.unlock(i)
+
+    def get(self, aor: str) -> Optional[URecord]:
+        data = self.ht.get(aor.encode("utf-8", "surrogateescape"))
+        if data is None:
+            return None
+        return URecord.loads(aor, data)
+
+    def put(self, rec: URecord, old: Optional[URecord]) -> None:
+        """Store ``rec`` (the caller holds the AOR's lock and read ``old``
+        under it); an empty record is removed.  Raises ShmOutOfMemory with
+        the table unchanged."""
+        key = rec.aor.encode("utf-8", "surrogateescape")
+        n_old = len(old.contacts) if old is not None else 0
+        n_new = len(rec.contacts)
+        if n_new:
+            self.ht.put(key, rec.dumps())
+        elif old is not None:
+            self.ht.delete(key)
+        if n_new != n_old:
+            self.contacts.update(n_new - n_old)
+        du = (n_new > 0) - (n_old > 0)
+        if du:
+            self.users.update(du)
+            if self.registered_users is not None:
+                self.registered_users.update(du)
+
+    def records(self) -> List[URecord]:
+        """Every record (a snapshot, bucket by bucket)."""
+        out = []
+        for k, v in self.ht.items():
+            out.append(URecord.loads(k.decode("utf-8", "surrogateescape"), v))
+        return out
+
+    def expire(self, now: float) -> int:
+        """Remove the expired contacts of every AOR; returns how many."""
+        removed = 0
+        for rec in self.records():
+            if all(c.alive(now) for c in rec.contacts):
+                continue
+            with self.locked(rec.aor):
+                cur = self.get(rec.aor)
+                if cur is None:
+                    continue
+                keep = [c for c in cur.contacts if c.alive(now)]
+                gone = len(cur.contacts) - len(keep)
+                if gone:
+                    self.put(URecord(cur.aor, keep), cur)
+                    removed += gone
+        if removed:
+            self.expired.update(removed)
+        return removed
