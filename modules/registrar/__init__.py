@@ -224,11 +224,13 @@ def fixup_lookup_flags(text) -> LookupFlags:
 
 # --- helpers --------------------------------------------------------------------
 
-def extract_aor(uri_text: str) -> str:
+def extract_aor(uri_text, parsed=None) -> str:
     """user[@host] of a URI, unescaped; lower-cased unless case_sensitive
-    (the host always).  Raises RegError 400 when it is not a SIP URI."""
+    (the host always).  Raises RegError 400 when it is not a SIP URI.
+    ``parsed``: the URI already parsed (the To header's)."""
     try:
-        u = parse_uri(uri_text.strip().strip("<>"))
+        u = parsed if parsed is not None else \
+            parse_uri(uri_text.strip().strip("<>"))
     except (ValueError, ParseError):
         raise RegError(400, "Bad Address of Record") from None
     if u is None or not u.host:
@@ -374,10 +376,22 @@ def save(msg, dom, flags: Optional[SaveFlags] = None,
     if path and flags.path_mode in (PATH_LAZY, PATH_STRICT) \
             and _supports_path(msg):
         hdrs.append(f"Path: {path}")
-    hdrs.append("Date: " + email.utils.formatdate(now, usegmt=True))
+    hdrs.append(_date_hdr(now))
     if _reply(msg, 200, "OK", hdrs) < 0:
         return -1
     return 1
+
+
+_date_cache = [0, ""]
+
+
+def _date_hdr(now: float) -> str:
+    """``Date:`` (RFC 3261 §20.17), made once a second."""
+    sec = int(now)
+    if _date_cache[0] != sec:
+        _date_cache[0] = sec
+        _date_cache[1] = "Date: " + email.utils.formatdate(sec, usegmt=True)
+    return _date_cache[1]
 
 
 def _supports_path(msg) -> bool:
@@ -394,8 +408,12 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
         to = msg.to
         if to is None:
             raise RegError(400, "To header not found")
-        aor_uri = to.uri
-    aor = extract_aor(aor_uri)
+        try:
+            aor = extract_aor(to.uri, to.parsed_uri)
+        except ParseError:
+            raise RegError(400, "Bad Address of Record") from None
+    else:
+        aor = extract_aor(aor_uri)
     try:
         contacts = msg.contacts
     except ParseError:
