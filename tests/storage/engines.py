@@ -151,6 +151,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self):
+        self.halt()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def halt(self):
+        """Stop the server process (start() runs it again, same port)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -160,4 +165,3 @@ class RedisServer:
                 self.proc.wait(5)
         if self.proc is not None and self.proc.stdout:
             self.proc.stdout.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
