@@ -433,6 +433,12 @@ class DbCon:
     def _logkey(self):
         return f"{self.dbf.name}:{self.url.redacted()}"
 
+    def connect(self) -> None:
+        """Open the connection now (child_init), instead of on first use;
+        raises DBConnectionError when the database cannot be reached (a
+        module may go on: the next use tries again)."""
+        self._conn()
+
     def connected(self) -> bool:
         return self._raw is not None and self._pid == os.getpid()
 
