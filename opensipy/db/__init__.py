@@ -266,27 +266,26 @@ def db_bind_mod(url: str, needed_by: str = "") -> "DbFunc":
             raise DBUrlError(f"db_url scheme '{u.scheme}'{who} needs module "
                              f"'{modname}': add loadmodule \"{modname}.so\"")
         return modloader.load_api(modname, needed_by)
-    factory = _drivers.get(u.scheme)
-    if factory is None:
-        try:
-            pkg = importlib.import_module(
-                f"{modloader.BUILTIN_PACKAGE}.{modname}")
-        except ModuleNotFoundError as e:
-            if e.name and e.name.endswith(modname):
-                raise DBUrlError(f"no DB driver for scheme '{u.scheme}'"
-                                 f"{who}") from None
+    try:
+        pkg = importlib.import_module(f"{modloader.BUILTIN_PACKAGE}.{modname}")
+    except ModuleNotFoundError as e:
+        if not (e.name or "").endswith(modname):
             raise DBUrlError(f"DB driver '{modname}' cannot be loaded: "
                              f"Python package '{e.name}' is missing") \
                 from None
-        exp = getattr(pkg, "exports", None)
-        for import_name, extra in (exp.deps.python if exp else ()):
-            if importlib.util.find_spec(import_name) is None:
-                raise DBUrlError(
-                    f"DB driver '{modname}' needs the Python package "
-                    f"'{import_name}': install it with pip install "
-                    f"'opensipy[{extra}]'")
-        return pkg.load_api()
-    return factory()
+        factory = _drivers.get(u.scheme)    # a driver registered by hand
+        if factory is None:
+            raise DBUrlError(f"no DB driver for scheme '{u.scheme}'{who}") \
+                from None
+        return factory()
+    exp = getattr(pkg, "exports", None)
+    for import_name, extra in (exp.deps.python if exp else ()):
+        if importlib.util.find_spec(import_name) is None:
+            raise DBUrlError(
+                f"DB driver '{modname}' needs the Python package "
+                f"'{import_name}': install it with pip install "
+                f"'opensipy[{extra}]'")
+    return pkg.load_api()
 
 
 def db_capability(dbf: "DbFunc", cap: int) -> bool:

@@ -269,3 +269,24 @@ def test_a_connection_used_after_fork_is_replaced_not_shared(con):
     # the parent's connection still works
     assert sorted(r[0] for r in con.query(cols=["username"]).rows) == \
         ["child", "parent"]
+
+
+def test_a_missing_extra_is_a_load_error_naming_it(monkeypatch):
+    import importlib.util
+    from opensipy import modloader
+    from opensipy.core_cmds import core_exports
+    from opensipy.sr_module import ModuleError
+    real = importlib.util.find_spec
+    hidden = {"psycopg": "postgres", "redis": "redis"}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in hidden
+                        else real(name, *a))
+    for mod, extra in (("db_postgres", "postgres"),
+                       ("cachedb_redis", "redis")):
+        reg = modloader.Registry()
+        reg.add(modloader.LoadedModule("core", core_exports))
+        with pytest.raises(ModuleError,
+                           match=rf"pip install 'opensipy\[{extra}\]'"):
+            modloader.load_module(reg, mod, loc=("t.cfg", 3, 1))
+    with pytest.raises(db.DBUrlError, match=r"opensipy\[postgres\]"):
+        db.db_bind_mod("postgres://u@h/d")
