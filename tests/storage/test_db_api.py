@@ -290,3 +290,51 @@ def test_a_missing_extra_is_a_load_error_naming_it(monkeypatch):
             modloader.load_module(reg, mod, loc=("t.cfg", 3, 1))
     with pytest.raises(db.DBUrlError, match=r"opensipy\[postgres\]"):
         db.db_bind_mod("postgres://u@h/d")
+
+
+def test_a_sqlite_database_made_the_opensips_way_is_used_as_it_is(tmp_path):
+    """Declarations as OpenSIPS's sqlite scripts write them (sized FLOAT,
+    TEXT and BLOB types, BIGINT(10), dates as text), rows written by
+    another program: read and written through the API unchanged."""
+    import sqlite3
+    path = tmp_path / "opensips.db"
+    raw = sqlite3.connect(str(path))
+    raw.executescript("""
+        CREATE TABLE version (table_name CHAR(32) NOT NULL,
+            table_version INTEGER DEFAULT 0 NOT NULL,
+            CONSTRAINT version_t_name_idx UNIQUE (table_name));
+        INSERT INTO version VALUES ('location', '1013'), ('dialog', '11');
+        CREATE TABLE location (
+            contact_id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+            username CHAR(64) DEFAULT '' NOT NULL,
+            domain CHAR(64) DEFAULT NULL,
+            contact TEXT NOT NULL,
+            expires INTEGER NOT NULL,
+            q FLOAT(10,2) DEFAULT 1.0 NOT NULL,
+            last_modified DATETIME DEFAULT '1900-01-01 00:00:01' NOT NULL,
+            kv_store TEXT(512) DEFAULT NULL);
+        INSERT INTO location (username, contact, expires, q, last_modified)
+            VALUES ('old', 'sip:old@h', 1893456000, 0.7,
+                    '2025-12-31 23:59:58');
+        CREATE TABLE dialog (dlg_id BIGINT(10) PRIMARY KEY NOT NULL,
+            vars BLOB(4096) DEFAULT NULL);
+        INSERT INTO dialog VALUES (1, x'00ff10');
+    """)
+    raw.commit()
+    url = f"sqlite://{path}"
+    con = db.db_bind_mod(url).init(url)
+    db.db_check_table_version(con.dbf, con, "location", 1013)
+    con.use_table("location")
+    (row,) = con.query(cols=["username", "q", "last_modified", "kv_store"]).rows
+    assert row == ("old", 0.7,
+                   datetime.datetime(2025, 12, 31, 23, 59, 58), None)
+    con.insert(["username", "contact", "expires", "last_modified"],
+               ["new", "sip:new@h", 1, datetime.datetime(2026, 2, 3, 4, 5, 6)])
+    con.use_table("dialog")
+    assert con.query(cols=["vars"]).rows == [(b"\x00\xff\x10",)]
+    con.close()
+    # what we wrote is what OpenSIPS writes: dates as text
+    assert raw.execute("SELECT last_modified, typeof(last_modified) FROM "
+                       "location WHERE username = 'new'").fetchone() == \
+        ("2026-02-03 04:05:06", "text")
+    raw.close()
