@@ -396,6 +396,7 @@ class DbCon:
         self._next_try = 0.0
         self._last_id = 0
         self._unique_cache: Dict[str, List[List[str]]] = {}
+        self._sql_cache: Dict[tuple, Any] = {}
 
     # -- lifecycle
     def __repr__(self):
@@ -458,8 +459,10 @@ class DbCon:
         self.table = check_ident(table, "table")
 
     # -- running statements
-    def _run(self, sql: str, params: Sequence = (), fetch: bool = False):
-        params = tuple(plain_value(v) for v in params)
+    def _run(self, sql: str, params: Sequence = (), fetch: bool = False,
+             plain: bool = False):
+        if not plain:
+            params = [plain_value(v) for v in params]
         for attempt in (0, 1):
             fresh = self._raw is None or self._pid != os.getpid()
             raw = self._conn()
@@ -521,19 +524,39 @@ class DbCon:
         """``SELECT cols FROM table WHERE key op val AND ... ORDER BY
         order``.  ``cols`` None is every column; ``order`` a column name,
         optionally followed by `` DESC``."""
-        t = self._need_table()
-        params: list = []
-        sel = ", ".join(quote(c) for c in cols) if cols else "*"
-        sql = f"SELECT {sel} FROM {t}" + self._where(keys, ops, vals, params)
-        if order:
-            col, _, direction = str(order).partition(" ")
-            direction = direction.strip().upper()
-            if direction not in ("", "ASC", "DESC"):
-                raise DBError(f"bad order {order!r}")
-            sql += f" ORDER BY {quote(col)}" + (f" {direction}"
-                                                if direction else "")
-        columns, types, rows, _, _ = self._run(sql, params, True)
+        vals = [plain_value(v) for v in vals] if vals else []
+        ckey = ("q", self.table, tuple(keys) if keys else (),
+                tuple(ops) if ops else None, tuple(v is None for v in vals),
+                tuple(cols) if cols else None, order)
+        hit = self._sql_cache.get(ckey)
+        if hit is None:
+            t = self._need_table()
+            params: list = []
+            sel = ", ".join(quote(c) for c in cols) if cols else "*"
+            sql = f"SELECT {sel} FROM {t}" + self._where(keys, ops, vals,
+                                                         params)
+            if order:
+                col, _, direction = str(order).partition(" ")
+                direction = direction.strip().upper()
+                if direction not in ("", "ASC", "DESC"):
+                    raise DBError(f"bad order {order!r}")
+                sql += f" ORDER BY {quote(col)}" + (f" {direction}"
+                                                    if direction else "")
+            # which values are bound (None with =/!= became IS [NOT] NULL)
+            bound = [not (v is None and OPS[o] in ("=", "<>"))
+                     for v, o in zip(vals, ops or ["="] * len(vals))]
+            hit = (sql, None if all(bound) else bound)
+            self._cache(ckey, hit)
+        sql, bound = hit
+        params = vals if bound is None else \
+            [v for v, b in zip(vals, bound) if b]
+        columns, types, rows, _, _ = self._run(sql, params, True, True)
         return DbResult(columns, types, rows)
+
+    def _cache(self, key, value) -> None:
+        if len(self._sql_cache) >= 512:
+            self._sql_cache.clear()
+        self._sql_cache[key] = value
 
     def raw_query(self, sql: str, params: Sequence = ()) -> Optional[DbResult]:
         """Run SQL written by the caller; every value goes in ``params``
@@ -559,15 +582,21 @@ class DbCon:
     def insert(self, cols, vals) -> int:
         """Insert one row (``vals`` a sequence) or several (``vals`` a list
         of sequences, DB_CAP_MULTIPLE_INSERT); returns the rows inserted."""
-        t = self._need_table()
-        cols = list(cols)
+        cols = tuple(cols)
         rows = vals if vals and isinstance(vals[0], (list, tuple)) else [vals]
+        ckey = ("i", self.table, cols)
+        sql = self._sql_cache.get(ckey)
+        if sql is None:
+            t = self._need_table()
+            self._cols_vals(cols, rows[0])
+            sql = (f"INSERT INTO {t} ({', '.join(quote(x) for x in cols)}) "
+                   f"VALUES ({', '.join([self.placeholder] * len(cols))})")
+            self._cache(ckey, sql)
         n = 0
         for row in rows:
-            c, v = self._cols_vals(cols, row)
-            sql = (f"INSERT INTO {t} ({', '.join(quote(x) for x in c)}) "
-                   f"VALUES ({', '.join([self.placeholder] * len(v))})")
-            n += self._run(sql, v)[3]
+            if len(row) != len(cols):
+                raise DBError(f"{len(cols)} columns but {len(row)} values")
+            n += self._run(sql, row)[3]
         return n
 
     def delete(self, keys=None, ops=None, vals=None) -> int:

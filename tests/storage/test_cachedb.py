@@ -24,7 +24,8 @@ def mi_raw(port, method, params=None, timeout=8.0):
 
 
 def options(port, n=1, tag="o"):
-    """Send n OPTIONS from one socket; return the (status, reason) list."""
+    """Send n OPTIONS from one socket, one after the other's reply;
+    return the (status, reason) list."""
     out = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -39,7 +40,6 @@ def options(port, n=1, tag="o"):
                       f"Call-ID: {tag}{i}@test\r\nCSeq: 1 OPTIONS\r\n"
                       f"Content-Length: 0\r\n\r\n").encode(),
                      ("127.0.0.1", port))
-        for i in range(n):
             line = s.recv(65535).split(b"\r\n", 1)[0].decode()
             _, code, reason = line.split(" ", 2)
             out.append((int(code), reason))
