@@ -410,6 +410,10 @@ class DbCon:
         if self._raw is not None and self._pid != os.getpid():
             _abandoned.append(self._raw)     # the parent's: leave it alone
             self._raw = None
+            log.LM_WARN(f"{self.dbf.name}: a connection opened by process "
+                        f"{self._pid} is used in process {os.getpid()}; "
+                        f"it is left alone and a new one opened (close "
+                        f"mod_init's connections, open them in child_init)")
         if self._raw is None:
             now = time.monotonic()
             if now < self._next_try:
