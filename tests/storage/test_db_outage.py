@@ -133,3 +133,16 @@ def test_timeout_parameter_is_checked():
         assert db.db_bind_mod("postgres://u@h/d").timeout == 0.5
     finally:
         db_postgres.timeout = old
+
+
+def test_postgres_statement_longer_than_the_timeout_is_cancelled(pg_url,
+                                                                 monkeypatch):
+    monkeypatch.setattr(db_postgres, "timeout", 0.5)
+    con = db.db_bind_mod(pg_url).init(pg_url)
+    t0 = time.monotonic()
+    with pytest.raises(db.DBError, match="statement timeout"):
+        con.raw_query("SELECT pg_sleep(10)")
+    assert time.monotonic() - t0 < 3
+    # the connection is still good
+    assert con.raw_query("SELECT ? + 1", (41,)).rows == [(42,)]
+    con.close()
