@@ -631,12 +631,12 @@ class DbCon:
         raise DBError(f"table {self.table}: no primary key or unique "
                       f"constraint among the columns {list(cols)}")
 
-    def insert_update(self, cols, vals) -> int:
+    def insert_update(self, cols, vals, _target=None) -> int:
         """Insert, or update the row holding the same primary/unique key
         (MySQL's ``ON DUPLICATE KEY UPDATE``; ``ON CONFLICT`` here)."""
         t = self._need_table()
         cols, vals = self._cols_vals(cols, vals)
-        target = self._conflict_target(cols)
+        target = _target or self._conflict_target(cols)
         others = [c for c in cols if c not in target]
         action = ("DO UPDATE SET " + ", ".join(
             f"{quote(c)} = excluded.{quote(c)}" for c in others)) \
@@ -657,10 +657,10 @@ class DbCon:
             if not set(target) <= set(cols):
                 raise DBError("bad unique key count")
             # the key must be a real constraint for ON CONFLICT
-            if target not in self.unique_keys() and \
-                    sorted(target) not in [sorted(u) for u in
-                                           self.unique_keys()]:
-                return self._replace_by_update(cols, vals, target)
+            for uk in self.unique_keys():
+                if sorted(uk) == sorted(target):
+                    return self.insert_update(cols, vals, uk)
+            return self._replace_by_update(cols, vals, target)
         return self.insert_update(cols, vals)
 
     def _replace_by_update(self, cols, vals, target) -> int:
