@@ -48,6 +48,10 @@ setup(
         "dnspython>=2.4",
     ],
     extras_require={
+        # db_postgres: psycopg 3 with its bundled libpq build
+        "postgres": ["psycopg[binary]>=3.1"],
+        # cachedb_redis
+        "redis": ["redis>=4.5"],
         "test": [
             "pytest>=7",
             "pytest-benchmark>=4",
@@ -58,6 +62,10 @@ setup(
             "opensipscli>=0.4",
             # opensipyctl -o yaml
             "PyYAML>=5",
+            # the storage tests drive db_postgres and cachedb_redis against
+            # real PostgreSQL and Redis servers
+            "psycopg[binary]>=3.1",
+            "redis>=4.5",
         ],
     },
     entry_points={

@@ -53,6 +53,7 @@ from .sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT, CMD_PARAM_NO_EX
                         CmdParam, ModuleError, ModuleExports)
 from .transformations import parse_uri
 from .forward import forward_request
+from .cachedb.script import CMDS as _cachedb_cmds
 
 # --- logging ------------------------------------------------------------------
 
@@ -507,5 +508,7 @@ core_exports = ModuleExports(
                   [CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT,
                             fixup=fixup_forward_dest)],
                   REQUEST_ROUTE | FAILURE_ROUTE | BRANCH_ROUTE),
+        # the cachedb core functions (cache_store, cache_fetch, ...)
+        *_cachedb_cmds,
     ],
 )

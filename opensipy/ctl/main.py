@@ -5,6 +5,7 @@ shaped like opensips-cli.
     opensipyctl fifo CMD [ARG ...]                  the same, over the FIFO
     opensipyctl ps | stats [NAME ...] | version | uptime | log-level [LEVEL [PID]]
     opensipyctl shell                               interactive (also: no command on a tty)
+    opensipyctl db create|drop|migrate|tables ...   the database (see ctl/db.py)
 
 Options: ``-f FILE`` (configuration; default ``~/.opensipyctl.cfg``, then
 ``/etc/opensipy/opensipyctl.cfg``), ``-o json|pretty|yaml|lines|none``.
@@ -12,7 +13,8 @@ Options: ``-f FILE`` (configuration; default ``~/.opensipyctl.cfg``, then
 The configuration file uses opensips-cli's keys in a ``[default]`` section:
 ``communication_type`` (``fifo``, ``datagram`` or ``http``), ``fifo_file``,
 ``fifo_reply_dir``, ``datagram_ip``, ``datagram_port``,
-``datagram_unix_socket``, ``url``, ``output_type``, ``timeout``.
+``datagram_unix_socket``, ``url``, ``output_type``, ``timeout``; for
+``db``: ``database_url``, ``database_admin_url``, ``database_modules``.
 
 Exit codes: 0 done, 1 the command failed (the server's error is printed),
 2 bad usage or configuration, 3 opensipy is not running (nobody answers).
@@ -211,8 +213,11 @@ class Ctl:
             return self.log_level(args)
         if command in FRIENDLY:
             return getattr(self, command)(args)
+        if command == "db":
+            from .db import run_db
+            return run_db(self, args, UsageError, CtlError)
         raise UsageError(f"unknown command '{command}' (mi, fifo, "
-                         f"{', '.join(FRIENDLY)}, shell)")
+                         f"{', '.join(FRIENDLY)}, db, shell)")
 
 
 def _table(rows) -> str:
@@ -230,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "datagram or HTTP).",
         epilog="commands: mi CMD [ARGS|k=v ...], fifo CMD [ARGS], ps, "
                "stats [NAMES], version, uptime, log-level [LEVEL [PID]], "
-               "shell")
+               "db create|drop|migrate|tables [URL ...], shell")
     p.add_argument("-f", "--config", metavar="FILE",
                    help="configuration file (default ~/.opensipyctl.cfg, "
                         "then /etc/opensipy/opensipyctl.cfg)")

@@ -353,4 +353,11 @@ class CoreCommands:
                               R(self.mem_shm_dump_level, ("log_level",))]),
             MIExport("help", "prints information about MI commands usage",
                      recipes=[R(self.help), R(self.help_cmd, ("mi_cmd",))]),
+            *_cachedb_mi_cmds(),
         ]
+
+
+def _cachedb_mi_cmds() -> List[MIExport]:
+    """The core's cachedb MI commands (cache_store/fetch/remove)."""
+    from ..cachedb.script import MI_CMDS
+    return list(MI_CMDS)

@@ -1,0 +1,185 @@
+"""db_postgres: the PostgreSQL DB driver (psycopg 3, the pip extra
+``[postgres]``), the engine for several opensipy instances sharing one
+location, subscriber or dialog table.
+
+``db_url`` is ``postgres://user:password@host:port/database``.  Each
+process opens its own connection on first use (autocommit: every statement
+stands alone, as with OpenSIPS's driver).  ``timeout`` (seconds, default 2)
+bounds the connect (``connect_timeout``), every statement on the server
+(``statement_timeout``) and unacknowledged sends to a vanished server
+(``tcp_user_timeout``), so a database that is down or gone never holds a
+process longer than that.
+"""
+from __future__ import annotations
+
+import decimal
+import math
+
+from opensipy import db
+from opensipy.sr_module import INT_PARAM, STR_PARAM, USE_FUNC_PARAM, \
+    DepExport, ModuleExports, ParamExport
+
+timeout = db.DEFAULT_TIMEOUT
+
+
+def set_timeout(value) -> int:
+    global timeout
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"timeout must be a number of seconds, got "
+                         f"{value!r}") from None
+    if not 0 < t <= 3600:
+        raise ValueError(f"timeout must be in (0, 3600] seconds, got {t}")
+    timeout = t
+    return 0
+
+
+_psycopg = None
+
+
+def _pg():
+    global _psycopg
+    if _psycopg is None:
+        try:
+            import psycopg
+        except ImportError as e:
+            raise db.DBUrlError(
+                f"db_postgres needs the Python package 'psycopg': install "
+                f"it with pip install 'opensipy[postgres]' ({e})") from None
+        _psycopg = psycopg
+    return _psycopg
+
+
+# PostgreSQL type OIDs -> DB API types
+_OID_TYPES = {16: db.DB_INT, 20: db.DB_BIGINT, 21: db.DB_INT, 23: db.DB_INT,
+              700: db.DB_DOUBLE, 701: db.DB_DOUBLE, 1700: db.DB_DOUBLE,
+              25: db.DB_STRING, 1042: db.DB_STRING, 1043: db.DB_STRING,
+              17: db.DB_BLOB, 1114: db.DB_DATETIME, 1184: db.DB_DATETIME}
+
+
+def _value(v):
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    if isinstance(v, memoryview):
+        return bytes(v)
+    if isinstance(v, bool):
+        return int(v)
+    return v
+
+
+class PgCon(db.DbCon):
+    placeholder = "%s"
+
+    def _connect(self):
+        pg = _pg()
+        u = self.url
+        t = self.timeout
+        kw = dict(dbname=u.database, autocommit=True,
+                  connect_timeout=max(1, math.ceil(t)),
+                  options=f"-c statement_timeout={int(t * 1000)}",
+                  tcp_user_timeout=int(t * 1000),
+                  keepalives=1, keepalives_idle=max(1, int(t)),
+                  keepalives_interval=1, keepalives_count=2,
+                  application_name="opensipy")
+        if u.host:
+            kw["host"] = u.host
+        if u.port:
+            kw["port"] = u.port
+        if u.user:
+            kw["user"] = u.user
+        if u.password is not None:
+            kw["password"] = u.password
+        try:
+            return pg.connect(**kw)
+        except pg.Error as e:
+            raise db.DBConnectionError(
+                f"db_postgres: cannot connect to {u.redacted()}: "
+                f"{db._one_line(e)}") from None
+
+    def _execute(self, raw, sql, params, fetch):
+        with raw.cursor() as cur:
+            cur.execute(sql, params if params else None)
+            if cur.description is not None:
+                columns = [d.name for d in cur.description]
+                declared = [_OID_TYPES.get(d.type_code)
+                            for d in cur.description]
+                rows = [tuple(_value(v) for v in r) for r in cur.fetchall()]
+                return (columns, db.types_of_rows(rows, len(columns),
+                                                  declared),
+                        rows, len(rows), None)
+            return None, None, None, cur.rowcount, None
+
+    def _placeholders(self, sql):
+        return db.qmark_to_format(sql)
+
+    def _is_lost(self, raw, exc) -> bool:
+        pg = _pg()
+        if not isinstance(exc, pg.OperationalError):
+            return False
+        if raw.closed or raw.broken:
+            return True
+        if isinstance(exc, (pg.errors.AdminShutdown,
+                            pg.errors.CrashShutdown,
+                            pg.errors.CannotConnectNow)):
+            return True
+        return raw.pgconn.status != pg.pq.ConnStatus.OK
+
+    def last_inserted_id(self) -> int:
+        try:
+            r = self._run("SELECT lastval()", (), True)
+        except db.DBConnectionError:
+            raise
+        except db.DBError:
+            return 0        # nothing generated an id in this session yet
+        return int(r[2][0][0])
+
+    def _unique_keys(self, table):
+        r = self._run(
+            "SELECT i.indisprimary, array_agg(a.attname ORDER BY "
+            "array_position(i.indkey::int2[], a.attnum)) "
+            "FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = c.oid "
+            "AND a.attnum = ANY(i.indkey) "
+            "WHERE c.relname = %s AND n.nspname = ANY(current_schemas(false)) "
+            "AND i.indisunique GROUP BY i.indexrelid, i.indisprimary "
+            "ORDER BY i.indisprimary DESC, i.indexrelid", (table,), True)
+        return [list(cols) for _, cols in r[2]]
+
+    def table_exists(self, table: str) -> bool:
+        r = self._run("SELECT 1 FROM pg_tables WHERE tablename = %s AND "
+                      "schemaname = ANY(current_schemas(false))", (table,),
+                      True)
+        return bool(r[2])
+
+
+class PgFunc(db.DbFunc):
+    name = "db_postgres"
+    cap = db.DB_CAP_ALL
+    con_class = PgCon
+
+    @property
+    def timeout(self):
+        return timeout
+
+
+_dbf = PgFunc()
+
+
+def load_api() -> db.DbFunc:
+    _pg()
+    return _dbf
+
+
+db.register_driver("postgres", load_api)
+db.register_driver("postgresql", load_api)
+
+exports = ModuleExports(
+    name="db_postgres",
+    deps=DepExport(python=[("psycopg", "postgres")]),
+    params=[
+        ParamExport("timeout", INT_PARAM | STR_PARAM | USE_FUNC_PARAM,
+                    set_timeout),
+    ],
+)
