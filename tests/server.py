@@ -53,7 +53,12 @@ class Server:
         return p
 
     def start(self, script: str, args=(), timeout=30.0, env=None):
+        """Start (or, after terminate(), start again: the notifications of
+        the previous run are forgotten, its notify socket closed)."""
         path = self.write_script(script)
+        self.notifications = []
+        if self.notify_sock is not None:
+            self.notify_sock.close()
         self.notify_path = tempfile.mktemp(prefix="osy-notify-",
                                            dir=str(self.workdir))
         self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -16,6 +16,7 @@ import time
 from typing import List, Optional
 
 from opensipy import config, log, modloader, shm
+from opensipy.db import DBError
 from opensipy.parser import METHODS, ParseError, parse_uri
 from opensipy.parser.uri import unescape
 from opensipy.pvar import get_branches
@@ -400,6 +401,18 @@ def _supports_path(msg) -> bool:
                for h in msg.hdrs("Supported") for x in h.split(","))
 
 
+def _store(dom, new, old, flags: SaveFlags, aor: str) -> None:
+    try:
+        dom.put(new, old, memory_only=flags.memory_only)
+    except shm.ShmOutOfMemory as e:
+        log.LM_ERR(f"registrar: no shared memory for {aor}: {e}")
+        raise RegError(500, "Server Internal Error") from None
+    except DBError as e:
+        log.LM_ERR(f"registrar: the location database failed for {aor}: "
+                   f"{e}")
+        raise RegError(500, "Server Internal Error") from None
+
+
 def _save(msg, dom, flags: SaveFlags, aor_uri):
     """Apply the REGISTER; returns (contacts for the 200, Path)."""
     if not msg.is_request or msg.method_id != REGISTER:
@@ -444,7 +457,7 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                 for c in old.contacts:
                     if c.callid == callid and cseq < c.cseq:
                         raise RegError(400, "Invalid CSeq number")
-                dom.put(ul.URecord(aor), old)
+                _store(dom, ul.URecord(aor), old, flags, aor)
             return [], path
         new = ul.URecord(aor, [c for c in (old.contacts if old else [])
                                if c.alive(now)])
@@ -510,11 +523,7 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                     setattr(cur, k, v)
             mine.append(cur)
         new.contacts = ul.order_contacts(new.contacts)
-        try:
-            dom.put(new, old)
-        except shm.ShmOutOfMemory as e:
-            log.LM_ERR(f"registrar: no shared memory for {aor}: {e}")
-            raise RegError(500, "Server Internal Error") from None
+        _store(dom, new, old, flags, aor)
         if flags.only_request_contacts:
             return [c for c in mine if c in new.contacts], path
         return new.alive(now), path
@@ -564,8 +573,12 @@ def lookup(msg, dom, flags: Optional[LookupFlags] = None,
     except RegError:
         log.LM_ERR("registrar: lookup(): bad AOR")
         return LOOKUP_ERROR
-    with dom.locked(aor):
-        rec = dom.get(aor)
+    try:
+        with dom.locked(aor):
+            rec = dom.get(aor)
+    except DBError as e:
+        log.LM_ERR(f"registrar: lookup of {aor}: {e}")
+        return LOOKUP_ERROR
     if rec is None:
         return LOOKUP_NOT_FOUND
     alive = rec.alive()
@@ -603,13 +616,22 @@ def _aor_for_check(msg, aor_uri):
     return extract_aor(msg.new_uri or msg.ruri)
 
 
+def _read(dom, aor):
+    """The record of an AOR; None also when the database fails (logged)."""
+    try:
+        with dom.locked(aor):
+            return dom.get(aor)
+    except DBError as e:
+        log.LM_ERR(f"registrar: reading {aor}: {e}")
+        return None
+
+
 def is_registered(msg, dom, aor_uri=None) -> int:
     try:
         aor = _aor_for_check(msg, aor_uri)
     except RegError:
         return -1
-    with dom.locked(aor):
-        rec = dom.get(aor)
+    rec = _read(dom, aor)
     return 1 if rec is not None and rec.alive() else -1
 
 
@@ -619,8 +641,7 @@ def is_contact_registered(msg, dom, aor_uri=None, contact=None,
         aor = _aor_for_check(msg, aor_uri)
     except RegError:
         return -1
-    with dom.locked(aor):
-        rec = dom.get(aor)
+    rec = _read(dom, aor)
     if rec is None:
         return -1
     wanted = []
@@ -647,8 +668,7 @@ def is_ip_registered(msg, dom, aor_uri=None, ip=None) -> int:
     ip = ip if ip is not None else (msg.rcv.src_ip if msg.rcv else None)
     if ip is None:
         return -1
-    with dom.locked(aor):
-        rec = dom.get(aor)
+    rec = _read(dom, aor)
     if rec is None:
         return -1
     for c in rec.alive():

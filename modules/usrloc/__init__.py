@@ -6,9 +6,11 @@ a shared-memory hash table of AOR records (see :mod:`.udomain`).  The timer
 removes expired contacts every ``timer_interval`` seconds.  Other modules use
 the API returned by ``load_api()`` (:class:`UsrlocApi`).
 
-This version keeps the tables in memory only (``db_mode`` 0,
-``working_mode_preset`` "single-instance-no-db"); a mode that needs a
-database is refused at start-up with a clear error.
+With a database (``db_url``; ``db_mode`` 1..3 or the matching
+``working_mode_preset``) the table ``location`` of OpenSIPS's schema is
+kept in step: written at every change (write-through), flushed by the timer
+(write-back), or used instead of memory (sql-only); modes 1 and 2 load it
+into memory at start-up.
 """
 from __future__ import annotations
 
@@ -22,8 +24,14 @@ from opensipy.sr_module import (INT_PARAM, STR_PARAM, MIExport, MIRecipe,
                                 ModuleExports, ParamExport, StatExport)
 from opensipy.timer import register_timer
 
-from .udomain import (ALL_METHODS, CS_NEW, STATE_NAMES, UContact, UDomain,
-                      URecord, q2str, str2q)
+from .udomain import (ALL_METHODS, CS_NEW, DB_ONLY, NO_DB, STATE_NAMES,
+                      WRITE_BACK, WRITE_THROUGH, UContact, UDomain, URecord,
+                      q2str, str2q)
+
+PRESETS = {"single-instance-no-db": NO_DB,
+           "single-instance-sql-write-through": WRITE_THROUGH,
+           "single-instance-sql-write-back": WRITE_BACK,
+           "sql-only": DB_ONLY}
 
 __all__ = ["UContact", "URecord", "UDomain", "q2str", "str2q",
            "ALL_METHODS", "load_api"]
@@ -48,6 +56,7 @@ MI_UA = "OpenSIPS MI Server"
 MI_CSEQ = 1
 
 registered_users = None     # the usrloc:registered_users statistic
+_mode = NO_DB               # db_mode after working_mode_preset
 _domains: Dict[str, UDomain] = {}
 _id_counter = None
 
@@ -69,7 +78,18 @@ def register_udomain(name: str) -> UDomain:
                                           statistics.STAT_NO_RESET
                                           if what != "expires" else 0)
         stats[what] = st
-    d = UDomain(name, hash_size, stats, registered_users)
+    dbs = None
+    if _mode != NO_DB:
+        from .dbsync import DbSync
+        dbs = DbSync(db_url, name, bool(use_domain))
+        dbs.check_version()
+    d = UDomain(name, hash_size, stats, registered_users, _mode, dbs)
+    if _mode in (WRITE_THROUGH, WRITE_BACK):
+        n = d.preload()
+        log.LM_INFO(f"usrloc: {n} contacts of table {name} loaded from "
+                    f"the database")
+    if dbs is not None:
+        dbs.close()            # opened again in each process, on first use
     _domains[name] = d
     return d
 
@@ -137,9 +157,12 @@ def ul_timer(ticks, param) -> None:
     for d in _domains.values():
         try:
             d.expire(now)
+            d.flush()
         except shm.ShmOutOfMemory as e:
             log.LM_ERR(f"usrloc: no shared memory while expiring {d.name}: "
                        f"{e}")
+        except Exception as e:     # noqa: BLE001 - DBError: the next tick
+            log.LM_ERR(f"usrloc: timer on table {d.name}: {e}")
 
 
 # --- MI ----------------------------------------------------------------------
@@ -159,7 +182,8 @@ def _aor_of(params) -> str:
 
 
 def _flag_list(cflags: int) -> str:
-    return " ".join(str(i) for i in range(32) if cflags & (1 << i))
+    from opensipy.pvar import branch_flags
+    return branch_flags.names(cflags)
 
 
 def aor_item(rec: URecord, now: float, brief=False) -> dict:
@@ -287,13 +311,29 @@ def mi_add(params):
 
 
 def mi_flush(params):
-    # memory only: there is nothing to write to a database
+    """Write the dirty AORs now (write-back); nothing to do otherwise."""
+    for d in _domains.values():
+        d.flush()
     return "OK"
 
 
 def mi_sync(params):
-    _domain_of(params)
-    raise MIError(400, "No database in use (db_mode 0: memory only)")
+    """Rewrite the table's rows (or one AOR's) from memory."""
+    d = _domain_of(params)
+    if d.db_mode in (NO_DB, DB_ONLY):
+        raise MIError(400, "Nothing to sync: this db_mode keeps no memory "
+                      "copy beside the database")
+    if "aor" in params:
+        aor = _aor_of(params)
+        with d.locked(aor):
+            rec = d.get(aor)
+            if rec is None:
+                raise MIError(404, "AOR not found")
+            d.dbs.rewrite_aor(rec)
+        return "OK"
+    d.dbs.delete_all()
+    d.dbs.insert_all(d.records())
+    return "OK"
 
 
 # --- API -----------------------------------------------------------------------
@@ -329,15 +369,20 @@ def load_api() -> UsrlocApi:
 # --- lifecycle -------------------------------------------------------------
 
 def mod_init() -> int:
-    global registered_users, _id_counter
+    global registered_users, _id_counter, _mode
     preset = (working_mode_preset or "").strip().lower()
-    if preset and preset != "single-instance-no-db":
-        raise ValueError(f"working_mode_preset {working_mode_preset!r} needs "
-                         f"a database, which this usrloc does not use yet "
-                         f"(single-instance-no-db only)")
-    if db_mode != 0:
-        raise ValueError(f"db_mode {db_mode} needs a database, which this "
-                         f"usrloc does not use yet (db_mode 0 only)")
+    if preset:
+        if preset not in PRESETS:
+            raise ValueError(f"working_mode_preset {working_mode_preset!r} "
+                             f"is not supported (one of: "
+                             f"{', '.join(PRESETS)})")
+        _mode = PRESETS[preset]
+    else:
+        if db_mode not in (0, 1, 2, 3):
+            raise ValueError(f"db_mode {db_mode}: 0..3")
+        _mode = db_mode
+    if _mode != NO_DB and not db_url:
+        raise ValueError("a database mode needs db_url")
     if not 1 <= hash_size <= 16:
         raise ValueError(f"hash_size {hash_size} out of 1..16")
     if timer_interval < 1:
@@ -348,6 +393,20 @@ def mod_init() -> int:
     _id_counter = shm.AtomicCounter(0)
     register_timer("ul_timer", ul_timer, None, timer_interval)
     return 0
+
+
+def mod_destroy() -> None:
+    """Write-back: what is still dirty goes to the database at shutdown."""
+    for d in _domains.values():
+        try:
+            n = d.flush()
+            if n:
+                log.LM_INFO(f"usrloc: {n} AORs of {d.name} written at "
+                            f"shutdown")
+        except Exception as e:     # noqa: BLE001
+            log.LM_ERR(f"usrloc: flush of {d.name} at shutdown failed: {e}")
+        if d.dbs is not None:
+            d.dbs.close()
 
 
 exports = ModuleExports(
@@ -386,4 +445,5 @@ exports = ModuleExports(
                   MIRecipe(mi_sync, ("table_name", "aor"))]),
     ],
     init_f=mod_init,
+    destroy_f=mod_destroy,
 )

@@ -18,7 +18,7 @@ import zlib
 from contextlib import contextmanager
 from typing import Dict, List, Optional
 
-from opensipy import shm
+from opensipy import log, shm
 
 # OpenSIPS's CS_* contact states (what the DB layer has seen of a contact)
 CS_NEW, CS_SYNC, CS_DIRTY = 0, 1, 2
@@ -119,15 +119,31 @@ class URecord:
         return cls(aor, [UContact.from_tuple(t) for t in marshal.loads(data)])
 
 
+# OpenSIPS's db_mode values
+NO_DB, WRITE_THROUGH, WRITE_BACK, DB_ONLY = 0, 1, 2, 3
+
+
 class UDomain:
     """One location table in shared memory.  Created in the attendant (mod_init
-    or a fixup); usable from every forked process."""
+    or a fixup); usable from every forked process.
+
+    ``db_mode`` (OpenSIPS's): 0 memory only; 1 write-through (every change
+    written to the database at once); 2 write-back (changed AORs marked
+    dirty in shm, written by :meth:`flush` from the timer); 3 database only
+    (no memory copy: every read and write goes to the database, so several
+    instances can share it).  ``dbs`` is the :class:`DbSync` for modes
+    1..3."""
 
     def __init__(self, name: str, hash_size: int, stats: Dict[str, object],
-                 registered_users=None):
+                 registered_users=None, db_mode: int = NO_DB, dbs=None):
         self.name = name
         self.size = 1 << hash_size
-        self.ht = shm.HashTable(self.size, module="usrloc")
+        self.db_mode = db_mode
+        self.dbs = dbs
+        self.ht = shm.HashTable(self.size, module="usrloc") \
+            if db_mode != DB_ONLY else None
+        self.dirty = shm.HashTable(max(self.size // 4, 16), module="usrloc") \
+            if db_mode == WRITE_BACK else None
         self.locks = shm.LockSet(min(self.size, 256), module="usrloc")
         self.users = stats["users"]
         self.contacts = stats["contacts"]
@@ -148,22 +164,41 @@ class UDomain:
             self.locks.unlock(i)
 
     def get(self, aor: str) -> Optional[URecord]:
+        if self.db_mode == DB_ONLY:
+            return self.dbs.load_aor(aor)
         data = self.ht.get(aor.encode("utf-8", "surrogateescape"))
         if data is None:
             return None
         return URecord.loads(aor, data)
 
-    def put(self, rec: URecord, old: Optional[URecord]) -> None:
+    def put(self, rec: URecord, old: Optional[URecord],
+            memory_only: bool = False) -> None:
         """Store ``rec`` (the caller holds the AOR's lock and read ``old``
         under it); an empty record is removed.  Raises ShmOutOfMemory with
-        the table unchanged."""
+        the table unchanged (or DBError in db_mode 3).  ``memory_only``:
+        no database write (save()'s memory-only flag, the start-up load)."""
         key = rec.aor.encode("utf-8", "surrogateescape")
         n_old = len(old.contacts) if old is not None else 0
         n_new = len(rec.contacts)
-        if n_new:
+        if self.db_mode == DB_ONLY:
+            self.dbs.write_diff(rec, old)
+        elif n_new:
             self.ht.put(key, rec.dumps())
         elif old is not None:
             self.ht.delete(key)
+        if not memory_only:
+            if self.db_mode == WRITE_THROUGH:
+                try:
+                    self.dbs.write_diff(rec, old)
+                except Exception as e:     # noqa: BLE001 - DBError & co
+                    log.LM_ERR(f"usrloc: writing {rec.aor} to table "
+                               f"{self.name} failed: {e}")
+            elif self.db_mode == WRITE_BACK:
+                try:
+                    self.dirty.put(key, b"1")
+                except shm.ShmOutOfMemory:
+                    log.LM_ERR(f"usrloc: cannot mark {rec.aor} for the "
+                               f"next flush: out of shared memory")
         if n_new != n_old:
             self.contacts.update(n_new - n_old)
         du = (n_new > 0) - (n_old > 0)
@@ -174,13 +209,55 @@ class UDomain:
 
     def records(self) -> List[URecord]:
         """Every record (a snapshot, bucket by bucket)."""
+        if self.db_mode == DB_ONLY:
+            return [URecord(aor, cs)
+                    for aor, cs in self.dbs.load_all().items()]
         out = []
         for k, v in self.ht.items():
             out.append(URecord.loads(k.decode("utf-8", "surrogateescape"), v))
         return out
 
+    def flush(self) -> int:
+        """Write-back: write every dirty AOR to the database; returns how
+        many.  An AOR whose write fails stays dirty for the next flush."""
+        if self.db_mode != WRITE_BACK:
+            return 0
+        done = 0
+        for key in self.dirty.keys():
+            aor = key.decode("utf-8", "surrogateescape")
+            with self.locked(aor):
+                self.dirty.delete(key)
+                rec = self.get(aor) or URecord(aor)
+                try:
+                    self.dbs.rewrite_aor(rec)
+                except Exception as e:     # noqa: BLE001 - DBError & co
+                    log.LM_ERR(f"usrloc: flushing {aor} to table "
+                               f"{self.name} failed: {e}")
+                    self.dirty.put(key, b"1")
+                    continue
+                done += 1
+        return done
+
+    def preload(self) -> int:
+        """Load the table from the database into memory (start-up)."""
+        now = time.time()
+        n = 0
+        for aor, contacts in self.dbs.load_all().items():
+            live = [c for c in contacts if c.alive(now)]
+            if not live:
+                continue
+            with self.locked(aor):
+                self.put(URecord(aor, live), self.get(aor), memory_only=True)
+            n += len(live)
+        return n
+
     def expire(self, now: float) -> int:
         """Remove the expired contacts of every AOR; returns how many."""
+        if self.db_mode == DB_ONLY:
+            n = self.dbs.delete_expired(int(now))
+            if n:
+                self.expired.update(n)
+            return n
         removed = 0
         for rec in self.records():
             if all(c.alive(now) for c in rec.contacts):
