@@ -6,6 +6,8 @@ shaped like opensips-cli.
     opensipyctl ps | stats [NAME ...] | version | uptime | log-level [LEVEL [PID]]
     opensipyctl shell                               interactive (also: no command on a tty)
     opensipyctl db create|drop|migrate|tables ...   the database (see ctl/db.py)
+    opensipyctl ul show [AOR] | add AOR CONTACT [EXPIRES [Q]] | rm AOR [CONTACT]
+                                                    user location (-t TABLE)
 
 Options: ``-f FILE`` (configuration; default ``~/.opensipyctl.cfg``, then
 ``/etc/opensipy/opensipyctl.cfg``), ``-o json|pretty|yaml|lines|none``.
@@ -204,6 +206,62 @@ class Ctl:
                  for p in res.get("Processes", [])]
         self.print(_table(rows))
 
+    def ul(self, args: List[str]) -> None:
+        """User location over MI: show [AOR], add AOR CONTACT [EXPIRES
+        [Q]], rm AOR [CONTACT]; ``-t TABLE`` (default location)."""
+        table = "location"
+        if len(args) >= 2 and args[0] == "-t":
+            table, args = args[1], args[2:]
+        if not args or args[0] not in ("show", "add", "rm"):
+            raise UsageError("ul show [AOR] | ul add AOR CONTACT [EXPIRES "
+                             "[Q]] | ul rm AOR [CONTACT]  (-t TABLE first)")
+        what, rest = args[0], args[1:]
+        if what == "show":
+            if len(rest) > 1:
+                raise UsageError("ul show [AOR]")
+            if rest:
+                res = self.client.call("ul_show_contact",
+                                       {"table_name": table, "aor": rest[0]})
+                aors = [res]
+            else:
+                res = self.client.call("ul_dump")
+                aors = [a for d in res.get("Domains", [])
+                        if d.get("name") == table for a in d.get("AORs", [])]
+            if self.fmt:
+                return self.print(render(res, self.fmt))
+            lines = []
+            for a in aors:
+                lines.append(f"AOR: {a['AOR']}")
+                for c in a.get("Contacts", []):
+                    extra = "".join(f" {k}={c[k]}" for k in ("Q", "Callid",
+                                                             "User-agent")
+                                    if c.get(k) not in (None, ""))
+                    lines.append(f"  {c['Contact']} expires={c['Expires']}"
+                                 f"{extra}")
+            self.print("\n".join(lines) if lines else "no registrations")
+            return None
+        if what == "add":
+            if not 2 <= len(rest) <= 4:
+                raise UsageError("ul add AOR CONTACT [EXPIRES [Q]]")
+            expires = rest[2] if len(rest) > 2 else "0"
+            if not expires.isdigit():
+                raise UsageError(f"bad expires {expires!r}")
+            q = rest[3] if len(rest) > 3 else "1"
+            res = self.client.call("ul_add", {
+                "table_name": table, "aor": rest[0], "contact": rest[1],
+                "expires": int(expires), "q": q, "unused": 0, "flags": 0,
+                "cflags": 0, "methods": 4294967295})
+            return self.print(render(res, self.fmt or "lines"))
+        if not 1 <= len(rest) <= 2:
+            raise UsageError("ul rm AOR [CONTACT]")
+        if len(rest) == 2:
+            res = self.client.call("ul_rm_contact", {
+                "table_name": table, "aor": rest[0], "contact": rest[1]})
+        else:
+            res = self.client.call("ul_rm", {"table_name": table,
+                                             "aor": rest[0]})
+        return self.print(render(res, self.fmt or "lines"))
+
     def run(self, command: str, args: List[str]) -> None:
         if command == "mi":
             return self.mi(args)
@@ -213,11 +271,13 @@ class Ctl:
             return self.log_level(args)
         if command in FRIENDLY:
             return getattr(self, command)(args)
+        if command == "ul":
+            return self.ul(args)
         if command == "db":
             from .db import run_db
             return run_db(self, args, UsageError, CtlError)
         raise UsageError(f"unknown command '{command}' (mi, fifo, "
-                         f"{', '.join(FRIENDLY)}, db, shell)")
+                         f"{', '.join(FRIENDLY)}, ul, db, shell)")
 
 
 def _table(rows) -> str:
@@ -235,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "datagram or HTTP).",
         epilog="commands: mi CMD [ARGS|k=v ...], fifo CMD [ARGS], ps, "
                "stats [NAMES], version, uptime, log-level [LEVEL [PID]], "
+               "ul show|add|rm ..., "
                "db create|drop|migrate|tables [URL ...], shell")
     p.add_argument("-f", "--config", metavar="FILE",
                    help="configuration file (default ~/.opensipyctl.cfg, "

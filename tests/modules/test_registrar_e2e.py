@@ -261,3 +261,37 @@ def test_mi_show_add_and_remove(rig):
     assert rig.mi("ul_rm", {"table_name": "location",
                             "aor": "dave"})["result"] == "OK"
     assert rig.aors() == {}
+
+
+def test_opensipyctl_ul_show_add_rm(rig, tmp_path):
+    import subprocess
+    import sys
+    from server import REPO
+    cfg = tmp_path / "ctl.cfg"
+    cfg.write_text("[default]\ncommunication_type = datagram\n"
+                   f"datagram_ip = 127.0.0.1\ndatagram_port = {rig.mi_port}\n")
+
+    def ctl(*args):
+        import os
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.run([sys.executable, "-m", "opensipy.ctl", "-f",
+                               str(cfg), *args], capture_output=True,
+                              text=True, timeout=30, env=env,
+                              stdin=subprocess.DEVNULL)
+    rig.register(user="erin", expires=600)
+    r = ctl("ul", "show")
+    assert r.returncode == 0, r.stderr
+    assert "AOR: erin" in r.stdout
+    assert f"sip:erin@127.0.0.1:{rig.phone.port} expires=" in r.stdout
+    r = ctl("ul", "add", "frank", "sip:frank@192.0.2.9", "300", "0.7")
+    assert r.returncode == 0, r.stderr
+    r = ctl("ul", "show", "frank")
+    assert "sip:frank@192.0.2.9 expires=" in r.stdout and "Q=0.7" in r.stdout
+    assert ctl("ul", "rm", "frank", "sip:frank@192.0.2.9").returncode == 0
+    assert "frank" not in rig.aors()
+    assert ctl("ul", "rm", "erin").returncode == 0
+    assert rig.aors() == {}
+    r = ctl("ul", "show", "nobody")
+    assert r.returncode == 1 and "AOR not found" in r.stderr
+    assert ctl("ul", "frobnicate").returncode == 2
