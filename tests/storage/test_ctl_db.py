@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import psycopg
-import pytest
 
 from opensipy import db
 from opensipy.db import schema
