@@ -61,6 +61,11 @@ _OID_TYPES = {16: db.DB_INT, 20: db.DB_BIGINT, 21: db.DB_INT, 23: db.DB_INT,
               17: db.DB_BLOB, 1114: db.DB_DATETIME, 1184: db.DB_DATETIME}
 
 
+# column types whose psycopg values are turned into the API's: numeric
+# (Decimal -> float), bool (-> int), bytea when psycopg gives a memoryview
+_CONVERTED = {1700, 16, 17}
+
+
 def _value(v):
     if isinstance(v, decimal.Decimal):
         return float(v)
@@ -266,11 +271,14 @@ class PgCon(db.DbCon):
     def _execute(self, raw, sql, params, fetch):
         with raw.cursor() as cur:
             cur.execute(sql, params if params else None)
-            if cur.description is not None:
-                columns = [d.name for d in cur.description]
-                declared = [_OID_TYPES.get(d.type_code)
-                            for d in cur.description]
-                rows = [tuple(_value(v) for v in r) for r in cur.fetchall()]
+            desc = cur.description
+            if desc is not None:
+                columns = [d.name for d in desc]
+                oids = [d.type_code for d in desc]
+                declared = [_OID_TYPES.get(o) for o in oids]
+                rows = cur.fetchall()
+                if any(o in _CONVERTED for o in oids):
+                    rows = [tuple(_value(v) for v in r) for r in rows]
                 return (columns, db.types_of_rows(rows, len(columns),
                                                   declared),
                         rows, len(rows), None)
