@@ -21,7 +21,7 @@ import zlib
 
 from opensipy import cachedb, log, shm, timer
 from opensipy.mi.dispatch import INVALID_PARAMS, OK, MIError, get_str
-from opensipy.sr_module import (ALL_ROUTES, CMD_PARAM_OPT, CMD_PARAM_STR,
+from opensipy.sr_module import (ALL_ROUTES, CMD_PARAM_STR,
                                 INT_PARAM, STR_PARAM, USE_FUNC_PARAM,
                                 CmdExport, CmdParam, MIExport, MIRecipe,
                                 ModuleExports, ParamExport)

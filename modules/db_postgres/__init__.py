@@ -12,8 +12,11 @@ process longer than that.
 """
 from __future__ import annotations
 
+import datetime
 import decimal
 import math
+import os
+import select
 
 from opensipy import db
 from opensipy.sr_module import INT_PARAM, STR_PARAM, USE_FUNC_PARAM, \
@@ -58,6 +61,11 @@ _OID_TYPES = {16: db.DB_INT, 20: db.DB_BIGINT, 21: db.DB_INT, 23: db.DB_INT,
               17: db.DB_BLOB, 1114: db.DB_DATETIME, 1184: db.DB_DATETIME}
 
 
+# column types whose psycopg values are turned into the API's: numeric
+# (Decimal -> float), bool (-> int), bytea when psycopg gives a memoryview
+_CONVERTED = {1700, 16, 17}
+
+
 def _value(v):
     if isinstance(v, decimal.Decimal):
         return float(v)
@@ -68,8 +76,171 @@ def _value(v):
     return v
 
 
+def _dump(v):
+    """A value for send_query_params: (bytes or None, type OID, format)."""
+    v = db.plain_value(v)
+    if v is None:
+        return None, 0, 0
+    if isinstance(v, bytes):
+        return v, 17, 1                      # bytea, binary
+    if isinstance(v, int):
+        return str(v).encode(), 20, 0        # int8
+    if isinstance(v, float):
+        return repr(v).encode(), 701, 0      # float8
+    if isinstance(v, datetime.datetime):
+        return v.isoformat(" ").encode(), 1114, 0
+    return str(v).encode(), 0, 0             # the server infers the type
+
+
+def _load_bytea(b: bytes) -> bytes:
+    return bytes.fromhex(b[2:].decode()) if b.startswith(b"\\x") else b
+
+
+def _load_ts(b: bytes):
+    s = b.decode()
+    try:
+        return datetime.datetime.fromisoformat(s)
+    except ValueError:
+        return s
+
+
+# text-format result values by column type OID
+_LOADERS = {16: lambda b: int(b == b"t"), 20: int, 21: int, 23: int,
+            26: int, 700: float, 701: float, 1700: float, 17: _load_bytea,
+            1114: _load_ts, 1184: _load_ts}
+
+
+class PgAsyncQuery(db.AsyncQuery):
+    """One query on a connection of its own, driven with libpq's
+    non-blocking calls (psycopg.pq)."""
+
+    def __init__(self, con, raw, sql, params):
+        self.con = con
+        self.raw = raw
+        self.done = False
+        self._result = None
+        self._results = []
+        pgc = raw.pgconn
+        dumped = [_dump(v) for v in params]
+        try:
+            pgc.nonblocking = 1
+            pgc.send_query_params(
+                db.qmark_to_numbered(sql).encode(),
+                [d[0] for d in dumped] or None,
+                [d[1] for d in dumped] or None,
+                [d[2] for d in dumped] or None, 0)
+            deadline = con.timeout
+            while pgc.flush() == 1:
+                if not select.select([], [pgc.socket], [], deadline)[1]:
+                    raise db.DBConnectionError("db_postgres: cannot send the "
+                                               "query within the timeout")
+        except Exception as e:
+            self._discard()
+            if isinstance(e, db.DBError):
+                raise
+            raise db.DBConnectionError(f"db_postgres: {db._one_line(e)}") \
+                from None
+        self.fd = pgc.socket
+
+    def _discard(self):
+        raw, self.raw = self.raw, None
+        self.done = True
+        if raw is not None:
+            try:
+                raw.close()
+            except Exception:
+                pass
+
+    def resume(self):
+        if self.done:
+            return self._result
+        pq = _pg().pq
+        pgc = self.raw.pgconn
+        try:
+            pgc.consume_input()
+            while not pgc.is_busy():
+                r = pgc.get_result()
+                if r is None:
+                    break
+                self._results.append(r)
+                pgc.consume_input()
+            else:
+                return None                      # more to come
+        except Exception as e:
+            self._discard()
+            raise db.DBConnectionError(f"db_postgres: async query lost: "
+                                       f"{db._one_line(e)}") from None
+        self.done = True
+        pgc.nonblocking = 0
+        self.con._async_pool.append((os.getpid(), self.raw))
+        self.raw = None
+        last = self._results[-1] if self._results else None
+        if last is None:
+            return None
+        if last.status == pq.ExecStatus.TUPLES_OK:
+            cols = [last.fname(i).decode() for i in range(last.nfields)]
+            oids = [last.ftype(i) for i in range(last.nfields)]
+            rows = []
+            for r in range(last.ntuples):
+                row = []
+                for c in range(last.nfields):
+                    v = last.get_value(r, c)
+                    row.append(None if v is None else
+                               _LOADERS.get(oids[c], _text)(v))
+                rows.append(tuple(row))
+            self._result = db.DbResult(cols, db.types_of_rows(
+                rows, len(cols), [_OID_TYPES.get(o) for o in oids]), rows)
+            return self._result
+        if last.status in (pq.ExecStatus.COMMAND_OK,
+                           pq.ExecStatus.EMPTY_QUERY):
+            return None
+        msg = last.error_message.decode("utf-8", "replace")
+        raise db.DBError(f"db_postgres: {' '.join(msg.split())}")
+
+    def cancel(self) -> None:
+        if not self.done:
+            self._discard()
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
 class PgCon(db.DbCon):
     placeholder = "%s"
+
+    def __init__(self, dbf, url):
+        super().__init__(dbf, url)
+        self._async_pool = []
+
+    def async_raw_query(self, sql, params=()):
+        """See :meth:`opensipy.db.DbCon.async_raw_query`: the query runs on
+        a connection of its own (from this connection's pool)."""
+        raw = None
+        while self._async_pool:
+            pid, cand = self._async_pool.pop()
+            if pid != os.getpid():
+                db._abandoned.append(cand)   # another process's
+                continue
+            if cand.closed or cand.broken:
+                continue
+            raw = cand
+            break
+        if raw is None:
+            raw = self._connect()
+        return PgAsyncQuery(self, raw, sql, params)
+
+    def close(self) -> None:
+        super().close()
+        pool, self._async_pool = self._async_pool, []
+        for pid, raw in pool:
+            if pid != os.getpid():
+                db._abandoned.append(raw)
+                continue
+            try:
+                raw.close()
+            except Exception:
+                pass
 
     def _connect(self):
         pg = _pg()
@@ -100,11 +271,14 @@ class PgCon(db.DbCon):
     def _execute(self, raw, sql, params, fetch):
         with raw.cursor() as cur:
             cur.execute(sql, params if params else None)
-            if cur.description is not None:
-                columns = [d.name for d in cur.description]
-                declared = [_OID_TYPES.get(d.type_code)
-                            for d in cur.description]
-                rows = [tuple(_value(v) for v in r) for r in cur.fetchall()]
+            desc = cur.description
+            if desc is not None:
+                columns = [d.name for d in desc]
+                oids = [d.type_code for d in desc]
+                declared = [_OID_TYPES.get(o) for o in oids]
+                rows = cur.fetchall()
+                if any(o in _CONVERTED for o in oids):
+                    rows = [tuple(_value(v) for v in r) for r in rows]
                 return (columns, db.types_of_rows(rows, len(columns),
                                                   declared),
                         rows, len(rows), None)
@@ -156,7 +330,7 @@ class PgCon(db.DbCon):
 
 class PgFunc(db.DbFunc):
     name = "db_postgres"
-    cap = db.DB_CAP_ALL
+    cap = db.DB_CAP_ALL | db.DB_CAP_ASYNC_RAW_QUERY
     con_class = PgCon
 
     @property

@@ -30,6 +30,9 @@ Mapping to OpenSIPS (``db/db.h``, ``db/db_val.h``, ``db/db_op.h``):
 ``dbf.replace``               ``con.replace(cols, vals, unique=n)``
 ``dbf.insert_update``         ``con.insert_update(cols, vals)``
 ``dbf.last_inserted_id``      ``con.last_inserted_id()``
+``dbf.async_raw_query``       ``con.async_raw_query(sql, params)`` ->
+                              :class:`AsyncQuery` (``fd`` to poll,
+                              ``resume()``), DB_CAP_ASYNC_RAW_QUERY only
 ``DB_CAPABILITY(dbf, cap)``   ``db_capability(dbf, cap)`` / ``dbf.cap``
 ``db_check_table_version``    :func:`db_check_table_version`
 ``db_res_t``                  :class:`DbResult` (``columns``, ``types``,
@@ -82,7 +85,7 @@ __all__ = [
     "DB_CAP_QUERY", "DB_CAP_RAW_QUERY", "DB_CAP_INSERT", "DB_CAP_DELETE",
     "DB_CAP_UPDATE", "DB_CAP_REPLACE", "DB_CAP_FETCH",
     "DB_CAP_LAST_INSERTED_ID", "DB_CAP_INSERT_UPDATE", "DB_CAP_MULTIPLE_INSERT",
-    "DB_CAP_ASYNC_RAW_QUERY", "DB_CAP_ALL", "VERSION_TABLE",
+    "DB_CAP_ASYNC_RAW_QUERY", "DB_CAP_ALL", "VERSION_TABLE", "AsyncQuery",
 ]
 
 # --- value types (db_val.h) -------------------------------------------------
@@ -677,6 +680,14 @@ class DbCon:
         """The id the last insert of this connection generated."""
         return self._last_id
 
+    def async_raw_query(self, sql: str, params: Sequence = ()) \
+            -> "AsyncQuery":
+        """Start ``sql`` (``?`` placeholders, values bound) without waiting
+        for it: OpenSIPS's ``async_raw_query``.  The caller polls
+        ``AsyncQuery.fd`` for reading and calls ``resume()`` until it gives
+        the result.  Only drivers with DB_CAP_ASYNC_RAW_QUERY."""
+        raise DBError(f"{self.dbf.name} cannot run queries asynchronously")
+
     # -- driver hooks
     def _connect(self):
         raise NotImplementedError
@@ -694,6 +705,24 @@ class DbCon:
         raise NotImplementedError
 
     def table_exists(self, table: str) -> bool:
+        raise NotImplementedError
+
+
+class AsyncQuery:
+    """A query running on its own connection (``async_raw_query``).
+
+    ``fd``: the descriptor to wait on (readable when there is progress);
+    ``resume()``: None while the query runs, then its :class:`DbResult`
+    (or None for a statement without rows, see ``done``); raises DBError
+    when the query failed; ``cancel()`` abandons it.  The connection goes
+    back to the connection's pool once the result was read."""
+    fd: int = -1
+    done: bool = False
+
+    def resume(self):
+        raise NotImplementedError
+
+    def cancel(self) -> None:
         raise NotImplementedError
 
 
@@ -776,6 +805,27 @@ def types_of_rows(rows, ncols: int, declared=None) -> List[str]:
                     break
         out.append(t or DB_STRING)
     return out
+
+
+def qmark_to_numbered(sql: str) -> str:
+    """``?`` placeholders -> ``$1, $2, ...`` outside quoted literals."""
+    out = []
+    quote_ch = None
+    n = 0
+    for ch in sql:
+        if quote_ch:
+            out.append(ch)
+            if ch == quote_ch:
+                quote_ch = None
+        elif ch in ("'", '"'):
+            quote_ch = ch
+            out.append(ch)
+        elif ch == "?":
+            n += 1
+            out.append(f"${n}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def qmark_to_format(sql: str) -> str:

@@ -167,21 +167,23 @@ def tables(url: str) -> Dict[str, Optional[int]]:
 
 def migrate(old_url: str, new_url: str,
             admin_url: Optional[str] = None) -> List[str]:
-    """Copy every known table of ``old_url`` into ``new_url`` (created when
-    needed, its version rows taken from the old database): the engines may
-    differ.  A table whose version differs between the schema and the old
-    database is refused, naming it."""
+    """Copy every known table of ``old_url`` into ``new_url`` (created
+    with the current schema when needed): the engines may differ.  An
+    older table version that only lacks columns (OpenSIPS 3.x's dialog 10,
+    domain 3) is upgraded on the way; any other version is refused, naming
+    the table."""
     src = _connect(old_url)
     done = []
     try:
         present = tables(old_url)
         names = [n for n in present if n in schema.TABLES
                  and n != VERSION_TABLE]
+        src_cols = {}
         for n in names:
-            if present[n] != schema.TABLES[n].version:
-                raise DBError(f"table '{n}' has version {present[n]} in the "
-                              f"old database; opensipy knows version "
-                              f"{schema.TABLES[n].version}")
+            if present[n] is None:
+                raise DBError(f"table '{n}' has no row in the old "
+                              f"database's version table")
+            src_cols[n] = schema.TABLES[n].columns_of(present[n])
         nu = parse_db_url(new_url)
         dst_engine = _engine(nu)
         groups = [g for g, ts in schema.GROUPS.items()
@@ -197,12 +199,13 @@ def migrate(old_url: str, new_url: str,
         try:
             for n in names:
                 t = schema.TABLES[n]
+                cols = src_cols[n]
                 src.use_table(n)
-                res = src.query(cols=t.column_names)
+                res = src.query(cols=cols)
                 dst.use_table(n)
                 dst.delete()
                 for row in res.rows:
-                    dst.insert(t.column_names, list(row))
+                    dst.insert(cols, list(row))
                 if dst_engine == "postgres":
                     for c in t.columns:
                         if c.autoincrement:
@@ -210,7 +213,9 @@ def migrate(old_url: str, new_url: str,
                                 f"SELECT setval(pg_get_serial_sequence(?, ?),"
                                 f" COALESCE((SELECT MAX({c.name}) FROM "
                                 f"{n}), 0) + 1, false)", (n, c.name))
-                done.append(f"copied {len(res.rows)} rows of {n}")
+                done.append(f"copied {len(res.rows)} rows of {n}"
+                            + (f" (version {present[n]} -> {t.version})"
+                               if present[n] != t.version else ""))
         finally:
             dst.close()
     finally:

@@ -9,6 +9,10 @@ create.sql`` files group them (one group per module: ``standard``,
 statements; a database made by OpenSIPS 3.x/4.x with the same table
 versions has the same tables and columns, so either tool can use it.
 
+The versions are OpenSIPS 4.x's; the 3.x tables that differ (``dialog``
+10, ``domain`` 3) only lack columns added since, which ``opensipyctl db
+migrate`` fills with their defaults when it copies such a database.
+
 Column types (``type``) are the XML's: ``int`` (``unsigned int``
 included), ``bigint``, ``smallint``, ``float``, ``double``, ``string``
 (needs ``size``), ``text``, ``blob``, ``datetime``.
@@ -55,6 +59,20 @@ class Table:
     version: int
     columns: List[Column]
     indexes: List[Index] = field(default_factory=list)
+    # older versions of the table that differ only by columns added since
+    # (version -> those columns): migrate copies them, the new columns take
+    # their defaults
+    older: Dict[int, List[str]] = field(default_factory=dict)
+
+    def columns_of(self, version: int) -> List[str]:
+        if version == self.version:
+            return self.column_names
+        if version not in self.older:
+            raise DBError(f"table '{self.name}' version {version} is not "
+                          f"one opensipy knows (it knows {self.version}"
+                          + "".join(f", {v}" for v in self.older) + ")")
+        added = set(self.older[version])
+        return [c for c in self.column_names if c not in added]
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -184,7 +202,7 @@ DIALOG = Table("dialog", 11, [
     C("rt_on_answer", S, 64, null=True, default=None),
     C("rt_on_timeout", S, 64, null=True, default=None),
     C("rt_on_hangup", S, 64, null=True, default=None),
-])
+], older={10: ["rt_on_answer", "rt_on_timeout", "rt_on_hangup"]})
 
 ADDRESS = Table("address", 5, [
     ID(),
@@ -212,7 +230,8 @@ DOMAIN = Table("domain", 4, [
     C("attrs", S, 255, null=True, default=None),
     C("accept_subdomain", "int", default=0),
     C("last_modified", "datetime", default=DATE_ZERO),
-], [Index("domain_idx", ["domain"], unique=True)])
+], [Index("domain_idx", ["domain"], unique=True)],
+    older={3: ["accept_subdomain"]})
 
 CACHEDB = Table("cachedb", 2, [
     ID(),

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from server import Server, free_port, mi_call, run_opensipy, wait_for
+from server import Server, free_port, mi_call, wait_for
 
 
 def mi_raw(port, method, params=None, timeout=8.0):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import psycopg
-import pytest
 
 from opensipy import db
 from opensipy.db import schema
@@ -146,3 +145,38 @@ def test_migrate_sqlite_to_postgres_and_back(pg_cluster, tmp_path):
     d = _dump(back)
     assert d["dialog"] == _dump(src)["dialog"]
     assert len(d["location"]) == 6
+
+
+def test_migrate_upgrades_an_opensips_3_table_and_refuses_unknown_ones(
+        tmp_path):
+    import sqlite3
+    old = tmp_path / "os3.db"
+    raw = sqlite3.connect(str(old))
+    # an OpenSIPS 3.x domain table (version 3: no accept_subdomain yet)
+    raw.executescript("""
+        CREATE TABLE version (table_name CHAR(32) NOT NULL,
+            table_version INTEGER DEFAULT 0 NOT NULL);
+        INSERT INTO version VALUES ('domain', 3);
+        CREATE TABLE domain (id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+            domain CHAR(64) DEFAULT '' NOT NULL,
+            attrs CHAR(255) DEFAULT NULL,
+            last_modified DATETIME DEFAULT '1900-01-01 00:00:01' NOT NULL);
+        INSERT INTO domain (domain, attrs) VALUES ('example.com', 'a=1');
+    """)
+    raw.commit()
+    new = f"sqlite://{tmp_path}/new.db"
+    r = ctl("db", "migrate", f"sqlite://{old}", new)
+    assert r.returncode == 0, r.stderr
+    assert "copied 1 rows of domain (version 3 -> 4)" in r.stdout
+    con = db.db_bind_mod(new).init(new)
+    db.db_check_table_version(con.dbf, con, "domain", 4)
+    con.use_table("domain")
+    assert con.query(cols=["domain", "attrs", "accept_subdomain"]).rows == \
+        [("example.com", "a=1", 0)]
+    con.close()
+    raw.execute("UPDATE version SET table_version = 2")
+    raw.commit()
+    raw.close()
+    r = ctl("db", "migrate", f"sqlite://{old}", f"sqlite://{tmp_path}/n2.db")
+    assert r.returncode == 1
+    assert "table 'domain' version 2 is not one opensipy knows" in r.stderr

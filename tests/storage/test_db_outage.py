@@ -2,6 +2,7 @@
 a clear error, the failure is logged once per interval, and the same
 connection object works again as soon as the database is back (no restart
 of anything on our side)."""
+import datetime
 import sqlite3
 import time
 
@@ -146,3 +147,46 @@ def test_postgres_statement_longer_than_the_timeout_is_cancelled(pg_url,
     # the connection is still good
     assert con.raw_query("SELECT ? + 1", (41,)).rows == [(42,)]
     con.close()
+
+
+def test_async_raw_query_on_postgres(pg_url):
+    import select
+    con = db.db_bind_mod(pg_url).init(pg_url)
+    assert db.db_capability(con.dbf, db.DB_CAP_ASYNC_RAW_QUERY)
+    q = con.async_raw_query(
+        "SELECT a, b, c, d FROM (SELECT ?::text AS a, ? + 1 AS b, "
+        "?::bytea AS c, ?::timestamp AS d, pg_sleep(0.3)) s",
+        ("x'y ü", 41, b"\x00\xff", "2026-03-04 05:06:07"))
+    assert q.resume() is None and not q.done        # still running
+    # the connection itself serves other calls meanwhile
+    assert con.raw_query("SELECT ?", ("other",)).rows == [("other",)]
+    res = None
+    deadline = time.monotonic() + 5
+    while res is None:
+        assert time.monotonic() < deadline
+        select.select([q.fd], [], [], 1)
+        res = q.resume()
+    assert q.done
+    assert res.rows == [("x'y ü", 42, b"\x00\xff",
+                         datetime.datetime(2026, 3, 4, 5, 6, 7))]
+    assert res.types == [db.DB_STRING, db.DB_BIGINT, db.DB_BLOB,
+                         db.DB_DATETIME]
+    # a failing query raises when resumed; the pooled connection is reused
+    q2 = con.async_raw_query("SELECT * FROM no_such_table")
+    with pytest.raises(db.DBError, match="no_such_table"):
+        while q2.resume() is None:
+            select.select([q2.fd], [], [], 1)
+    q3 = con.async_raw_query("SELECT 1")
+    while (r := q3.resume()) is None:
+        select.select([q3.fd], [], [], 1)
+    assert r.rows == [(1,)]
+    con.close()
+
+
+def test_sqlite_has_no_async_queries(tmp_path):
+    url = f"sqlite://{tmp_path}/a.db"
+    con = db.db_bind_mod(url).init(url)
+    assert not db.db_capability(con.dbf, db.DB_CAP_ASYNC_RAW_QUERY)
+    with pytest.raises(db.DBError, match="cannot run queries "
+                                         "asynchronously"):
+        con.async_raw_query("SELECT 1")
