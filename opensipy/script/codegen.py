@@ -39,6 +39,7 @@ _HELPERS = {
     "_ge": runtime.ge, "_match": runtime.match,
     "_match_dyn": runtime.match_dyn, "_add": runtime.add,
     "_div": runtime.div, "_mod": runtime.mod, "_to_int": runtime.to_int,
+    "_shl": runtime.shl, "_shr": runtime.shr,
     "_truth": runtime.truth, "_values": runtime.values,
     "_switch_index": runtime.switch_index,
     "_too_deep": runtime.too_deep, "_loop_limit": runtime.loop_limit,
@@ -46,6 +47,7 @@ _HELPERS = {
 }
 _CMP_HELPER = {"<": "_lt", ">": "_gt", "<=": "_le", ">=": "_ge"}
 _INT_OPS = ("-", "*", "|", "&", "^")
+_SHIFT = {"<<": "_shl", ">>": "_shr"}
 
 
 class _Func:
@@ -503,6 +505,8 @@ class Generator:
             return pre, f"_div({left}, {right})", "int"
         if op == "%":
             return pre, f"_mod({left}, {right})", "int"
+        if op in _SHIFT:
+            return pre, f"{_SHIFT[op]}({left}, {right})", "int"
         if op in _INT_OPS:
             if lkind != "int":
                 left = f"_to_int({left})"
@@ -520,7 +524,8 @@ def _kind(e) -> str:
         return "int"
     if isinstance(e, A.Unary) and e.op in ("-", "~"):
         return "int"
-    if isinstance(e, A.Binary) and (e.op in _INT_OPS or e.op in ("/", "%")
+    if isinstance(e, A.Binary) and (e.op in _INT_OPS
+                                    or e.op in ("/", "%", "<<", ">>")
                                     or (e.op == "+" and _kind(e.left) == "int"
                                         and _kind(e.right) == "int")):
         return "int"

@@ -61,10 +61,12 @@ CASES = [
     ("assign-bool", '$var(a) = (1 < 2); $var(b) = (2 < 1); '
      'log("$var(a) $var(b)");', ["1 0"], 0),
     # --- arithmetic -----------------------------------------------------------
-    ("precedence", '$var(a) = 1 + 2 * 3; log("$var(a)");', ["7"], 0),
-    ("parens", '$var(a) = (1 + 2) * 3; log("$var(a)");', ["9"], 0),
+    # OpenSIPS's + - * / % share one precedence, left to right (cfg.y);
+    # test_script_precedence.py has the whole table
+    ("precedence", '$var(a) = 1 + 2 * 3; log("$var(a)");', ["9"], 0),
+    ("parens", '$var(a) = 1 + (2 * 3); log("$var(a)");', ["7"], 0),
     ("minus-div-mod", '$var(a) = 20 - 7 / 2 - 10 % 4; log("$var(a)");',
-     ["15"], 0),
+     ["0"], 0),
     ("negative-div", '$var(a) = -7 / 2; log("$var(a)");', ["-3"], 0),
     ("bitwise", '$var(a) = (12 | 3) + (12 & 10) + (12 ^ 10); '
      'log("$var(a)");', ["29"], 0),
