@@ -218,6 +218,33 @@ SUBROUTE_CASES = [
      'route[a] { $var(d) += 1; route(a); }', [], EXIT),
     ("recursion-bounded", '$var(d) = 0; route(a); log("$var(d)");',
      'route[a] { $var(d) += 1; if ($var(d) < 50) route(a); }', ["50"], 0),
+    # a route without return: its value is that of the last statement run
+    # (OpenSIPS's run_action_list): 1 after an assignment, an empty body, an
+    # if whose condition was false without else, a loop; a function's or a
+    # route()'s own return code when one is last
+    ("falloff-assign", 'n(); route(a); log("$rc");',
+     'route[a] { $var(x) = 1; }', ["1"], 0),
+    ("falloff-empty", 'n(); route(a); log("$retcode");',
+     'route[a] { }', ["1"], 0),
+    ("falloff-is-true", 'if (route(a)) log("t"); else log("f");',
+     'route[a] { n(); $var(x) = 2; }', ["t"], 0),
+    ("falloff-last-call", 'route(a); log("$rc");',
+     'route[a] { t(); ret(-3); }', ["-3"], 0),
+    ("falloff-if-false", 'route(a); log("$rc");',
+     'route[a] { if (n()) ret(5); }', ["1"], 0),
+    ("falloff-if-taken", 'route(a); log("$rc");',
+     'route[a] { if (t()) ret(-4); }', ["-4"], 0),
+    ("falloff-else", 'route(a); log("$rc");',
+     'route[a] { if (n()) ret(5); else if (n()) ret(6); else { ret(-6); } }',
+     ["-6"], 0),
+    ("falloff-elif-false", 'route(a); log("$rc");',
+     'route[a] { if (n()) ret(5); else if ($var(q) == 1) ret(6); }',
+     ["1"], 0),
+    ("falloff-while", 'route(a); log("$rc");',
+     'route[a] { $var(i) = 0; while ($var(i) < 2) { $var(i) += 1; n(); } }',
+     ["1"], 0),
+    ("falloff-nested-route", 'route(a); log("$rc");',
+     'route[a] { route(b); } route[b] { $var(x) = 1; }', ["1"], 0),
 ]
 
 
