@@ -6,8 +6,9 @@ the braces into a function ``f(msg, value) -> value`` once, at parse time;
 the arguments of a transformation may be variables, evaluated on each call.
 
 Values follow the pvar convention: ``str``, ``int`` or ``None`` (NULL).
-A transformation given NULL returns NULL (OpenSIPS fails the transformation
-and the variable reads as NULL), except ``s.len`` which reads 0.  A string
+A transformation given NULL returns NULL, every one of them, ``s.len``
+included (OpenSIPS fails the transformation and the variable prints as
+``<null>``); so does one whose variable argument is NULL.  A string
 transformation given an int works on its decimal text.  A transformation
 that cannot be applied (``s.substr`` out of range, ``s.int`` of a word,
 ``s.decode.hexa`` of odd text ...) gives NULL.
@@ -465,11 +466,12 @@ def _uri_p(pname):
 
 
 def _uri_param(v, name):
+    """The value of a URI parameter: "" when it has none, NULL when the
+    URI has no such parameter (OpenSIPS's {uri.param,NAME})."""
     u = _uri_of(v)
     if u is None:
         return None
-    r = u.param(_s(name))
-    return "" if r is None else r
+    return u.param(_s(name))
 
 
 def _plist(v, sep):
@@ -668,7 +670,6 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
             raise TrError(f"argument {i + 1} of {{{name}}} must be an "
                           f"integer, not {a!r}")
     dyn = [hasattr(a, "get") for a in args]
-    null_value = 0 if name == "s.len" else None
 
     if not any(dyn):
         const = tuple(_to_int(a) if _numeric_arg(name, i) else a
@@ -676,7 +677,7 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
 
         def tr(msg, value):
             if value is None:
-                return null_value
+                return None
             try:
                 return fn(value, *const)
             except (ValueError, IndexError):
@@ -685,7 +686,7 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
 
     def tr_dyn(msg, value):
         if value is None:
-            return null_value
+            return None
         vals = []
         for a, d in zip(args, dyn):
             if d:

@@ -160,7 +160,7 @@ READS = [
      "ATLANTA.EXAMPLE.COM"),
     ("INVITE", "$(ci{s.select,1,@})", "pc33.atlanta.example.com"),
     ("INVITE", "$(fn{s.len})", 15),
-    ("REGISTER", "$(hdr(X-None){s.len})", 0),
+    ("REGISTER", "$(hdr(X-None){s.len})", None),
     ("REGISTER", "$(hdr(X-None){s.toupper})", None),
 ]
 

@@ -56,7 +56,8 @@ TABLE = [
     (URI, "uri.params",
      "transport=TCP;ttl=15;user=phone;maddr=10.0.0.1;method=INVITE;lr;r2=on"),
     (URI, "uri.param,ttl", "15"),
-    (URI, "uri.param,nosuch", ""),
+    (URI, "uri.param,nosuch", None),        # absent: <null> in OpenSIPS
+    ("sip:a@b;lr;x=1", "uri.param,lr", ""),   # present without a value
     (URI, "uri.headers", "Subject=hi&X=1"),
     (URI, "uri.transport", "TCP"),
     (URI, "uri.ttl", "15"),
@@ -106,7 +107,7 @@ TABLE = [
     # NULL in, NULL out
     (None, "s.toupper", None),
     (None, "uri.user", None),
-    (None, "s.len", 0),
+    (None, "s.len", None),
 ]
 
 
@@ -176,3 +177,55 @@ def test_helpers():
     assert na.name == '"A \\"q\\""' and na.uri == "sip:a@b" and \
         na.param("x") == "1"
     assert parse_params(' a = 1 ; b ') == [("a", "1"), ("b", "")]
+
+
+# --- NULL through every transformation -------------------------------------
+
+def _args_for(name, n):
+    """n constant arguments that the transformation accepts."""
+    from opensipy.transformations import _numeric_arg
+    return ["1" if _numeric_arg(name, i) else ";" if name.startswith(
+        "param.") and i == 1 else "x" for i in range(n)]
+
+
+def _bodies():
+    from opensipy.transformations import TRANSFORMATIONS
+    out = []
+    for name, (_, amin, amax) in sorted(TRANSFORMATIONS.items()):
+        for n in sorted({amin, amax}):
+            out.append(",".join([name] + _args_for(name, n)))
+    return out
+
+
+@pytest.mark.parametrize("body", _bodies())
+def test_every_transformation_of_null_is_null(body):
+    """OpenSIPS fails a transformation given NULL, and the variable prints
+    <null>: none of ours may make a value out of nothing."""
+    f = compile_tr(body, parse_pv)
+    assert f(None, None) is None
+    # and it does work on a value (the arguments above are accepted)
+    f(None, "sip:u@h;x=1")
+
+
+@pytest.mark.parametrize("body", [b for b in _bodies() if "," in b])
+def test_a_null_variable_argument_gives_null(body):
+    name, *args = body.split(",")
+    pvar.script_vars.pop("nothing", None)
+    dyn = ",".join([name, "$var(nothing)"] + args[1:])
+    f = compile_tr(dyn, parse_pv)
+    assert f(make("INVITE"), "sip:u@h;x=1") is None
+
+
+@pytest.mark.parametrize("fmt,printed", [
+    ("[$(rb{s.len})]", "[<null>]"),                 # REGISTER has no body
+    ("[$(rb{s.len}{s.int})]", "[<null>]"),
+    ("[$(ru{uri.param,nosuch})]", "[<null>]"),
+    ("[$(ru{uri.param,nosuch}{s.len})]", "[<null>]"),
+    ("[$(hdr(X-None){s.len})]", "[<null>]"),
+    ("[$(var(nothing){uri.user})]", "[<null>]"),
+    ("[$(ru{uri.host}{s.len})]", "[28]"),           # a value still counts
+])
+def test_null_prints_as_opensips_prints_it(fmt, printed):
+    from opensipy.pvar import parse_format
+    pvar.script_vars.pop("nothing", None)
+    assert parse_format(fmt).eval(make("REGISTER")) == printed
