@@ -164,19 +164,40 @@ def test_bad_transformations(body, err):
         parse_pv("$(ru{" + body + "})")
 
 
-def test_helpers():
+def test_uri_and_nameaddr_come_from_the_c_parser():
+    """{uri.*}/{nameaddr.*} read URIs with opensipy.parser: the same parse
+    as the message's own, and its builder rewrites one."""
+    from opensipy import parser, transformations
+    assert transformations.parse_uri is parser.parse_uri
     u = parse_uri("sip:bob@h.com:5080;transport=udp;lr")
-    assert (u.user, u.host, u.port, u.param("LR"), u.param("x")) == \
-        ("bob", "h.com", "5080", "", None)
+    assert (u.user, u.host, u.port, u.port_str, u.param("LR"),
+            u.param("x")) == ("bob", "h.com", 5080, "5080", "", None)
     assert str(u.copy(user="", port="")) == "sip:h.com;transport=udp;lr"
     with pytest.raises(ValueError):
         parse_uri("sip:a@h.com:port")
     t = parse_uri("tel:+15551234;phone-context=x")
     assert str(t.copy(user="+15550000")) == "tel:+15550000;phone-context=x"
     na = parse_nameaddr('"A \\"q\\"" <sip:a@b>;x=1')
-    assert na.name == '"A \\"q\\""' and na.uri == "sip:a@b" and \
+    assert na.display_raw == '"A \\"q\\""' and na.uri == "sip:a@b" and \
         na.param("x") == "1"
     assert parse_params(' a = 1 ; b ') == [("a", "1"), ("b", "")]
+
+
+@pytest.mark.parametrize("text", [
+    "sip:a@h.com:port", "sip:@h", "sip:a@b;;x=1", "<sip:a@b>", "sip:a@[::1",
+])
+def test_a_uri_the_message_parser_refuses_is_no_uri_here_either(text):
+    from opensipy.parser import SipMsg, ParseError
+    raw = (f"INVITE {text} SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+           "From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\n"
+           "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode()
+    try:
+        ok = SipMsg(raw).parsed_uri is not None
+    except (ParseError, ValueError):
+        ok = False
+    assert not ok
+    assert compile_tr("uri.user", parse_pv)(None, text) is None
+    assert compile_tr("uri.host", parse_pv)(None, text) is None
 
 
 # --- NULL through every transformation -------------------------------------
