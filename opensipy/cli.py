@@ -81,6 +81,9 @@ def main(argv=None) -> int:
     att = Attendant(script, shm_mb=args.shm_mb, pid_file=args.pid_file,
                     log_stderr=args.stderr, foreground=args.foreground)
     errors = att.load()
+    # warnings (an expression OpenSIPS groups unexpectedly...) never stop it
+    for w in getattr(getattr(att, "script", None), "warnings", None) or ():
+        print(str(w), file=sys.stderr)
     if args.check:
         for e in errors:
             print(str(e), file=sys.stderr)

@@ -51,7 +51,7 @@ from .sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT, CMD_PARAM_NO_EX
                         CMD_PARAM_STATIC, CMD_PARAM_STR, FAILURE_ROUTE,
                         LOCAL_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE, CmdExport,
                         CmdParam, ModuleError, ModuleExports)
-from .transformations import parse_uri
+from .parser.uri import parse_uri
 from .forward import forward_request
 from .cachedb.script import CMDS as _cachedb_cmds
 

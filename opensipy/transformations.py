@@ -6,15 +6,18 @@ the braces into a function ``f(msg, value) -> value`` once, at parse time;
 the arguments of a transformation may be variables, evaluated on each call.
 
 Values follow the pvar convention: ``str``, ``int`` or ``None`` (NULL).
-A transformation given NULL returns NULL (OpenSIPS fails the transformation
-and the variable reads as NULL), except ``s.len`` which reads 0.  A string
+A transformation given NULL returns NULL, every one of them, ``s.len``
+included (OpenSIPS fails the transformation and the variable prints as
+``<null>``); so does one whose variable argument is NULL.  A string
 transformation given an int works on its decimal text.  A transformation
 that cannot be applied (``s.substr`` out of range, ``s.int`` of a word,
 ``s.decode.hexa`` of odd text ...) gives NULL.
 
-This module also holds the small SIP text helpers the pseudo-variables
-share: :func:`parse_uri` / :class:`Uri`, :func:`parse_nameaddr`,
-:func:`parse_params` and the RFC 3261 escaping functions.
+URIs and name-addrs are read by :mod:`opensipy.parser` (the C parser the
+message goes through), so ``{uri.*}`` and ``{nameaddr.*}`` understand a
+URI exactly as routing does.  This module also holds the small SIP text
+helpers the pseudo-variables share: :func:`parse_params`,
+:func:`split_top` and the RFC 3261 escaping functions.
 """
 from __future__ import annotations
 
@@ -22,135 +25,11 @@ import hashlib
 from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .parser.uri import SipUri, UriError, parse_nameaddr, parse_uri
+
 
 class TrError(Exception):
     """A transformation is unknown or its arguments are wrong."""
-
-
-# --- SIP URI -----------------------------------------------------------------
-
-class Uri:
-    """A parsed ``scheme:user:passwd@host:port;params?headers``.
-
-    Every field is a str ("" when absent); ``params`` is the text after the
-    first ``;`` (without it) up to ``?``; ``headers`` the text after ``?``.
-    """
-    __slots__ = ("scheme", "user", "passwd", "host", "port", "params",
-                 "headers", "_pmap")
-
-    def __init__(self, scheme="sip", user="", passwd="", host="", port="",
-                 params="", headers=""):
-        self.scheme = scheme
-        self.user = user
-        self.passwd = passwd
-        self.host = host
-        self.port = port
-        self.params = params
-        self.headers = headers
-        self._pmap = None
-
-    def param_map(self) -> Dict[str, str]:
-        """URI parameters, names lower-cased (first occurrence wins)."""
-        if self._pmap is None:
-            m = {}
-            for name, value in parse_params(self.params, ";"):
-                m.setdefault(name.lower(), value)
-            self._pmap = m
-        return self._pmap
-
-    def param(self, name: str) -> Optional[str]:
-        """Value of a URI parameter; "" when present without a value,
-        None when absent."""
-        return self.param_map().get(name.lower())
-
-    def copy(self, **changes) -> "Uri":
-        u = Uri(self.scheme, self.user, self.passwd, self.host, self.port,
-                self.params, self.headers)
-        for k, v in changes.items():
-            setattr(u, k, v)
-        return u
-
-    def __str__(self):
-        out = [self.scheme, ":"]
-        if not self.host and self.scheme.lower() in ("tel", "tels"):
-            out.append(self.user)
-            if self.params:
-                out += (";", self.params)
-            if self.headers:
-                out += ("?", self.headers)
-            return "".join(out)
-        if self.user:
-            out.append(self.user)
-            if self.passwd:
-                out += (":", self.passwd)
-            out.append("@")
-        out.append(self.host)
-        if self.port:
-            out += (":", str(self.port))
-        if self.params:
-            out += (";", self.params)
-        if self.headers:
-            out += ("?", self.headers)
-        return "".join(out)
-
-    def __repr__(self):
-        return f"Uri({str(self)!r})"
-
-
-@lru_cache(maxsize=1024)
-def parse_uri(text: str) -> Uri:
-    """Parse a SIP/SIPS/TEL URI; raise ValueError when it is not one.
-
-    The result is cached (treat it as read-only; use :meth:`Uri.copy`)."""
-    t = text.strip()
-    if t.startswith("<") and t.endswith(">"):
-        t = t[1:-1]
-    colon = t.find(":")
-    if colon <= 0:
-        raise ValueError(f"bad URI {text!r}: no scheme")
-    scheme = t[:colon]
-    if not scheme.replace("+", "").replace("-", "").replace(".", "") \
-            .isalnum():
-        raise ValueError(f"bad URI {text!r}: bad scheme")
-    rest = t[colon + 1:]
-    headers = ""
-    q = rest.find("?")
-    if q >= 0:
-        rest, headers = rest[:q], rest[q + 1:]
-    user = passwd = ""
-    if scheme.lower() == "tel":
-        # tel:+123;phone-context=x -- the number is the "user"
-        semi = rest.find(";")
-        num, params = (rest, "") if semi < 0 else (rest[:semi], rest[semi + 1:])
-        return Uri(scheme, num, "", "", "", params, headers)
-    at = rest.rfind("@")
-    if at >= 0:
-        userinfo, rest = rest[:at], rest[at + 1:]
-        c = userinfo.find(":")
-        if c >= 0:
-            user, passwd = userinfo[:c], userinfo[c + 1:]
-        else:
-            user = userinfo
-    semi = rest.find(";")
-    hostport, params = (rest, "") if semi < 0 else (rest[:semi],
-                                                    rest[semi + 1:])
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        if end < 0:
-            raise ValueError(f"bad URI {text!r}: unclosed '['")
-        host, portpart = hostport[:end + 1], hostport[end + 1:]
-        if portpart and not portpart.startswith(":"):
-            raise ValueError(f"bad URI {text!r}: bad host")
-        port = portpart[1:]
-    else:
-        c = hostport.find(":")
-        host, port = (hostport, "") if c < 0 else (hostport[:c],
-                                                   hostport[c + 1:])
-    if not host:
-        raise ValueError(f"bad URI {text!r}: no host")
-    if port and not port.isdigit():
-        raise ValueError(f"bad URI {text!r}: bad port {port!r}")
-    return Uri(scheme, user, passwd, host, port, params, headers)
 
 
 # --- parameters and name-addr -------------------------------------------------
@@ -185,69 +64,6 @@ def parse_params(text: str, sep: str = ";") -> List[Tuple[str, str]]:
         else:
             out.append((item[:eq].strip(), item[eq + 1:].strip()))
     return out
-
-
-class NameAddr:
-    """``"Alice" <sip:a@x>;tag=1`` -> name='"Alice"', uri, params text.
-
-    ``length`` is the length of the name-addr part (up to and including
-    ``>``, or the bare URI)."""
-    __slots__ = ("name", "uri", "params", "length")
-
-    def __init__(self, name, uri, params, length):
-        self.name = name
-        self.uri = uri
-        self.params = params
-        self.length = length
-
-    def param(self, pname: str) -> Optional[str]:
-        pname = pname.lower()
-        for k, v in parse_params(self.params, ";"):
-            if k.lower() == pname:
-                return v
-        return None
-
-
-@lru_cache(maxsize=512)
-def parse_nameaddr(text: str) -> NameAddr:
-    """Parse a name-addr or addr-spec with header parameters; raise
-    ValueError when there is no URI."""
-    t = text.strip()
-    if not t:
-        raise ValueError("empty name-addr")
-    i = 0
-    name = ""
-    if t[0] == '"':
-        j = 1
-        while j < len(t) and t[j] != '"':
-            if t[j] == "\\":
-                j += 1
-            j += 1
-        if j >= len(t):
-            raise ValueError(f"unclosed quote in {text!r}")
-        name = t[:j + 1]
-        i = j + 1
-    lt = t.find("<", i)
-    if lt >= 0:
-        if not name:
-            name = t[:lt].strip()
-        gt = t.find(">", lt)
-        if gt < 0:
-            raise ValueError(f"missing '>' in {text!r}")
-        uri = t[lt + 1:gt].strip()
-        rest = t[gt + 1:].strip()
-        length = gt + 1
-    else:
-        if name:
-            raise ValueError(f"missing '<' after display name in {text!r}")
-        semi = t.find(";")
-        uri, rest = (t, "") if semi < 0 else (t[:semi].strip(), t[semi:])
-        length = len(uri)
-    if rest.startswith(";"):
-        rest = rest[1:]
-    if not uri:
-        raise ValueError(f"no URI in {text!r}")
-    return NameAddr(name.strip(), uri, rest.strip(), length)
 
 
 def split_top(text: str, sep: str = ",") -> List[str]:
@@ -438,23 +254,30 @@ def _rindex(v, needle, start=None):
     return s.rfind(nd, 0, st + len(nd))
 
 
-def _uri_of(v) -> Optional[Uri]:
+@lru_cache(maxsize=1024)
+def _uri_of_text(text: str) -> Optional[SipUri]:
     try:
-        return parse_uri(_s(v))
-    except ValueError:
+        return parse_uri(text)
+    except UriError:
         return None
 
 
+def _uri_of(v) -> Optional[SipUri]:
+    return _uri_of_text(_s(v))
+
+
 def _uri_field(field):
+    """A URI part; "" when the URI has none (OpenSIPS's empty string)."""
     def f(v):
         u = _uri_of(v)
         if u is None:
             return None
-        return getattr(u, field)
+        return getattr(u, field) or ""
     return f
 
 
 def _uri_p(pname):
+    """A well-known URI parameter; "" when absent, as in OpenSIPS."""
     def f(v):
         u = _uri_of(v)
         if u is None:
@@ -465,11 +288,12 @@ def _uri_p(pname):
 
 
 def _uri_param(v, name):
+    """The value of a URI parameter: "" when it has none, NULL when the
+    URI has no such parameter (OpenSIPS's {uri.param,NAME})."""
     u = _uri_of(v)
     if u is None:
         return None
-    r = u.param(_s(name))
-    return "" if r is None else r
+    return u.param(_s(name))
 
 
 def _plist(v, sep):
@@ -509,16 +333,23 @@ def _param_exist(v, name, sep=";"):
     return 1 if any(k == name for k, _ in _plist(v, sep)) else 0
 
 
-def _na(v) -> Optional[NameAddr]:
+@lru_cache(maxsize=512)
+def _na_of_text(text: str):
     try:
-        return parse_nameaddr(_s(v))
-    except ValueError:
+        return parse_nameaddr(text)
+    except UriError:
         return None
+
+
+def _na(v):
+    return _na_of_text(_s(v))
 
 
 def _na_name(v):
     na = _na(v)
-    return None if na is None else na.name
+    if na is None:
+        return None
+    return (na.display_raw or "").strip()
 
 
 def _na_uri(v):
@@ -527,8 +358,15 @@ def _na_uri(v):
 
 
 def _na_len(v):
+    """The length of the name-addr part: up to '>' (or the bare URI),
+    header parameters left out."""
     na = _na(v)
-    return None if na is None else na.length
+    if na is None:
+        return None
+    text = na.text
+    if na.params_str:               # the params run to the value's end
+        text = text[:len(text) - len(na.params_str)]
+    return len(text.rstrip(" \t;"))
 
 
 def _na_param(v, name):
@@ -540,7 +378,9 @@ def _na_param(v, name):
 
 def _na_params(v):
     na = _na(v)
-    return None if na is None else na.params
+    if na is None:
+        return None
+    return (na.params_str or "").lstrip(";").strip()
 
 
 def _csv(v):
@@ -583,8 +423,8 @@ TRANSFORMATIONS: Dict[str, Tuple[Callable, int, int]] = {
     "uri.user": (_uri_field("user"), 0, 0),
     "uri.host": (_uri_field("host"), 0, 0),
     "uri.passwd": (_uri_field("passwd"), 0, 0),
-    "uri.port": (_uri_field("port"), 0, 0),
-    "uri.params": (_uri_field("params"), 0, 0),
+    "uri.port": (_uri_field("port_str"), 0, 0),
+    "uri.params": (_uri_field("params_str"), 0, 0),
     "uri.headers": (_uri_field("headers"), 0, 0),
     "uri.schema": (_uri_field("scheme"), 0, 0),
     "uri.param": (_uri_param, 1, 1),
@@ -668,7 +508,6 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
             raise TrError(f"argument {i + 1} of {{{name}}} must be an "
                           f"integer, not {a!r}")
     dyn = [hasattr(a, "get") for a in args]
-    null_value = 0 if name == "s.len" else None
 
     if not any(dyn):
         const = tuple(_to_int(a) if _numeric_arg(name, i) else a
@@ -676,7 +515,7 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
 
         def tr(msg, value):
             if value is None:
-                return null_value
+                return None
             try:
                 return fn(value, *const)
             except (ValueError, IndexError):
@@ -685,7 +524,7 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
 
     def tr_dyn(msg, value):
         if value is None:
-            return null_value
+            return None
         vals = []
         for a, d in zip(args, dyn):
             if d:

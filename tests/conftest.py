@@ -14,6 +14,8 @@ if os.environ.get("CI"):
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from server import Server  # noqa: E402
+# ../shared: the needs_shared mark (skip when missing, fail under CI)
+from shareddata import pytest_configure, pytest_runtest_setup  # noqa: E402,F401
 
 
 @pytest.fixture

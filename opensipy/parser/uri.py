@@ -4,10 +4,12 @@ Field access goes through an int32 memoryview over the C result struct
 (``_iv``) at a base index (``_b``): one index per offset, no cdata objects.
 """
 import re
+from dataclasses import dataclass
 
 from ._core import ffi, lib, SIP_URI_T, SIPS_URI_T, TEL_URI_T, TELS_URI_T
 
-__all__ = ["SipUri", "parse_uri", "unescape", "UriError"]
+__all__ = ["SipUri", "UriBuilder", "parse_uri", "parse_nameaddr", "unescape",
+           "UriError"]
 
 _ESC = re.compile(rb"%([0-9A-Fa-f]{2})")
 
@@ -186,6 +188,20 @@ class SipUri(_View):
     def __repr__(self):
         return f"SipUri({self.text!r})"
 
+    def copy(self, **changes) -> "UriBuilder":
+        """A mutable copy (:class:`UriBuilder`) with ``changes`` applied
+        (``user``, ``passwd``, ``host``, ``port``, ``params``, ``headers``:
+        text, "" for absent); ``str()`` of it is the new URI."""
+        if not (self.is_sip or self.is_tel):
+            raise UriError(f"cannot rebuild a {self.scheme}: URI")
+        b = UriBuilder(self._str(_U["scheme"]), self.user or "",
+                       self.passwd or "", self.host or "",
+                       self.port_str or "", self.params_str or "",
+                       self.headers or "")
+        for k, v in changes.items():
+            setattr(b, k, v)
+        return b
+
     def __eq__(self, other):
         if isinstance(other, SipUri):
             return self.text == other.text
@@ -193,6 +209,41 @@ class SipUri(_View):
 
     def __hash__(self):
         return hash(self.text)
+
+
+@dataclass(slots=True)
+class UriBuilder:
+    """A SIP/SIPS/TEL URI being changed (from :meth:`SipUri.copy`): plain
+    text fields, "" when absent; ``str()`` assembles
+    ``scheme:user:passwd@host:port;params?headers`` (a TEL URI without a
+    host is ``tel:number;params``).  Parse the result again to read it."""
+    scheme: str = "sip"
+    user: str = ""
+    passwd: str = ""
+    host: str = ""
+    port: str = ""
+    params: str = ""
+    headers: str = ""
+
+    def __str__(self):
+        out = [self.scheme, ":"]
+        if self.user:
+            out.append(self.user)
+            if self.host or self.passwd:
+                if self.passwd:
+                    out += (":", self.passwd)
+                out.append("@")
+        out.append(self.host)
+        if self.port:
+            out += (":", str(self.port))
+        if self.params:
+            out += (";", self.params)
+        if self.headers:
+            out += ("?", self.headers)
+        return "".join(out)
+
+    def __repr__(self):
+        return f"UriBuilder({str(self)!r})"
 
 
 def uri_at(buf, t, s, l):
@@ -210,3 +261,20 @@ def parse_uri(uri) -> SipUri:
     if u is None:
         raise UriError(f"bad URI: {uri!r}")
     return u
+
+
+def parse_nameaddr(text):
+    """Parse one name-addr or addr-spec with its header parameters
+    (``"A" <sip:a@h>;tag=1``), given as str or bytes, with the parser the
+    message headers go through; returns a
+    :class:`~opensipy.parser.NameAddr`, raises :class:`UriError`."""
+    from .msg import NameAddr, _NS      # msg imports this module
+    b = text.encode("utf-8", "surrogateescape") if isinstance(text, str) \
+        else bytes(text)
+    arr = ffi.new("sp_nameaddr[]", 1)
+    n = lib.sp_parse_nameaddrs(b, 0, len(b), -1, 0, 0, arr, 1)
+    if n != 1:
+        raise UriError(f"bad name-addr: {text!r}")
+    na = NameAddr(b, b.decode("ascii") if b.isascii() else None,
+                  int_view(arr), 0)
+    return na

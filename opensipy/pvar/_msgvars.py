@@ -9,7 +9,8 @@ from typing import List, Optional
 
 from . import (_ALL, _NO, _REQ, PVError, _as_int, _def, _simple, _txt,
                branch_flags, msg_flags)
-from ..transformations import Uri, parse_nameaddr, parse_uri, split_top
+from ..parser.uri import SipUri, UriError, parse_nameaddr, parse_uri
+from ..transformations import split_top
 
 
 # --- R-URI -----------------------------------------------------------------------
@@ -20,8 +21,8 @@ def _ruri_text(msg):
     return msg.new_uri or msg.ruri
 
 
-def _ruri_uri(msg) -> Optional[Uri]:
-    """My Uri for the current R-URI (new_uri when set).  The parse of a
+def _ruri_uri(msg) -> Optional[SipUri]:
+    """The parsed current R-URI (new_uri when set).  The parse of a
     rewritten R-URI is kept on the message until it changes again, so a
     script reading $rU, $rd ... after ``$ru = ...`` parses it once."""
     t = _ruri_text(msg)
@@ -151,7 +152,7 @@ def _get_op(msg):
     u = _orig_uri(msg)
     if u is None:
         return None
-    return u.port or "5060"
+    return u.port_str or "5060"
 
 
 # --- first line ------------------------------------------------------------------
@@ -235,7 +236,7 @@ def _get_dp(msg):
     u = _du_uri(msg)
     if u is None:
         return None
-    return u.port or "5060"
+    return u.port_str or "5060"
 
 
 @_simple("dP")
@@ -508,11 +509,11 @@ def _build_ct_fields(arg, index, name):
         except ValueError:
             return None
         if f == "name":
-            return na.name or None
+            return (na.display_raw or "").strip() or None
         if f == "uri":
             return na.uri
         if f == "params":
-            return na.params or None
+            return (na.params_str or "").lstrip(";").strip() or None
         v = na.param(f)
         return v or None
 

@@ -78,8 +78,12 @@ class RouteBlock:
 
 @dataclass
 class Script:
+    """``warnings``: :class:`~.errors.ScriptError` items that do not stop
+    the script (``opensipy -c`` prints them), e.g. an expression whose
+    operators OpenSIPS groups otherwise than most languages do."""
     file: str
     top: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
 
     def routes(self, kind: str) -> List[RouteBlock]:
         return [t for t in self.top if isinstance(t, RouteBlock)
@@ -140,18 +144,23 @@ class RouteCall:
 
 @dataclass
 class Unary:
+    """``paren``: written inside parentheses (only the ``-c`` precedence
+    warnings look at it)."""
     loc: Loc
     op: str          # "!", "-", "~"
     operand: Any
+    paren: bool = False
 
 
 @dataclass
 class Binary:
-    """``op`` is one of == != < > <= >= =~ !~ && || + - * / % | & ^."""
+    """``op`` is one of == != < > <= >= =~ !~ && || + - * / % | & ^ << >>;
+    ``loc`` is the operator's place; ``paren`` as for :class:`Unary`."""
     loc: Loc
     op: str
     left: Any
     right: Any
+    paren: bool = False
 
 
 @dataclass

@@ -39,6 +39,7 @@ _HELPERS = {
     "_ge": runtime.ge, "_match": runtime.match,
     "_match_dyn": runtime.match_dyn, "_add": runtime.add,
     "_div": runtime.div, "_mod": runtime.mod, "_to_int": runtime.to_int,
+    "_shl": runtime.shl, "_shr": runtime.shr,
     "_truth": runtime.truth, "_values": runtime.values,
     "_switch_index": runtime.switch_index,
     "_too_deep": runtime.too_deep, "_loop_limit": runtime.loop_limit,
@@ -46,6 +47,7 @@ _HELPERS = {
 }
 _CMP_HELPER = {"<": "_lt", ">": "_gt", "<=": "_le", ">=": "_ge"}
 _INT_OPS = ("-", "*", "|", "&", "^")
+_SHIFT = {"<<": "_shl", ">>": "_shr"}
 
 
 class _Func:
@@ -119,7 +121,7 @@ class Generator:
             self.f = _Func()
             self.current = r
             self.emit(1, f"def {self.route_fn[id(r)]}(msg):", r.loc)
-            self.block(r.body.stmts, 2)
+            self.block(r.body.stmts, 2, tail=True)
             self.emit(2, "return 0", r.loc)
             funcs.append(self.f)
         params = sorted(self.env)
@@ -148,17 +150,30 @@ class Generator:
                 for name in (self.route_fn[id(r)],)}
 
     # --- statements ----------------------------------------------------------
-    def block(self, stmts, ind: int):
+    def block(self, stmts, ind: int, tail: bool = False):
+        """With tail, stmts end the route: falling off them leaves in $rc
+        the value OpenSIPS gives a route without ``return``, the value of
+        the last statement run (a function's or route()'s return code; 1
+        for anything else, an empty block, an ``if`` whose condition was
+        false and has no else, a loop or a switch)."""
         n = len(self.f.lines)
-        for s in stmts:
-            self.stmt(s, ind)
+        last = len(stmts) - 1
+        for i, s in enumerate(stmts):
+            self.stmt(s, ind, tail and i == last)
+        if tail and not stmts:
+            self.emit(ind, "ctx.retcode = 1")
         if len(self.f.lines) == n:
             self.emit(ind, "pass")
 
-    def stmt(self, s, ind: int):
+    def stmt(self, s, ind: int, tail: bool = False):
         loc = s.loc
+        if tail and not isinstance(s, (A.Block, A.ExprStmt, A.If, A.Break,
+                                       A.Return, A.Exit, A.Drop)):
+            self.stmt(s, ind)
+            self.emit(ind, "ctx.retcode = 1", loc)
+            return
         if isinstance(s, A.Block):
-            self.block(s.stmts, ind)
+            self.block(s.stmts, ind, tail)
         elif isinstance(s, A.ExprStmt):
             e = s.expr
             if isinstance(e, A.Call):
@@ -172,7 +187,7 @@ class Generator:
             setter = self.const(s.target.spec.set)
             self.emit(ind, f"{setter}(msg, {code}, {s.op!r})", loc)
         elif isinstance(s, A.If):
-            self.if_stmt(s, ind)
+            self.if_stmt(s, ind, tail)
         elif isinstance(s, A.Switch):
             self.switch_stmt(s, ind)
         elif isinstance(s, A.While):
@@ -202,24 +217,27 @@ class Generator:
         else:                                   # pragma: no cover
             raise TypeError(f"unknown statement {s!r}")
 
-    def if_stmt(self, s: A.If, ind: int):
+    def if_stmt(self, s: A.If, ind: int, tail: bool = False):
         """An else-if chain whose conditions need no prelude becomes one
         if/elif/else (a long chain must not nest deeper at each step)."""
         pre, cond = self.cond(s.cond)
         self.emit_pre(ind, pre, s.loc)
         self.emit(ind, f"if {cond}:", s.loc)
-        self.block(s.then.stmts, ind + 1)
+        self.block(s.then.stmts, ind + 1, tail)
         while s.orelse is not None:
             nxt = s.orelse.stmts[0] if len(s.orelse.stmts) == 1 else None
             if isinstance(nxt, A.If) and not _has_call(nxt.cond):
                 _, cond = self.cond(nxt.cond)
                 self.emit(ind, f"elif {cond}:", nxt.loc)
-                self.block(nxt.then.stmts, ind + 1)
+                self.block(nxt.then.stmts, ind + 1, tail)
                 s = nxt
                 continue
             self.emit(ind, "else:", s.orelse.loc)
-            self.block(s.orelse.stmts, ind + 1)
-            break
+            self.block(s.orelse.stmts, ind + 1, tail)
+            return
+        if tail:                    # false, no else: the if's value is 1
+            self.emit(ind, "else:", s.loc)
+            self.emit(ind + 1, "ctx.retcode = 1", s.loc)
 
     def while_stmt(self, s: A.While, ind: int):
         pre, cond = self.cond(s.cond)
@@ -503,6 +521,8 @@ class Generator:
             return pre, f"_div({left}, {right})", "int"
         if op == "%":
             return pre, f"_mod({left}, {right})", "int"
+        if op in _SHIFT:
+            return pre, f"{_SHIFT[op]}({left}, {right})", "int"
         if op in _INT_OPS:
             if lkind != "int":
                 left = f"_to_int({left})"
@@ -520,7 +540,8 @@ def _kind(e) -> str:
         return "int"
     if isinstance(e, A.Unary) and e.op in ("-", "~"):
         return "int"
-    if isinstance(e, A.Binary) and (e.op in _INT_OPS or e.op in ("/", "%")
+    if isinstance(e, A.Binary) and (e.op in _INT_OPS
+                                    or e.op in ("/", "%", "<<", ">>")
                                     or (e.op == "+" and _kind(e.left) == "int"
                                         and _kind(e.right) == "int")):
         return "int"

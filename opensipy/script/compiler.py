@@ -28,8 +28,10 @@ the script engine itself: only functions such as t_relay() send.
 The per-run context (:data:`opensipy.pvar.ctx`)
 -----------------------------------------------
 * ``ctx.retcode`` holds the last return code (``$rc``/``$retcode``): it is
-  set after every function call, after ``route()`` (the sub-route's
-  ``return`` value) and by ``return``;
+  set after every function call, after ``route()`` and by ``return``.  A
+  route that ends without ``return`` has, as in OpenSIPS, the value of the
+  last statement it ran: a function's or route()'s return code, else 1
+  (so ``if (route(x))`` is true after an assignment or an empty body);
 * ``ctx.params`` is the tuple of evaluated arguments of the running
   ``route(name, a1, a2)`` (``$param(1)`` ...); ``()`` in a top-level route;
   it is saved and restored around every route() call;

@@ -5,9 +5,25 @@ and the parser resynchronises (at the next ``;`` or ``}`` inside a block, at
 the next top-level keyword outside), so one run reports every error;
 :func:`parse_file` raises :class:`ScriptErrors` when there was any.
 
-Operator precedence, loosest first: ``||``, ``&&``, ``|``, ``^``, ``&``,
-comparisons (``== != < > <= >= =~ !~``), ``+ -``, ``* / %``, unary
-``! - ~``.
+Operators group exactly as in OpenSIPS's grammar (its cfg.y), loosest
+first:
+
+* ``&&`` ``||``: one precedence, left to right (``a || b && c`` is
+  ``(a || b) && c``);
+* ``|`` ``&`` ``^`` ``<<`` ``>>``: one precedence, left to right;
+* ``+`` ``-`` ``*`` ``/`` ``%``: one precedence, left to right
+  (``7 + 3 * 2`` is 20);
+* unary ``!`` ``~`` (and ``-``), right to left;
+* comparisons ``== != < > <= >= =~ !~``: in OpenSIPS a comparison is an
+  operand of its own (a variable compared with a variable, string, number
+  or NULL), so it binds tighter than every other operator:
+  ``!$a == 1`` is ``!($a == 1)`` and ``$a == 1 + 1`` is ``($a == 1) + 1``.
+  Comparisons do not chain (``a == b == c`` is a syntax error there too).
+
+Where two operators meet without parentheses and OpenSIPS groups them
+otherwise than C-like languages do (the usual source of a wrong script),
+the parser adds a warning to ``Script.warnings`` saying how the expression
+is evaluated; ``opensipy -c`` prints them.
 """
 from __future__ import annotations
 
@@ -23,9 +39,21 @@ TOP_WORDS = {"loadmodule", "modparam", "include_file", "import_file",
              "request_route"} | set(A.ROUTE_KINDS)
 MAX_INCLUDE_DEPTH = 10
 
-_PRECEDENCE = [("||",), ("&&",), ("|",), ("^",), ("&",),
-               ("==", "!=", "<", ">", "<=", ">=", "=~", "!~"),
-               ("+", "-"), ("*", "/", "%")]
+# cfg.y: %left OR AND / %left BOR BAND BXOR BLSHIFT BRSHIFT /
+# %left PLUS MINUS SLASH MULT MODULO / %right NOT BNOT, loosest first
+_PRECEDENCE = [("||", "&&"), ("|", "&", "^", "<<", ">>"),
+               ("+", "-", "*", "/", "%")]
+_COMPARE = ("==", "!=", "<", ">", "<=", ">=", "=~", "!~")
+# how C (and most languages) rank the same operators: a warning is given
+# where OpenSIPS's grouping differs from the one these ranks give
+_C_RANK = {"||": 1, "&&": 2, "|": 3, "^": 4, "&": 5,
+           "==": 6, "!=": 6, "=~": 6, "!~": 6,
+           "<": 7, ">": 7, "<=": 7, ">=": 7, "<<": 8, ">>": 8,
+           "+": 9, "-": 9, "*": 10, "/": 10, "%": 10}
+_RULE = {0: "&& and || have one precedence and group left to right",
+         1: "| & ^ << >> have one precedence and group left to right",
+         2: "+ - * / % have one precedence and group left to right"}
+_RULE_CMP = "a comparison binds tighter than any other operator"
 _ASSIGN_OPS = ("=", "+=", "-=", ":=")
 _SOCKET_RE = re.compile(r"(?:[A-Za-z_]+:)?(?:\[[0-9A-Fa-f:.]*\]|\*|"
                         r"[A-Za-z0-9_.\-]+)(?::(?:[0-9]+|\*))?(?:\s|\Z)")
@@ -38,9 +66,11 @@ class _Sync(Exception):
 
 class Parser:
     def __init__(self, text: str, file: str, errors: List[ScriptError],
-                 includes: tuple = ()):
+                 includes: tuple = (), warnings: Optional[list] = None):
         self.file = file
         self.errors = errors
+        self.warnings: List[ScriptError] = [] if warnings is None \
+            else warnings
         self.lexer = Lexer(text, file, errors)
         self.includes = includes + (os.path.abspath(file),)
         self.buf: List[Token] = []
@@ -230,7 +260,7 @@ class Parser:
                     loc, f"cannot open included file '{path}': "
                     f"{e.strerror or e}"))
             return None
-        return Parser(text, path, self.errors, self.includes)
+        return Parser(text, path, self.errors, self.includes, self.warnings)
 
     def route_name(self) -> str:
         t = self.tok
@@ -540,17 +570,54 @@ class Parser:
             op = self.advance()
             right = self.expr(level + 1)
             left = A.Binary(op.loc, op.value, left, right)
+            self.lint(left, _RULE[level])
         return left
 
     def unary(self):
         t = self.tok
-        if t.kind == "OP" and t.value in ("!", "-", "~"):
+        if t.kind == "OP" and t.value in ("!", "~", "-") and not (
+                t.value == "-" and self.peek().kind == "INT"):
             self.advance()
-            operand = self.unary()
-            if t.value == "-" and isinstance(operand, A.Int):
-                return A.Int(t.loc, -operand.value)
-            return A.Unary(t.loc, t.value, operand)
+            node = A.Unary(t.loc, t.value, self.unary())
+            self.lint(node, _RULE_CMP)
+            return node
+        return self.comparison()
+
+    def comparison(self):
+        left = self.operand()
+        if self.tok.kind == "OP" and self.tok.value in _COMPARE:
+            op = self.advance()
+            left = A.Binary(op.loc, op.value, left, self.operand())
+            t = self.tok
+            if t.kind == "OP" and t.value in _COMPARE:
+                self.fail(t.loc, f"comparisons do not chain: put "
+                          f"'{render(left)}' in parentheses")
+        return left
+
+    def operand(self):
+        t = self.tok
+        if t.is_op("-") and self.peek().kind == "INT":
+            self.advance()
+            return A.Int(t.loc, -self.advance().value)
         return self.primary()
+
+    def lint(self, node, rule: str):
+        """Warn where node groups an operand written without parentheses
+        otherwise than C's precedence would."""
+        if isinstance(node, A.Unary):
+            bad = [node.operand]        # a comparison: unary() reads those
+        else:
+            rank = _C_RANK[node.op]
+            bad = [x for x, worse in ((node.left, rank - 1), (node.right, rank))
+                   if isinstance(x, A.Binary) and _C_RANK[x.op] <= worse]
+        bad = [x for x in bad if isinstance(x, A.Binary) and not x.paren]
+        if not bad:
+            return
+        if any(x.op in _COMPARE for x in bad):
+            rule = _RULE_CMP
+        self.warnings.append(ScriptError.at(
+            node.loc, f"warning: evaluated as {render(node)}, because in "
+            f"OpenSIPS scripts {rule}; add parentheses"))
 
     def primary(self):
         t = self.tok
@@ -573,6 +640,8 @@ class Parser:
                     items.append(self.expr())
                 e = A.ExprList(t.loc, items)
             self.expect_op(")", "to close '('")
+            if isinstance(e, (A.Binary, A.Unary)):
+                e.paren = True
             return e
         if t.kind == "ID":
             if t.value == "NULL":
@@ -582,14 +651,40 @@ class Parser:
         self.fail(t.loc, f"expected an expression, found {t.describe()}")
 
 
+def render(e) -> str:
+    """An expression as text with every operation in parentheses, as it is
+    grouped (for messages)."""
+    if isinstance(e, A.Binary):
+        return f"({render(e.left)} {e.op} {render(e.right)})"
+    if isinstance(e, A.Unary):
+        return f"{e.op}{render(e.operand)}"
+    if isinstance(e, A.Int):
+        return str(e.value)
+    if isinstance(e, A.Str):
+        return '"' + e.text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(e, A.PVar):
+        return e.text
+    if isinstance(e, A.Null):
+        return "NULL"
+    if isinstance(e, A.RouteCall):
+        return f"route({', '.join([e.name] + [render(a) for a in e.args])})"
+    if isinstance(e, A.Call):
+        args = ", ".join("" if a is None else render(a) for a in e.args)
+        return f"{e.name}({args})"
+    if isinstance(e, A.ExprList):
+        return "(" + ", ".join(render(x) for x in e.items) + ")"
+    return "?"                                   # pragma: no cover
+
+
 def parse_string(text: str, file: str = "<string>") -> A.Script:
-    """Parse script text; raise ScriptErrors with every syntax error."""
+    """Parse script text; raise ScriptErrors with every syntax error.
+    Warnings (no error) are in the result's ``warnings``."""
     errors: List[ScriptError] = []
     p = Parser(text, file, errors)
     top = p.parse_top()
     if errors:
         raise ScriptErrors(errors)
-    return A.Script(file, top)
+    return A.Script(file, top, p.warnings)
 
 
 def parse_file(path: str) -> A.Script:

@@ -217,6 +217,22 @@ def mod(a, b) -> int:
     return a - b * div(a, b)
 
 
+def shl(a, b) -> int:
+    a, b = to_int(a), to_int(b)
+    if b < 0:
+        log.LM_ERR(f"script: shift by a negative count ({b}), using 0")
+        return 0
+    return a << b
+
+
+def shr(a, b) -> int:
+    a, b = to_int(a), to_int(b)
+    if b < 0:
+        log.LM_ERR(f"script: shift by a negative count ({b}), using 0")
+        return 0
+    return a >> b
+
+
 def values(v):
     """What ``for (... in v)`` iterates: a list/tuple as is, NULL as
     nothing, any other value once."""

@@ -4,10 +4,10 @@ import csv
 import hashlib
 from pathlib import Path
 
-import pytest
+from shareddata import need_shared, shared_path
 
 ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT / ".." / "shared" / "sip-corpus"
+CORPUS = shared_path("sip-corpus")
 
 
 def corpus_rows(folder):
@@ -46,6 +46,5 @@ def rfc5118_wire(data):
     return b"\r\n".join(out) + b"\r\n\r\n" + body
 
 
-need_corpus = pytest.mark.skipif(
-    not (CORPUS / "rfc4475" / "MANIFEST.tsv").exists(),
-    reason=f"SIP corpus not found at {CORPUS} (expected ../shared/sip-corpus beside the clone)")
+# skips when ../shared is missing (fails under CI)
+need_corpus = need_shared("sip-corpus", "rfc4475", "MANIFEST.tsv")

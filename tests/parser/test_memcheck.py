@@ -7,11 +7,12 @@ import subprocess
 import pytest
 
 from sipcorpus import ROOT, CORPUS
+from shareddata import need_shared
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("gcc") is None,
                     reason="valgrind and gcc are needed")
-@pytest.mark.skipif(not (CORPUS / "rfc4475").is_dir(), reason=f"no SIP corpus at {CORPUS}")
+@need_shared("sip-corpus", "rfc4475")
 def test_valgrind_clean_over_the_corpus():
     r = subprocess.run(["make", "-s", "-C", str(ROOT / "native" / "fuzz"), "valgrind",
                         "CC=gcc", f"CORPUS={CORPUS.resolve()}"],

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from opensipy.parser import SipMsg, ParseError, parse_uri, frame_length, unescape
 
 from sipcorpus import CORPUS, corpus_rows, corpus_bytes
+from shareddata import need_shared
 
 ALNUM = string.ascii_letters + string.digits
 TOKEN = ALNUM + "-.!%*_+`'~"
@@ -261,7 +262,7 @@ def _touch_everything(m):
         m.build_reply(400)
 
 
-@pytest.mark.skipif(not CORPUS_MSGS, reason=f"no SIP corpus at {CORPUS}")
+@need_shared("sip-corpus", "rfc4475", "MANIFEST.tsv")
 @given(mutated(), st.booleans())
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_mutated_corpus_never_crashes(raw, stream):

@@ -56,7 +56,8 @@ TABLE = [
     (URI, "uri.params",
      "transport=TCP;ttl=15;user=phone;maddr=10.0.0.1;method=INVITE;lr;r2=on"),
     (URI, "uri.param,ttl", "15"),
-    (URI, "uri.param,nosuch", ""),
+    (URI, "uri.param,nosuch", None),        # absent: <null> in OpenSIPS
+    ("sip:a@b;lr;x=1", "uri.param,lr", ""),   # present without a value
     (URI, "uri.headers", "Subject=hi&X=1"),
     (URI, "uri.transport", "TCP"),
     (URI, "uri.ttl", "15"),
@@ -106,7 +107,7 @@ TABLE = [
     # NULL in, NULL out
     (None, "s.toupper", None),
     (None, "uri.user", None),
-    (None, "s.len", 0),
+    (None, "s.len", None),
 ]
 
 
@@ -163,16 +164,89 @@ def test_bad_transformations(body, err):
         parse_pv("$(ru{" + body + "})")
 
 
-def test_helpers():
+def test_uri_and_nameaddr_come_from_the_c_parser():
+    """{uri.*}/{nameaddr.*} read URIs with opensipy.parser: the same parse
+    as the message's own, and its builder rewrites one."""
+    from opensipy import parser, transformations
+    assert transformations.parse_uri is parser.parse_uri
     u = parse_uri("sip:bob@h.com:5080;transport=udp;lr")
-    assert (u.user, u.host, u.port, u.param("LR"), u.param("x")) == \
-        ("bob", "h.com", "5080", "", None)
+    assert (u.user, u.host, u.port, u.port_str, u.param("LR"),
+            u.param("x")) == ("bob", "h.com", 5080, "5080", "", None)
     assert str(u.copy(user="", port="")) == "sip:h.com;transport=udp;lr"
     with pytest.raises(ValueError):
         parse_uri("sip:a@h.com:port")
     t = parse_uri("tel:+15551234;phone-context=x")
     assert str(t.copy(user="+15550000")) == "tel:+15550000;phone-context=x"
     na = parse_nameaddr('"A \\"q\\"" <sip:a@b>;x=1')
-    assert na.name == '"A \\"q\\""' and na.uri == "sip:a@b" and \
+    assert na.display_raw == '"A \\"q\\""' and na.uri == "sip:a@b" and \
         na.param("x") == "1"
     assert parse_params(' a = 1 ; b ') == [("a", "1"), ("b", "")]
+
+
+@pytest.mark.parametrize("text", [
+    "sip:a@h.com:port", "sip:@h", "sip:a@b;;x=1", "<sip:a@b>", "sip:a@[::1",
+])
+def test_a_uri_the_message_parser_refuses_is_no_uri_here_either(text):
+    from opensipy.parser import SipMsg, ParseError
+    raw = (f"INVITE {text} SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+           "From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\n"
+           "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode()
+    try:
+        ok = SipMsg(raw).parsed_uri is not None
+    except (ParseError, ValueError):
+        ok = False
+    assert not ok
+    assert compile_tr("uri.user", parse_pv)(None, text) is None
+    assert compile_tr("uri.host", parse_pv)(None, text) is None
+
+
+# --- NULL through every transformation -------------------------------------
+
+def _args_for(name, n):
+    """n constant arguments that the transformation accepts."""
+    from opensipy.transformations import _numeric_arg
+    return ["1" if _numeric_arg(name, i) else ";" if name.startswith(
+        "param.") and i == 1 else "x" for i in range(n)]
+
+
+def _bodies():
+    from opensipy.transformations import TRANSFORMATIONS
+    out = []
+    for name, (_, amin, amax) in sorted(TRANSFORMATIONS.items()):
+        for n in sorted({amin, amax}):
+            out.append(",".join([name] + _args_for(name, n)))
+    return out
+
+
+@pytest.mark.parametrize("body", _bodies())
+def test_every_transformation_of_null_is_null(body):
+    """OpenSIPS fails a transformation given NULL, and the variable prints
+    <null>: none of ours may make a value out of nothing."""
+    f = compile_tr(body, parse_pv)
+    assert f(None, None) is None
+    # and it does work on a value (the arguments above are accepted)
+    f(None, "sip:u@h;x=1")
+
+
+@pytest.mark.parametrize("body", [b for b in _bodies() if "," in b])
+def test_a_null_variable_argument_gives_null(body):
+    name, *args = body.split(",")
+    pvar.script_vars.pop("nothing", None)
+    dyn = ",".join([name, "$var(nothing)"] + args[1:])
+    f = compile_tr(dyn, parse_pv)
+    assert f(make("INVITE"), "sip:u@h;x=1") is None
+
+
+@pytest.mark.parametrize("fmt,printed", [
+    ("[$(rb{s.len})]", "[<null>]"),                 # REGISTER has no body
+    ("[$(rb{s.len}{s.int})]", "[<null>]"),
+    ("[$(ru{uri.param,nosuch})]", "[<null>]"),
+    ("[$(ru{uri.param,nosuch}{s.len})]", "[<null>]"),
+    ("[$(hdr(X-None){s.len})]", "[<null>]"),
+    ("[$(var(nothing){uri.user})]", "[<null>]"),
+    ("[$(ru{uri.host}{s.len})]", "[28]"),           # a value still counts
+])
+def test_null_prints_as_opensips_prints_it(fmt, printed):
+    from opensipy.pvar import parse_format
+    pvar.script_vars.pop("nothing", None)
+    assert parse_format(fmt).eval(make("REGISTER")) == printed

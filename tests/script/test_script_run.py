@@ -61,10 +61,12 @@ CASES = [
     ("assign-bool", '$var(a) = (1 < 2); $var(b) = (2 < 1); '
      'log("$var(a) $var(b)");', ["1 0"], 0),
     # --- arithmetic -----------------------------------------------------------
-    ("precedence", '$var(a) = 1 + 2 * 3; log("$var(a)");', ["7"], 0),
-    ("parens", '$var(a) = (1 + 2) * 3; log("$var(a)");', ["9"], 0),
+    # OpenSIPS's + - * / % share one precedence, left to right (cfg.y);
+    # test_script_precedence.py has the whole table
+    ("precedence", '$var(a) = 1 + 2 * 3; log("$var(a)");', ["9"], 0),
+    ("parens", '$var(a) = 1 + (2 * 3); log("$var(a)");', ["7"], 0),
     ("minus-div-mod", '$var(a) = 20 - 7 / 2 - 10 % 4; log("$var(a)");',
-     ["15"], 0),
+     ["0"], 0),
     ("negative-div", '$var(a) = -7 / 2; log("$var(a)");', ["-3"], 0),
     ("bitwise", '$var(a) = (12 | 3) + (12 & 10) + (12 ^ 10); '
      'log("$var(a)");', ["29"], 0),
@@ -216,6 +218,33 @@ SUBROUTE_CASES = [
      'route[a] { $var(d) += 1; route(a); }', [], EXIT),
     ("recursion-bounded", '$var(d) = 0; route(a); log("$var(d)");',
      'route[a] { $var(d) += 1; if ($var(d) < 50) route(a); }', ["50"], 0),
+    # a route without return: its value is that of the last statement run
+    # (OpenSIPS's run_action_list): 1 after an assignment, an empty body, an
+    # if whose condition was false without else, a loop; a function's or a
+    # route()'s own return code when one is last
+    ("falloff-assign", 'n(); route(a); log("$rc");',
+     'route[a] { $var(x) = 1; }', ["1"], 0),
+    ("falloff-empty", 'n(); route(a); log("$retcode");',
+     'route[a] { }', ["1"], 0),
+    ("falloff-is-true", 'if (route(a)) log("t"); else log("f");',
+     'route[a] { n(); $var(x) = 2; }', ["t"], 0),
+    ("falloff-last-call", 'route(a); log("$rc");',
+     'route[a] { t(); ret(-3); }', ["-3"], 0),
+    ("falloff-if-false", 'route(a); log("$rc");',
+     'route[a] { if (n()) ret(5); }', ["1"], 0),
+    ("falloff-if-taken", 'route(a); log("$rc");',
+     'route[a] { if (t()) ret(-4); }', ["-4"], 0),
+    ("falloff-else", 'route(a); log("$rc");',
+     'route[a] { if (n()) ret(5); else if (n()) ret(6); else { ret(-6); } }',
+     ["-6"], 0),
+    ("falloff-elif-false", 'route(a); log("$rc");',
+     'route[a] { if (n()) ret(5); else if ($var(q) == 1) ret(6); }',
+     ["1"], 0),
+    ("falloff-while", 'route(a); log("$rc");',
+     'route[a] { $var(i) = 0; while ($var(i) < 2) { $var(i) += 1; n(); } }',
+     ["1"], 0),
+    ("falloff-nested-route", 'route(a); log("$rc");',
+     'route[a] { route(b); } route[b] { $var(x) = 1; }', ["1"], 0),
 ]
 
 

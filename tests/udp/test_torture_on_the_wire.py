@@ -10,18 +10,17 @@ at every port a reply may use.
 import csv
 import select
 import socket
-from pathlib import Path
 
 import pytest
 
 from opensipy.parser import SipMsg
 
 from server import free_port
+from shareddata import require_shared, shared_path
 
 pytestmark = pytest.mark.slow
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "sip-corpus" \
-    / "rfc4475"
+CORPUS = shared_path("sip-corpus", "rfc4475")
 
 FWD = "forwarded"
 SILENT = "silence"
@@ -50,8 +49,7 @@ EXPECT = {
 
 
 def manifest():
-    if not (CORPUS / "MANIFEST.tsv").is_file():
-        pytest.skip(f"sip-corpus not found at {CORPUS}")
+    require_shared("sip-corpus", "rfc4475", "MANIFEST.tsv")
     with open(CORPUS / "MANIFEST.tsv", newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
 
