@@ -85,6 +85,7 @@ _resolver = None
 _hosts: Dict[str, List[Tuple[int, str]]] = {}
 _hosts_mtime = None
 _hosts_checked = 0.0
+_hosts_path = None
 
 # (qname, rdtype) -> (expires, value or exception)
 _rr_cache: Dict[tuple, tuple] = {}
@@ -146,11 +147,15 @@ def _get_resolver():
 # ----------------------------------------------------------------- /etc/hosts
 
 def _load_hosts() -> None:
-    """Re-read the hosts file when it changed (checked at most once a second)."""
-    global _hosts, _hosts_mtime, _hosts_checked
+    """Re-read the hosts file when it changed (checked at most once a
+    second) or another file is named."""
+    global _hosts, _hosts_mtime, _hosts_checked, _hosts_path
     now = time.monotonic()
-    if now - _hosts_checked < 1.0 and _hosts_mtime is not None:
+    if _hosts_path == conf.hosts_file and _hosts_mtime is not None \
+            and 0 <= now - _hosts_checked < 1.0:
         return
+    if _hosts_path != conf.hosts_file:
+        _hosts_path, _hosts_mtime = conf.hosts_file, None
     _hosts_checked = now
     try:
         mtime = os.stat(conf.hosts_file).st_mtime
