@@ -11,6 +11,11 @@
 * :func:`reply_dest` / :func:`send_reply` send a locally built reply to the
   sender of a request (used by sl and tm).
 
+Every port read from a message must be 1..65535 (:func:`port_value`,
+:func:`via_port_error`, :func:`uri_port_error`): the receive path answers a
+request with a bad one 400, a reply whose next Via has one is dropped, and
+a URI with port 0 cannot be routed to; none reaches the resolver.
+
 Resolution is A/AAAA only (no NAPTR/SRV yet); ``maddr`` is not honoured.
 """
 from __future__ import annotations
@@ -69,6 +74,42 @@ def send_to(si, data: bytes, addr: Tuple[str, int]) -> bool:
         return False
 
 
+# ------------------------------------------------------------ ports
+
+def port_value(text) -> int:
+    """The port ``text`` names (1..65535), 0 when it is not one: digits
+    only, no sign, no more than 5 of them (so ``int`` never sees a long
+    or a non-ASCII string)."""
+    if not text or len(text) > 5 or not text.isascii() or \
+            not text.isdigit():
+        return 0
+    n = int(text)
+    return n if n <= 65535 else 0
+
+
+def via_port_error(v) -> Optional[str]:
+    """Why a Via's sent-by port or rport cannot be used (None when they
+    can).  The parser already refuses a sent-by port that is not a number
+    or is above 65535; an explicit 0 and a bad ``rport=`` value are left
+    to this check (RFC 3581: ``rport`` is empty or a port)."""
+    ps = v.port_str
+    if ps and v.port == 0:
+        return f"port {ps!r} in the Via sent-by"
+    r = v.rport
+    if r and not port_value(r):
+        return f"rport {r!r} in the Via"
+    return None
+
+
+def uri_port_error(u) -> Optional[str]:
+    """Why a parsed URI's port cannot be used (an explicit 0; the parser
+    refuses the rest), None when it can."""
+    ps = u.port_str
+    if ps and u.port == 0:
+        return f"port {ps!r} in the URI"
+    return None
+
+
 # ------------------------------------------------------------ resolution
 
 _resolved = {}
@@ -107,6 +148,9 @@ def uri_dest(uri) -> Destination:
     u = parse_uri(uri) if isinstance(uri, str) else uri
     if u is None or u.scheme not in ("sip", "sips") or not u.host:
         raise ForwardError(f"cannot route to {uri!r}", E_BAD_URI)
+    why = uri_port_error(u)
+    if why is not None:
+        raise ForwardError(f"cannot route to {uri!r}: {why}", E_BAD_URI)
     proto = (u.param("transport") or "udp").lower()
     port = u.port or (5061 if u.scheme == "sips" else 5060)
     return Destination(proto, u.host, port)
@@ -244,6 +288,8 @@ def send_reply(msg, data: bytes) -> bool:
 def is_our_via(v) -> bool:
     host = v.host.strip("[]")
     port = v.port or 5060
+    if v.port == 0 and v.port_str:
+        return False              # an explicit port 0 is nobody's
     for si in config.settings.sockets:
         if port == (si.adv_port or si.port) and host in (si.host,
                                                          si.adv_host):
@@ -265,9 +311,13 @@ def forward_reply(msg) -> int:
         log.LM_DBG("reply with no Via after ours: dropped")
         return 0
     nv = vias[1]
+    why = via_port_error(nv)
+    if why is not None:
+        log.LM_WARN(f"reply {msg.status} with a bad next hop dropped: {why}")
+        return 0
     host = nv.received or nv.host.strip("[]")
     if nv.rport:
-        port = int(nv.rport)
+        port = port_value(nv.rport)
     else:
         port = nv.port or 5060
     if host == "255.255.255.255":

@@ -5,6 +5,9 @@
 * a message that does not parse is counted; a request gets the error status
   the parser chose (400, or 505 for a bad version) when a reply can be put
   together from its headers, a reply is dropped;
+* a request whose top Via or Request-URI names a port outside 1..65535
+  (an explicit 0, a bad ``rport=``) is answered 400 to its source address
+  and counted (``err_requests`` and ``bad_msg_hdr`` or ``bad_URIs_rcvd``);
 * a request is checked the way a proxy must (RFC 3261 §16.3: 416 for a
   Request-URI scheme we cannot route, 420 for a ``Proxy-Require`` we do not
   support), offered to the modules' pre-script callbacks (sl absorbs the
@@ -171,6 +174,28 @@ def core_reply(msg, code: int, reason: str, headers=()) -> None:
         log.LM_ERR(f"cannot build a {code} reply: {e}")
 
 
+def _ports_ok(msg) -> bool:
+    """Every port the request names for its replies and its routing
+    (top Via sent-by and rport, R-URI) is 1..65535; else 400 (to the
+    source address: the Via cannot be trusted) and False."""
+    v = msg.via1
+    why = forward.via_port_error(v) if v is not None else None
+    if why is not None:
+        stats.bad_msg_hdr.inc()
+    else:
+        u = msg.parsed_uri
+        why = forward.uri_port_error(u) if u is not None else None
+        if why is None:
+            return True
+        stats.bad_URIs_rcvd.inc()
+    stats.err_requests.inc()
+    log.LM_WARN(f"request from {msg.rcv.src_ip}:{msg.rcv.src_port} "
+                f"refused: bad {why}")
+    msg.force_rport = True
+    core_reply(msg, 400, f"Bad Request (bad {why})"[:120])
+    return False
+
+
 def _proxy_checks(msg) -> bool:
     """RFC 3261 §16.3: True when the request may go to the script."""
     if not msg.ruri_scheme_supported():
@@ -198,7 +223,7 @@ def receive_msg(buf: bytes, src, si) -> None:
     msg.rcv = ReceiveInfo(src[0], src[1], si.host, si.port, si.proto, si)
     if msg.is_request:
         stats.rcv_requests.inc()
-        if not _proxy_checks(msg):
+        if not _ports_ok(msg) or not _proxy_checks(msg):
             return
         for cb in _pre_script_cbs:
             if cb(msg) == 0:
