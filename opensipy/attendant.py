@@ -273,8 +273,8 @@ class Attendant:
                         pe.name, self._module_proc_target(pe), respawn=False,
                         initchild=initchild, module=lm.name))
                     sid += 1
-        pt.init(len(self.slots) + 1)
-        pt.set_entry(0, os.getpid(), PROC_MAIN, "attendant", log.state.level)
+        pt.init(len(self.slots) + 1, log.state.level)
+        pt.set_entry(0, os.getpid(), PROC_MAIN, "attendant")
 
     def _receiver_target(self, si):
         from . import receive
@@ -326,8 +326,8 @@ class Attendant:
         if pid:
             slot.pid = pid
             self.by_pid[pid] = slot
-            pt.set_entry(slot.id, pid, slot.rank, slot.desc,
-                         log.state.level)
+            # the child starts at its slot's default level (see pt)
+            pt.set_entry(slot.id, pid, slot.rank, slot.desc)
             return
         # ---- in the child: never return from here
         code = 1

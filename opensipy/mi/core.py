@@ -197,8 +197,7 @@ class CoreCommands:
 
     def log_level_set(self, params) -> Dict[str, Any]:
         level = self._level(params)
-        for i in range(pt.size()):
-            pt.set_log_level(i, level)
+        pt.set_global_log_level(level)
         log.refresh()
         if not pt.size():
             log.state.level = level

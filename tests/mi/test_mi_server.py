@@ -399,3 +399,32 @@ def test_opensipyctl_when_the_server_is_not_running(tmp_path):
     # no command and no terminal for the shell: usage, exit 2
     r = run_ctl(["-f", str(ep.ctl_config("fifo"))])
     assert r.returncode == 2 and "no command given" in r.stderr
+
+
+def test_a_respawned_process_starts_at_the_global_level(srv):
+    """pt keeps OpenSIPS's current/default levels: a level set for one
+    process does not survive its respawn, a global one does."""
+    import os
+    import signal
+
+    def receiver():
+        return next(p for p in srv.result("fifo", "log_level")["Processes"]
+                    if p["Type"].startswith("SIP receiver"))
+
+    try:
+        victim = receiver()
+        assert srv.result("fifo", "log_level",
+                          {"level": 1, "pid": victim["PID"]}) == \
+            {"Log level": 1}
+        os.kill(victim["PID"], signal.SIGKILL)
+        wait_for(lambda: receiver()["PID"] != victim["PID"],
+                 what="the receiver's respawn")
+        assert receiver()["Log level"] == 3
+        srv.result("fifo", "log_level", ["4"])
+        victim = receiver()
+        os.kill(victim["PID"], signal.SIGKILL)
+        wait_for(lambda: receiver()["PID"] != victim["PID"],
+                 what="the receiver's respawn")
+        assert receiver()["Log level"] == 4
+    finally:
+        srv.result("fifo", "log_level", ["3"])
