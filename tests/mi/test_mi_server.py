@@ -124,8 +124,14 @@ def test_statistics(srv, kind):
     assert kinds["example:example_stat"] == "incremental"
     assert kinds["core:timestamp"] == "non-incremental"
     assert kinds["shmem:total_size"] == "non-incremental"
+    # every form keys its reply group:name, as OpenSIPS does
     assert srv.result(kind, "list_statistics", [["example_stat"]]) == \
-        {"example_stat": "incremental"}
+        {"example:example_stat": "incremental"}
+    some = srv.result(kind, "list_statistics",
+                      [["core:rcv_requests", "example:"]])
+    assert some["core:rcv_requests"] == "incremental"
+    assert some["example:example_stat"] == "incremental"
+    assert all(k.startswith(("core:", "example:")) for k in some)
 
 
 def test_reset_statistics(srv):
@@ -147,6 +153,10 @@ def test_memory_commands(srv, kind):
     assert srv.result(kind, "shm_check")["total_fragments"] >= 1
     assert srv.result(kind, "mem_shm_dump") == "OK"
     assert srv.result(kind, "mem_shm_dump", ["-1"]) == "OK"
+    for bad in ("9", "-4", "5"):
+        r = srv.call(kind, "mem_shm_dump", [bad])
+        assert r["error"]["code"] == -32602, r
+        assert "log_level" in r["error"]["data"]
 
 
 def test_log_level_global_and_per_process(srv):
