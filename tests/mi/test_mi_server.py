@@ -72,7 +72,8 @@ def test_which_and_help(srv, kind):
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 def test_module_commands_by_bare_and_prefixed_name(srv, kind):
-    want = {"Destinations": [{"group": 1, "ip": "127.0.0.1", "port": 0}]}
+    want = {"Destinations": [{"id": 1, "group": 1, "ip": "127.0.0.1",
+                              "port": 0, "enabled": 1}]}
     assert srv.result(kind, "example_list") == want
     assert srv.result(kind, "example:example_list") == want
     assert srv.result(kind, "httpd_list_root_path") == [
