@@ -122,12 +122,28 @@ def test_a_raising_handler_is_logged_and_keeps_running(fresh_timers, capsys):
 
 
 def test_ticks_are_shared_between_processes(fresh_timers):
+    """A process started later (its own clock origin moved to now) still
+    counts ticks from the server's start: its reading lies between two
+    readings of this process, measured with the plain monotonic clock."""
     T = fresh_timers
     box = shm.AtomicCounter(-1)
-    reap([spawn(lambda: box.set(T.get_uticks()))], 30)
-    mine = T.get_uticks()
-    assert 0 <= mine - box.get() < 30 * 10**6
-    assert T.get_ticks() == (time.monotonic_ns() - shm.start_ns()) // 10**9
+    while T.get_uticks() < 500_000:      # so a local origin would show
+        time.sleep(0.05)
+
+    def late_process():
+        T._local_start = time.monotonic_ns()
+        time.sleep(0.2)
+        box.set(T.get_uticks())
+
+    t0 = time.monotonic_ns()
+    before = T.get_uticks()
+    reap([spawn(late_process)], 30)
+    elapsed_us = (time.monotonic_ns() - t0) // 1000
+    theirs = box.get()
+    assert before + 200_000 <= theirs <= before + elapsed_us + 1000
+    # seconds and microseconds count from the same origin
+    s, us = T.get_ticks(), T.get_uticks()
+    assert us // 10**6 - 1 <= s <= us // 10**6
 
 
 def test_timer_process_honours_intervals(fresh_timers):
