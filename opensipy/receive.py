@@ -17,6 +17,9 @@
   the main ``onreply_route`` (``drop`` stops it), and is relayed statelessly
   to the next Via.
 
+Running out of shared memory anywhere on the way (``ShmOutOfMemory``) is
+logged and counted: a request is answered 500, a reply is dropped.
+
 Routes that run without a SIP message (``startup_route``, ``timer_route``)
 get a dummy request, as in OpenSIPS.
 """
@@ -28,6 +31,7 @@ from typing import Callable, List, Optional
 
 from . import forward, log, statistics
 from .parser import REASONS, ParseError, ReceiveInfo, SipMsg
+from .shm import ShmOutOfMemory
 from .script.compiler import ACT_FL_DROP
 
 compiled = None
@@ -221,6 +225,30 @@ def receive_msg(buf: bytes, src, si) -> None:
         _bad_message(buf, e, src, si)
         return
     msg.rcv = ReceiveInfo(src[0], src[1], si.host, si.port, si.proto, si)
+    try:
+        _dispatch(msg)
+    except ShmOutOfMemory as e:
+        _out_of_shm(msg, e)
+
+
+def _out_of_shm(msg, e) -> None:
+    """The shared memory ran out while handling msg (a module's or the
+    core's allocation): a request is answered 500, a reply dropped; both
+    counted (err_requests / err_replies and drop_replies) and logged."""
+    rcv = msg.rcv
+    if msg.is_request:
+        stats.err_requests.inc()
+        log.LM_ERR(f"{msg.method} from {rcv.src_ip}:{rcv.src_port}: {e}; "
+                   f"answering 500")
+        core_reply(msg, 500, "Server Internal Error")
+        return
+    stats.err_replies.inc()
+    stats.drop_replies.inc()
+    log.LM_ERR(f"reply {msg.status} from {rcv.src_ip}:{rcv.src_port}: {e}; "
+               f"dropped")
+
+
+def _dispatch(msg) -> None:
     if msg.is_request:
         stats.rcv_requests.inc()
         if not _ports_ok(msg) or not _proxy_checks(msg):
