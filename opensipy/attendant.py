@@ -224,7 +224,6 @@ class Attendant:
         statistics.register_net_sockets(
             lambda: [(si.proto, si.host, si.port)
                      for si in config.settings.sockets])
-        statistics.close_registration()
         for si in config.settings.sockets:
             proto_mod = self.registry.get(f"proto_{si.proto}")
             if not si.port_given and proto_mod is not None:
@@ -234,6 +233,10 @@ class Attendant:
             except OSError as e:
                 raise StartupError(str(e.strerror or e))
         self._plan_slots()
+        for slot in self.slots:            # load:load-proc-<id>
+            if slot.kind == "sip":
+                statistics.load.declare_proc(slot.id)
+        statistics.close_registration()
 
     def _timer_route_runner(self, fn):
         from .receive import run_route_without_msg

@@ -5,6 +5,10 @@
 * a message that does not parse is counted; a request gets the error status
   the parser chose (400, or 505 for a bad version) when a reply can be put
   together from its headers, a reply is dropped;
+* a request with a method the parser does not know (not one of RFC 3261's
+  and its extensions': ``METHOD_OTHER``) is counted in
+  ``unsupported_methods``, as OpenSIPS 2.x counted non-standard methods
+  (3.x keeps the statistic but leaves it at 0); it goes on to the script;
 * a request whose top Via or Request-URI names a port outside 1..65535
   (an explicit 0, a bad ``rport=``) is answered 400 to its source address
   and counted (``err_requests`` and ``bad_msg_hdr`` or ``bad_URIs_rcvd``);
@@ -30,7 +34,7 @@ import zlib
 from typing import Callable, List, Optional
 
 from . import forward, log, statistics
-from .parser import REASONS, ParseError, ReceiveInfo, SipMsg
+from .parser import METHOD_OTHER, REASONS, ParseError, ReceiveInfo, SipMsg
 from .shm import ShmOutOfMemory
 from .script.compiler import ACT_FL_DROP
 
@@ -251,6 +255,8 @@ def _out_of_shm(msg, e) -> None:
 def _dispatch(msg) -> None:
     if msg.is_request:
         stats.rcv_requests.inc()
+        if msg.method_id == METHOD_OTHER:
+            stats.unsupported_methods.inc()
         if not _ports_ok(msg) or not _proxy_checks(msg):
             return
         for cb in _pre_script_cbs:

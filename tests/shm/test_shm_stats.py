@@ -167,15 +167,24 @@ def test_shmem_used_equals_module_accounting(fresh_stats):
 def test_load_from_children(fresh_stats):
     S = fresh_stats
     S.register_core_stats()
-    udp = S.load.declare("udp")
+    one, two = S.load.declare_proc(1), S.load.declare_proc(2)
+    assert S.get_stat("load:load").get() == 0        # nobody reported
 
     def child(i):
-        S.load.set_busy("udp" if i == 0 else "tcp", 0.5 if i == 0 else 0.1)
+        # process 1 was busy half of a one-second window, process 2 10%
+        S.load.report(i + 1, (500 if i == 0 else 100) * 10**6, 10**9)
 
     run_children(2, child)
-    assert S.load.busy() == {"udp": 0.5, "tcp": 0.1}
-    assert udp.get() == 50
+    assert (one.get(), two.get()) == (50, 10)
+    assert S.get_stat("load:load-proc-1") is one
     assert S.get_stat("load:load").get() == 30
+    # a process that reports nothing for two windows is idle
+    p = S.load._ptr(1)
+    shm.lib.shm_atomic_set(p + 1, shm.now_ns() - 3 * S.LOAD_WINDOW_NS)
+    assert one.get() == 0 and S.get_stat("load:load").get() == 5
+    S.close_registration()
+    with pytest.raises(S.StatError, match="closed"):
+        S.load.declare_proc(3)
 
 
 def test_net_waiting_udp(fresh_stats):
