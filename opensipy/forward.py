@@ -92,9 +92,10 @@ def via_port_error(v) -> Optional[str]:
     can).  The parser already refuses a sent-by port that is not a number
     or is above 65535; an explicit 0 and a bad ``rport=`` value are left
     to this check (RFC 3581: ``rport`` is empty or a port)."""
-    ps = v.port_str
-    if ps and v.port == 0:
-        return f"port {ps!r} in the Via sent-by"
+    if v.port == 0:
+        ps = v.port_str
+        if ps:
+            return f"port {ps!r} in the Via sent-by"
     r = v.rport
     if r and not port_value(r):
         return f"rport {r!r} in the Via"
@@ -104,9 +105,10 @@ def via_port_error(v) -> Optional[str]:
 def uri_port_error(u) -> Optional[str]:
     """Why a parsed URI's port cannot be used (an explicit 0; the parser
     refuses the rest), None when it can."""
-    ps = u.port_str
-    if ps and u.port == 0:
-        return f"port {ps!r} in the URI"
+    if u.port == 0:
+        ps = u.port_str
+        if ps:
+            return f"port {ps!r} in the URI"
     return None
 
 
@@ -311,15 +313,15 @@ def forward_reply(msg) -> int:
         log.LM_DBG("reply with no Via after ours: dropped")
         return 0
     nv = vias[1]
-    why = via_port_error(nv)
-    if why is not None:
-        log.LM_WARN(f"reply {msg.status} with a bad next hop dropped: {why}")
-        return 0
     host = nv.received or nv.host.strip("[]")
-    if nv.rport:
-        port = port_value(nv.rport)
-    else:
-        port = nv.port or 5060
+    rport = nv.rport
+    port = port_value(rport) if rport else nv.port
+    if not port:
+        if rport or nv.port_str:
+            log.LM_WARN(f"reply {msg.status} with a bad next hop dropped: "
+                        f"{via_port_error(nv)}")
+            return 0
+        port = 5060
     if host == "255.255.255.255":
         log.LM_WARN(f"reply to broadcast address {host}: dropped")
         return 0

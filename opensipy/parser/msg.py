@@ -399,7 +399,8 @@ class SipMsg(_View):
 
     # slots for the fields every message has (fast, and the instance dict
     # stays small); other layers may still add attributes (msg.avps, ...)
-    __slots__ = ("_buf", "_t", "_m", "_iv", "_via", "_from", "_to", "_contacts", "_puri",
+    __slots__ = ("_buf", "_t", "_m", "_iv", "_via", "_via1", "_from", "_to",
+                 "_contacts", "_puri",
                  "_cseq", "_headers", "_lumpdata", "_body_set",
                  # per-message state other layers set
                  "new_uri", "dst_uri", "flags", "rcv", "force_send_socket")
@@ -417,6 +418,7 @@ class SipMsg(_View):
         self._m = m
         self._iv = _memoryview(_buffer(m)).cast("i")
         self._via = self._from = self._to = self._contacts = self._puri = self._cseq = None
+        self._via1 = None
         self._headers = self._lumpdata = None
         self._body_set = False
         self.new_uri = self.dst_uri = self.rcv = self.force_send_socket = None
@@ -560,9 +562,15 @@ class SipMsg(_View):
         v = self._via
         if v is not None:
             return v[0] if v else None
+        v = self._via1
+        if v is not None:
+            return v
         iv = self._iv
         if iv[_CHECKED]:
-            return Via(self._buf, self._t, iv, _M_vias) if iv[_M_n_vias] else None
+            if not iv[_M_n_vias]:
+                return None
+            v = self._via1 = Via(self._buf, self._t, iv, _M_vias)
+            return v
         v = self.via
         return v[0] if v else None
 
