@@ -191,6 +191,7 @@ class Attendant:
         from .net import udp
         self._apply_log_settings()
         pvar.startup_time = int(time.time())
+        timer.set_timer_workers(config.settings.timer_workers)
         timer.open_registration()
         try:
             for lm in self.registry.init_order():
