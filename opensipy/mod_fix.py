@@ -51,7 +51,9 @@ Semantics per kind (OpenSIPS 3.x, mod_fix.c)
   called), so a template like ``"X-User: $fU\r\n"`` cannot be made to add
   a header by the value.  The literal text may hold CRLF; a bare variable
   (or a string that is one variable) is left to the module's fixup, which
-  sees the whole value.
+  sees the whole value.  Such a fixup must only validate (no side
+  effects): ``check_param`` (``opensipy -c``) runs it on constant text, so
+  a bad constant is reported with its file:line:col without starting.
 * CMD_PARAM_OPT: may be omitted; the function then receives None, unless
   CMD_PARAM_FIX_NULL, in which case the module fixup runs on None at fixup
   time and the function receives its result.
@@ -228,7 +230,9 @@ def _no_crlf_eval(fmt: Format) -> Callable:
 
 def _analyze(cmdparam: CmdParam, arg, registry, run_fixups: bool) -> Prepared:
     flags = cmdparam.flags
-    fixup = cmdparam.fixup if run_fixups else None
+    # the fixup of a CMD_PARAM_NO_CRLF parameter only validates: -c runs it
+    fixup = cmdparam.fixup if run_fixups or flags & CMD_PARAM_NO_CRLF \
+        else None
     static = bool(flags & CMD_PARAM_STATIC)
 
     if isinstance(arg, bool):

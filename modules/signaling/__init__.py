@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from opensipy import log, modloader
 from opensipy.parser import check_reason
-from opensipy.sr_module import (CMD_PARAM_INT, CMD_PARAM_STR, DEP_SILENT,
+from opensipy.sr_module import (CMD_PARAM_INT, CMD_PARAM_NO_CRLF,
+                                CMD_PARAM_STR, DEP_SILENT,
                                 ERROR_ROUTE, FAILURE_ROUTE, REQUEST_ROUTE,
                                 CmdExport, CmdParam, DepExport, ModuleDep,
                                 ModuleExports, ModuleError, PVExport)
@@ -129,7 +130,8 @@ exports = ModuleExports(
     cmds=[
         CmdExport("send_reply", w_send_reply,
                   [CmdParam(CMD_PARAM_INT, fixup=fixup_code),
-                   CmdParam(CMD_PARAM_STR, fixup=fixup_reason)],
+                   CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_CRLF,
+                            fixup=fixup_reason)],
                   REQUEST_ROUTE | ERROR_ROUTE | FAILURE_ROUTE),
     ],
     items=[PVExport("sig_local_totag", pv_get_local_totag)],

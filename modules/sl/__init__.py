@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from opensipy import config, receive
 from opensipy.parser import check_reason
-from opensipy.sr_module import (CMD_PARAM_INT, CMD_PARAM_STR, ERROR_ROUTE,
+from opensipy.sr_module import (CMD_PARAM_INT, CMD_PARAM_NO_CRLF,
+                                CMD_PARAM_STR, ERROR_ROUTE,
                                 INT_PARAM, REQUEST_ROUTE, CmdExport, CmdParam,
                                 ModuleExports, ParamExport, StatExport)
 
@@ -93,7 +94,8 @@ exports = ModuleExports(
     cmds=[
         CmdExport("sl_send_reply", w_sl_send_reply,
                   [CmdParam(CMD_PARAM_INT, fixup=fixup_code),
-                   CmdParam(CMD_PARAM_STR, fixup=fixup_reason)],
+                   CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_CRLF,
+                            fixup=fixup_reason)],
                   REQUEST_ROUTE | ERROR_ROUTE),
         CmdExport("sl_reply_error", w_sl_reply_error, [], REQUEST_ROUTE),
     ],

@@ -168,3 +168,26 @@ def test_a_variable_cannot_add_lines_to_a_header_template(reg, capsys):
     out = SipMsg(m.build())
     assert out.hdrs("X-User") == ["bob"] and out.hdr("X-Two") == "2"
     assert out.hdr("X-Injected") is None
+
+
+def test_check_mode_reports_a_constant_with_its_location(tmp_path):
+    """opensipy -c runs these validating fixups on constant text."""
+    from server import free_port, run_opensipy
+    cfg = tmp_path / "inject.cfg"
+    cfg.write_text(f"""socket=udp:127.0.0.1:{free_port()}
+loadmodule "proto_udp.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+route {{
+    append_hf("X-A: 1\\r\\n\\r\\nv=0\\r\\n");
+    sl_send_reply(404, "Nope\\r\\nX-Injected: 1");
+    append_hf("X-Fine: $fU\\r\\n");
+}}
+""")
+    r = run_opensipy(["-c", "-f", str(cfg)])
+    assert r.returncode == 1, r.stderr
+    assert f"{cfg}:6:15: function 'append_hf' argument 1: fixup failed: " \
+           f"the header line" in r.stderr
+    assert f"{cfg}:7:24: function 'sl_send_reply' argument 2: fixup " \
+           f"failed: the reason phrase" in r.stderr
+    assert ":8:" not in r.stderr
