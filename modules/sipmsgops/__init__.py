@@ -51,6 +51,16 @@ def fixup_hdr_text(text):
     return text
 
 
+def fixup_uri_param(text):
+    """A R-URI parameter for ruri_add_param: no whitespace or control
+    character (it would split the request line); checked on constants
+    when the script is checked, on variables' values on each call."""
+    for ch in text:
+        if ch <= " " or ch == "\x7f":
+            raise ValueError(f"the URI parameter {text!r} holds {ch!r}")
+    return text
+
+
 def _add_hf(msg, text, anchor, append: bool, fname: str) -> int:
     if not ops.check_line(text, fname):
         return -1
@@ -378,7 +388,9 @@ exports = ModuleExports(
                   REQUEST_ROUTE | FAILURE_ROUTE | LOCAL_ROUTE),
         CmdExport("ruri_has_param", w_ruri_has_param,
                   [_S, CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)], _RURI),
-        CmdExport("ruri_add_param", w_ruri_add_param, [_S], _RURI),
+        CmdExport("ruri_add_param", w_ruri_add_param,
+                  [CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_CRLF,
+                            fixup=fixup_uri_param)], _RURI),
         CmdExport("ruri_del_param", w_ruri_del_param, [_S], REQUEST_ROUTE),
     ],
 )

@@ -922,7 +922,11 @@ class SipMsg(_View):
             saved = self.lump_checkpoint()
         try:
             if self.new_uri is not None and iv[_ISREQ]:
-                self.replace(iv[_M_ruri], iv[_M_ruri + 1], _b(self.new_uri))
+                nu = _b(self.new_uri)
+                if _RURI_BAD.search(nu) is not None:
+                    raise ValueError(f"build: the Request-URI {nu!r} holds "
+                                     f"whitespace or a control character")
+                self.replace(iv[_M_ruri], iv[_M_ruri + 1], nu)
             if iv[_M_content_length] < 0 and not self._body_set:
                 self.append_hdr(f"Content-Length: {iv[_M_body_l]}")
             ld = self._lumpdata
@@ -964,6 +968,7 @@ def _line(text):
 # lines) must not be able to add lines of its own (header injection).
 _REASON_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TAG_BAD = re.compile(rb"[\x00\r\n]")
+_RURI_BAD = re.compile(rb"[\x00-\x20\x7f]")
 _HDR_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]*:[^\x00\r\n]*\r\n")
 
 

@@ -191,3 +191,27 @@ route {{
     assert f"{cfg}:7:24: function 'sl_send_reply' argument 2: fixup " \
            f"failed: the reason phrase" in r.stderr
     assert ":8:" not in r.stderr
+
+
+# ------------------------------------------------------------ the R-URI
+
+def test_the_request_line_cannot_be_split(reg, capfd):
+    cs = compile_(reg, r'''
+    $var(u) = "u\r\nX-Injected: 1";
+    $rU = $var(u);''')
+    m = req()
+    cs.request_route(m)
+    assert m.new_uri is None                 # the assignment was refused
+    cs = compile_(reg, r'''
+    $var(p) = "p=1\r\nX-Injected: 2";
+    if (!ruri_add_param($var(p))) xlog("L_ERR", "param refused\n");
+    $rp = 70000;''')
+    err = run_logged(cs, m, capfd)
+    assert "param refused" in err and "bad port '70000'" in err
+    assert m.new_uri is None
+    # whatever sets new_uri, the request is not built with a split line
+    m.new_uri = "sip:bob@example.com\r\nX-Injected: 3"
+    with pytest.raises(ValueError, match="Request-URI"):
+        m.build()
+    with pytest.raises(ScriptErrors, match="URI parameter"):
+        compile_(reg, r'    ruri_add_param("a=1 X");')
