@@ -66,8 +66,7 @@ route {{ drop; }}
                 break
         assert seen, "the load never moved under traffic"
         assert 0 < seen[f"load:load-proc-{rid}"] <= 100
-        # one receiver: the mean is its load
-        assert seen["load:load"] == seen[f"load:load-proc-{rid}"]
+        assert 0 < seen["load:load"] <= 100     # the mean over receivers
     # the traffic stopped: two windows later the receiver counts idle
     wait_for(lambda: mi_call(mi, "get_statistics",
                              [["load:load"]])["load:load"] == 0,
