@@ -193,6 +193,7 @@ class Attendant:
         from .net import udp
         self._apply_log_settings()
         pvar.startup_time = int(time.time())
+        timer.set_timer_workers(config.settings.timer_workers)
         timer.open_registration()
         try:
             for lm in self.registry.init_order():
@@ -226,7 +227,6 @@ class Attendant:
         statistics.register_net_sockets(
             lambda: [(si.proto, si.host, si.port)
                      for si in config.settings.sockets])
-        statistics.close_registration()
         for si in config.settings.sockets:
             proto_mod = self.registry.get(f"proto_{si.proto}")
             if not si.port_given and proto_mod is not None:
@@ -236,6 +236,10 @@ class Attendant:
             except OSError as e:
                 raise StartupError(str(e.strerror or e))
         self._plan_slots()
+        for slot in self.slots:            # load:load-proc-<id>
+            if slot.kind == "sip":
+                statistics.load.declare_proc(slot.id)
+        statistics.close_registration()
 
     def _timer_route_runner(self, fn):
         from .receive import run_route_without_msg
@@ -275,8 +279,8 @@ class Attendant:
                         pe.name, self._module_proc_target(pe), respawn=False,
                         initchild=initchild, module=lm.name))
                     sid += 1
-        pt.init(len(self.slots) + 1)
-        pt.set_entry(0, os.getpid(), PROC_MAIN, "attendant", log.state.level)
+        pt.init(len(self.slots) + 1, log.state.level)
+        pt.set_entry(0, os.getpid(), PROC_MAIN, "attendant")
 
     def _receiver_target(self, si):
         from . import receive
@@ -328,8 +332,8 @@ class Attendant:
         if pid:
             slot.pid = pid
             self.by_pid[pid] = slot
-            pt.set_entry(slot.id, pid, slot.rank, slot.desc,
-                         log.state.level)
+            # the child starts at its slot's default level (see pt)
+            pt.set_entry(slot.id, pid, slot.rank, slot.desc)
             return
         # ---- in the child: never return from here
         code = 1

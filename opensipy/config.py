@@ -211,6 +211,9 @@ SETTINGS: List[Setting] = [
             "(is_myself, uri==myself); may repeat", multi=True),
     Setting("udp_workers", lambda v, k: _positive(to_int(v)), 8,
             "SIP receiver processes per UDP socket", aliases=("children",)),
+    Setting("timer_workers", lambda v, k: _positive(to_int(v)), 1,
+            "processes that run the timer handlers: 1 runs them in the "
+            "timer process, N > 1 makes it fork N handler processes"),
     Setting("log_level", to_level, log.L_NOTICE,
             "log verbosity: -3 alert .. 4 debug", aliases=("debug",)),
     Setting("stderror_enabled", to_bool, False,

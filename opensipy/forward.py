@@ -11,6 +11,11 @@
 * :func:`reply_dest` / :func:`send_reply` send a locally built reply to the
   sender of a request (used by sl and tm).
 
+Every port read from a message must be 1..65535 (:func:`port_value`,
+:func:`via_port_error`, :func:`uri_port_error`): the receive path answers a
+request with a bad one 400, a reply whose next Via has one is dropped, and
+a URI with port 0 cannot be routed to; none reaches the resolver.
+
 Names are resolved by :mod:`opensipy.resolve` (RFC 3263: NAPTR, SRV, A/AAAA,
 cached for the records' TTL); a URI's ``maddr`` is where its request goes.
 """
@@ -71,6 +76,44 @@ def send_to(si, data: bytes, addr: Tuple[str, int]) -> bool:
         return False
 
 
+# ------------------------------------------------------------ ports
+
+def port_value(text) -> int:
+    """The port ``text`` names (1..65535), 0 when it is not one: digits
+    only, no sign, no more than 5 of them (so ``int`` never sees a long
+    or a non-ASCII string)."""
+    if not text or len(text) > 5 or not text.isascii() or \
+            not text.isdigit():
+        return 0
+    n = int(text)
+    return n if n <= 65535 else 0
+
+
+def via_port_error(v) -> Optional[str]:
+    """Why a Via's sent-by port or rport cannot be used (None when they
+    can).  The parser already refuses a sent-by port that is not a number
+    or is above 65535; an explicit 0 and a bad ``rport=`` value are left
+    to this check (RFC 3581: ``rport`` is empty or a port)."""
+    if v.port == 0:
+        ps = v.port_str
+        if ps:
+            return f"port {ps!r} in the Via sent-by"
+    r = v.rport
+    if r and not port_value(r):
+        return f"rport {r!r} in the Via"
+    return None
+
+
+def uri_port_error(u) -> Optional[str]:
+    """Why a parsed URI's port cannot be used (an explicit 0; the parser
+    refuses the rest), None when it can."""
+    if u.port == 0:
+        ps = u.port_str
+        if ps:
+            return f"port {ps!r} in the URI"
+    return None
+
+
 # ------------------------------------------------------------ resolution
 
 _protos_for = (None, ("udp",))
@@ -113,13 +156,13 @@ def uri_dest(uri) -> Destination:
     u = parse_uri(uri) if isinstance(uri, str) else uri
     if u is None or u.scheme not in ("sip", "sips") or not u.host:
         raise ForwardError(f"cannot route to {uri!r}", E_BAD_URI)
+    why = uri_port_error(u)
+    if why is not None:
+        raise ForwardError(f"cannot route to {uri!r}: {why}", E_BAD_URI)
     proto = u.param("transport")
     proto = proto.lower() if proto else None
     host = u.param("maddr") or u.host
-    port = u.port or 0
-    if not 0 <= port <= 65535:
-        raise ForwardError(f"bad port in {uri!r}", E_BAD_URI)
-    return Destination(proto, host, port, u.scheme == "sips")
+    return Destination(proto, host, u.port or 0, u.scheme == "sips")
 
 
 def parse_dest(text: str) -> Destination:
@@ -282,6 +325,8 @@ def send_reply(msg, data: bytes) -> bool:
 def is_our_via(v) -> bool:
     host = v.host.strip("[]")
     port = v.port or 5060
+    if v.port == 0 and v.port_str:
+        return False              # an explicit port 0 is nobody's
     for si in config.settings.sockets:
         if port == (si.adv_port or si.port) and host in (si.host,
                                                          si.adv_host):
@@ -310,11 +355,20 @@ def forward_reply(msg) -> int:
         log.LM_DBG("reply with no Via after ours: dropped")
         return 0
     nv = vias[1]
+    if nv.received and _resolve._literal_af(nv.received.strip("[]")) is None:
+        # RFC 3261 18.2.1: received is an address, never a name to look up
+        log.LM_WARN(f"reply {msg.status} with a bad received="
+                    f"{nv.received!r} in the next Via: dropped")
+        return 0
     host = nv.received or nv.host.strip("[]")
-    if nv.rport:
-        port = int(nv.rport)
-    else:
-        port = nv.port or 5060
+    rport = nv.rport
+    port = port_value(rport) if rport else nv.port
+    if not port:
+        if rport or nv.port_str:
+            log.LM_WARN(f"reply {msg.status} with a bad next hop dropped: "
+                        f"{via_port_error(nv)}")
+            return 0
+        port = 5060
     if host == "255.255.255.255":
         log.LM_WARN(f"reply to broadcast address {host}: dropped")
         return 0

@@ -45,6 +45,15 @@ Semantics per kind (OpenSIPS 3.x, mod_fix.c)
   newline, the other half of REG_NEWLINE).  Python's ``re`` syntax is a
   superset of POSIX ERE for every pattern scripts use in practice.
 * CMD_PARAM_STATIC: constants only (no variable, no formatted string).
+* CMD_PARAM_NO_CRLF (opensipy's, with CMD_PARAM_STR): in a string that
+  mixes literal text and variables, a variable whose value holds CR, LF or
+  NUL makes the call fail (ParamError: logged, -1, the function is not
+  called), so a template like ``"X-User: $fU\r\n"`` cannot be made to add
+  a header by the value.  The literal text may hold CRLF; a bare variable
+  (or a string that is one variable) is left to the module's fixup, which
+  sees the whole value.  Such a fixup must only validate (no side
+  effects): ``check_param`` (``opensipy -c``) runs it on constant text, so
+  a bad constant is reported with its file:line:col without starting.
 * CMD_PARAM_OPT: may be omitted; the function then receives None, unless
   CMD_PARAM_FIX_NULL, in which case the module fixup runs on None at fixup
   time and the function receives its result.
@@ -75,8 +84,9 @@ import re
 from typing import Callable, Optional
 
 from . import log
-from .pvar import Format, PVError, PVSpec, parse_format, parse_pv
-from .sr_module import (CMD_PARAM_FIX_NULL, CMD_PARAM_INT, CMD_PARAM_NO_EXPAND,
+from .pvar import NULL_TEXT, Format, PVError, PVSpec, parse_format, parse_pv
+from .sr_module import (CMD_PARAM_FIX_NULL, CMD_PARAM_INT, CMD_PARAM_NO_CRLF,
+                        CMD_PARAM_NO_EXPAND,
                         CMD_PARAM_OPT, CMD_PARAM_REGEX, CMD_PARAM_STATIC,
                         CMD_PARAM_STR, CMD_PARAM_VAR, CmdExport, CmdParam,
                         ModuleError)
@@ -190,9 +200,39 @@ def _describe(arg) -> str:
     return repr(arg)
 
 
+_CRLF_NUL = re.compile(r"[\r\n\x00]")
+
+
+def _no_crlf_eval(fmt: Format) -> Callable:
+    """fmt.eval refusing a variable value with CR, LF or NUL (ParamError)."""
+    parts = [(None, p) if isinstance(p, str) else (p, None)
+             for p in fmt.parts]
+    bad = _CRLF_NUL.search
+
+    def ev(msg):
+        out = []
+        for spec, lit in parts:
+            if spec is None:
+                out.append(lit)
+                continue
+            x = spec.get(msg)
+            if x is None:
+                x = NULL_TEXT
+            elif not isinstance(x, str):
+                x = str(x)
+            if bad(x) is not None:
+                raise ParamError(f"the value of {spec.text} holds CR, LF or "
+                                 f"NUL: refused ({x!r})")
+            out.append(x)
+        return "".join(out)
+    return ev
+
+
 def _analyze(cmdparam: CmdParam, arg, registry, run_fixups: bool) -> Prepared:
     flags = cmdparam.flags
-    fixup = cmdparam.fixup if run_fixups else None
+    # the fixup of a CMD_PARAM_NO_CRLF parameter only validates: -c runs it
+    fixup = cmdparam.fixup if run_fixups or flags & CMD_PARAM_NO_CRLF \
+        else None
     static = bool(flags & CMD_PARAM_STATIC)
 
     if isinstance(arg, bool):
@@ -267,6 +307,8 @@ def _analyze(cmdparam: CmdParam, arg, registry, run_fixups: bool) -> Prepared:
             if static:
                 raise FixupError(f"expected a constant string, got "
                                  f"{_describe(arg)} (it holds variables)")
+            if flags & CMD_PARAM_NO_CRLF and len(fmt.parts) > 1:
+                return runtime(_no_crlf_eval(fmt), fmt=fmt)
             return runtime(fmt.eval, fmt=fmt)
         spec = arg
         where = f"variable {spec.text}"

@@ -5,6 +5,13 @@
 * a message that does not parse is counted; a request gets the error status
   the parser chose (400, or 505 for a bad version) when a reply can be put
   together from its headers, a reply is dropped;
+* a request with a method the parser does not know (not one of RFC 3261's
+  and its extensions': ``METHOD_OTHER``) is counted in
+  ``unsupported_methods``, as OpenSIPS 2.x counted non-standard methods
+  (3.x keeps the statistic but leaves it at 0); it goes on to the script;
+* a request whose top Via or Request-URI names a port outside 1..65535
+  (an explicit 0, a bad ``rport=``) is answered 400 to its source address
+  and counted (``err_requests`` and ``bad_msg_hdr`` or ``bad_URIs_rcvd``);
 * a request is checked the way a proxy must (RFC 3261 §16.3: 416 for a
   Request-URI scheme we cannot route, 420 for a ``Proxy-Require`` we do not
   support), offered to the modules' pre-script callbacks (sl absorbs the
@@ -13,6 +20,9 @@
 * a reply is offered to every module's ``response_f`` (0 absorbs it), runs
   the main ``onreply_route`` (``drop`` stops it), and is relayed statelessly
   to the next Via.
+
+Running out of shared memory anywhere on the way (``ShmOutOfMemory``) is
+logged and counted: a request is answered 500, a reply is dropped.
 
 Routes that run without a SIP message (``startup_route``, ``timer_route``)
 get a dummy request, as in OpenSIPS.
@@ -24,7 +34,8 @@ import zlib
 from typing import Callable, List, Optional
 
 from . import forward, log, statistics
-from .parser import REASONS, ParseError, ReceiveInfo, SipMsg
+from .parser import METHOD_OTHER, REASONS, ParseError, ReceiveInfo, SipMsg
+from .shm import ShmOutOfMemory
 from .script.compiler import ACT_FL_DROP
 
 compiled = None
@@ -171,6 +182,28 @@ def core_reply(msg, code: int, reason: str, headers=()) -> None:
         log.LM_ERR(f"cannot build a {code} reply: {e}")
 
 
+def _ports_ok(msg) -> bool:
+    """Every port the request names for its replies and its routing
+    (top Via sent-by and rport, R-URI) is 1..65535; else 400 (to the
+    source address: the Via cannot be trusted) and False."""
+    v = msg.via1
+    why = forward.via_port_error(v) if v is not None else None
+    if why is not None:
+        stats.bad_msg_hdr.inc()
+    else:
+        u = msg.parsed_uri
+        why = forward.uri_port_error(u) if u is not None else None
+        if why is None:
+            return True
+        stats.bad_URIs_rcvd.inc()
+    stats.err_requests.inc()
+    log.LM_WARN(f"request from {msg.rcv.src_ip}:{msg.rcv.src_port} "
+                f"refused: bad {why}")
+    msg.force_rport = True
+    core_reply(msg, 400, f"Bad Request (bad {why})"[:120])
+    return False
+
+
 def _proxy_checks(msg) -> bool:
     """RFC 3261 §16.3: True when the request may go to the script."""
     if not msg.ruri_scheme_supported():
@@ -196,9 +229,35 @@ def receive_msg(buf: bytes, src, si) -> None:
         _bad_message(buf, e, src, si)
         return
     msg.rcv = ReceiveInfo(src[0], src[1], si.host, si.port, si.proto, si)
+    try:
+        _dispatch(msg)
+    except ShmOutOfMemory as e:
+        _out_of_shm(msg, e)
+
+
+def _out_of_shm(msg, e) -> None:
+    """The shared memory ran out while handling msg (a module's or the
+    core's allocation): a request is answered 500, a reply dropped; both
+    counted (err_requests / err_replies and drop_replies) and logged."""
+    rcv = msg.rcv
+    if msg.is_request:
+        stats.err_requests.inc()
+        log.LM_ERR(f"{msg.method} from {rcv.src_ip}:{rcv.src_port}: {e}; "
+                   f"answering 500")
+        core_reply(msg, 500, "Server Internal Error")
+        return
+    stats.err_replies.inc()
+    stats.drop_replies.inc()
+    log.LM_ERR(f"reply {msg.status} from {rcv.src_ip}:{rcv.src_port}: {e}; "
+               f"dropped")
+
+
+def _dispatch(msg) -> None:
     if msg.is_request:
         stats.rcv_requests.inc()
-        if not _proxy_checks(msg):
+        if msg.method_id == METHOD_OTHER:
+            stats.unsupported_methods.inc()
+        if not _ports_ok(msg) or not _proxy_checks(msg):
             return
         for cb in _pre_script_cbs:
             if cb(msg) == 0:

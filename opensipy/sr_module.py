@@ -59,6 +59,11 @@ CMD_PARAM_OPT = 1 << 4        # the parameter may be omitted
 CMD_PARAM_FIX_NULL = 1 << 5   # run the fixup even when the parameter is omitted
 CMD_PARAM_NO_EXPAND = 1 << 6  # keep a string as written, no pvar expansion
 CMD_PARAM_STATIC = 1 << 7     # constants only: no variable, no formatted string
+# opensipy extension (no OpenSIPS flag): in a string that mixes text and
+# variables, a variable's value holding CR, LF or NUL refuses the call (-1,
+# logged): header templates such as "X-User: $fU\r\n" cannot grow lines;
+# the parameter's fixup only validates, so -c runs it on constants too
+CMD_PARAM_NO_CRLF = 1 << 8
 MAX_CMD_PARAMS = 8
 
 # --- module parameters (sr_module.h) ---------------------------------------

@@ -14,7 +14,8 @@ atomic counters: a value incremented in any process is seen by all.
   group) and ``"all"`` with ``{"group:name": value}``.
 
 Core groups (:func:`register_core_stats`): ``core``, ``shmem`` (computed
-from the arena), ``load`` (fed by :data:`load`), ``net`` (waiting bytes on
+from the arena), ``load`` (``load`` and ``load-proc-<id>``, fed by the
+SIP receive loops through :data:`load`), ``net`` (waiting bytes on
 the server's own sockets, computed from /proc/net; the core hands over its
 socket list with :func:`register_net_sockets`) and ``pkmem`` (resident
 size of each process of the process table, computed on read).
@@ -314,99 +315,92 @@ def register_core_stats() -> Dict[str, Stat]:
     return core
 
 
-# --- load: busy fraction per process group, shared -----------------------
+# --- load: how busy the SIP receivers are, shared -------------------------
+
+LOAD_WINDOW_NS = 1_000_000_000
+
 
 class _Load:
-    """Per process-group busy figures: workers call
-    ``load.set_busy("udp", fraction)`` (0.0 .. 1.0) from any process; the
-    ``load`` group shows ``load`` (the mean over the groups that reported,
-    in percent) and ``load-<group>`` for groups declared before fork with
-    :meth:`declare`.  Up to 16 groups of names up to 23 bytes."""
-    MAX = 16
-    _REC = 32   # 24-byte name + int64 value (per-mille)
+    """OpenSIPS's ``load`` class: the realtime load of the SIP receivers.
+
+    Each receive loop measures the time it spends handling datagrams (from
+    the moment ``recvfrom`` returns to the end of the handler) and, at the
+    first datagram after a window of :data:`LOAD_WINDOW_NS` has passed,
+    publishes the busy part of that window (per mille) into its slot, by
+    process-table id (:meth:`report`, two shm atomics per second, nothing
+    per datagram).  ``load:load-proc-<id>`` is one receiver's load in
+    percent, ``load:load`` the mean over the receivers declared before the
+    fork (:meth:`declare_proc`).  A receiver that has published nothing
+    for two windows has been waiting in ``recvfrom`` (no traffic): it
+    counts as idle (0)."""
+    MAX = 1024                # process-table ids 0 .. MAX-1
+    _REC = 16                 # int64 per-mille + 1, int64 published at (ns)
 
     def __init__(self):
         self._reset()
 
     def _reset(self):
         self._blk = None
-        self._lock = None
-        self._idx = {}
         self._gen = -1
+        self._procs = []
 
     def _table(self):
         if self._blk is None or self._gen != shm._generation:
             self._blk = shm.shm_malloc(self.MAX * self._REC, "statistics")
             self._blk.buffer[:] = bytes(self.MAX * self._REC)
-            self._lock = shm.Lock("statistics")
-            self._idx = {}
             self._gen = shm._generation
+            self._procs = []
         return self._blk
 
     def _register(self):
         self._table()
         register_stat("load", "load", STAT_NO_RESET, self._mean)
 
-    def _slot(self, group: str) -> int:
-        i = self._idx.get(group)
-        if i is not None:
-            return i
-        name = group.encode()
-        if not name or len(name) > 23:
-            raise ValueError(f"bad process group name {group!r}")
+    def _ptr(self, pid_id: int):
+        if not 0 <= pid_id < self.MAX:
+            raise ValueError(f"process id {pid_id} outside the load table")
         if self._blk is None or self._gen != shm._generation:
             raise StatError("the load statistics are not registered "
                             "(register_core_stats)")
-        buf = self._blk.buffer
-        with self._lock:
-            free = None
-            for i in range(self.MAX):
-                n = bytes(buf[i * self._REC:i * self._REC + 24]).rstrip(b"\0")
-                if n == name:
-                    break
-                if not n and free is None:
-                    free = i
-            else:
-                if free is None:
-                    raise ValueError("too many load groups")
-                i = free
-                buf[i * self._REC:i * self._REC + 24] = name.ljust(24, b"\0")
-        self._idx[group] = i
-        return i
+        return shm.ffi.cast("int64_t *", self._blk.ptr) + 2 * pid_id
 
-    def _value_ptr(self, i):
-        return shm.ffi.cast("int64_t *", self._blk.ptr) + (i * self._REC + 24) // 8
-
-    def declare(self, group: str) -> Stat:
-        """Before fork: reserve a group and register ``load:load-<group>``."""
+    def declare_proc(self, pid_id: int) -> Stat:
+        """Before fork: process ``pid_id`` reports its load; registers
+        ``load:load-proc-<id>`` and counts it in ``load:load``."""
         why = _registration_open()
         if why:
-            raise StatError(f"cannot declare load group {group}: {why}")
-        i = self._slot(group)
-        return register_stat("load", f"load-{group}", STAT_NO_RESET,
-                             lambda: _get(self._value_ptr(i)) // 10)
+            raise StatError(f"cannot declare the load of process {pid_id}: "
+                            f"{why}")
+        self._ptr(pid_id)
+        st = register_stat("load", f"load-proc-{pid_id}", STAT_NO_RESET,
+                           lambda: self.proc_load(pid_id))
+        self._procs.append(pid_id)
+        return st
 
-    def set_busy(self, group: str, fraction: float) -> None:
-        i = self._slot(group)
-        v = int(round(min(max(fraction, 0.0), 1.0) * 1000))
-        shm.lib.shm_atomic_set(self._value_ptr(i), v + 1)  # +1: "reported"
+    def declared(self, pid_id) -> bool:
+        return pid_id in self._procs
 
-    def busy(self) -> Dict[str, float]:
-        """{group: fraction} of the groups that reported."""
-        out = {}
-        if self._blk is None:
-            return out
-        buf = self._blk.buffer
-        for i in range(self.MAX):
-            n = bytes(buf[i * self._REC:i * self._REC + 24]).rstrip(b"\0")
-            v = _get(self._value_ptr(i))
-            if n and v:
-                out[n.decode()] = (v - 1) / 1000
-        return out
+    def report(self, pid_id: int, busy_ns: int, window_ns: int) -> None:
+        """Process ``pid_id`` was busy ``busy_ns`` of the last
+        ``window_ns`` (its receive loop calls this about once a second)."""
+        p = self._ptr(pid_id)
+        v = min(1000, busy_ns * 1000 // window_ns) if window_ns > 0 else 0
+        shm.lib.shm_atomic_set(p + 1, shm.now_ns())
+        shm.lib.shm_atomic_set(p, v + 1)              # +1: "reported"
+
+    def proc_load(self, pid_id: int) -> int:
+        """Percent, 0 when the process has not reported for two windows."""
+        p = self._ptr(pid_id)
+        v = _get(p)
+        if not v or shm.now_ns() - _get(p + 1) > 2 * LOAD_WINDOW_NS:
+            return 0
+        return round((v - 1) / 10)
 
     def _mean(self) -> int:
-        b = self.busy()
-        return round(100 * sum(b.values()) / len(b)) if b else 0
+        if not self._procs or self._blk is None:
+            return 0
+        return round(sum(self.proc_load(i) for i in self._procs)
+                     / len(self._procs))
 
 
 load = _Load()

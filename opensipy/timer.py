@@ -27,11 +27,21 @@ interval), the flags decide:
   interval after the late run finished.
 
 A handler that raises is logged (``LM_ERR`` with the traceback) and keeps
-its schedule; the loop goes on.  By default all handlers run in the one
-timer process, so a slow handler delays the others; with
-:func:`set_timer_workers` ``(n)`` (OpenSIPS's ``timer_workers``) the timer
-process only keeps the schedule and hands each due tick to one of ``n``
-handler processes (see :class:`Dispatcher` for what "late" means there).
+its schedule; the loop goes on.  By default (``timer_workers=1``) all
+handlers run in the one timer process, so a slow handler delays the others;
+with the global parameter ``timer_workers`` = n > 1 (OpenSIPS's, set through
+:func:`set_timer_workers`) the timer process only keeps the schedule and
+hands each due tick to one of ``n`` handler processes (see
+:class:`Dispatcher` for what "late" means there).
+
+Shared state: when registration closes (in the attendant, before the
+fork) every timer gets a record in shared memory: ``runs``, ``skipped``,
+``errors``, ``next_due`` (the monotonic clock value of its next run) and
+the number of its runs in progress.  Every process reads the same figures
+(an MI listing from a module process sees the timer process's counts; an
+error in a handler process is counted), and a respawned timer process
+continues the schedule where the dead one left it: ticks missed while no
+timer process ran are late ticks, handled by the flags as above.
 """
 from __future__ import annotations
 
@@ -60,10 +70,31 @@ class TimerError(Exception):
     pass
 
 
+# the fields of a timer's shared record (int64 each)
+_RUNS, _SKIPPED, _ERRORS, _NEXT_DUE, _RUNNING = range(5)
+_NFIELDS = 5
+
+
+def _field(i, doc):
+    def get(self):
+        p = self._p
+        return self._local[i] if p is None else _aget(p + i)
+
+    def set_(self, v):
+        p = self._p
+        if p is None:
+            self._local[i] = v
+        else:
+            _aset(p + i, v)
+    return property(get, set_, doc=doc)
+
+
 class Timer:
-    """A registered timer (exposed read-only for MI listings)."""
+    """A registered timer (exposed read-only for MI listings).  The
+    counters and ``next_due`` live in shared memory once registration has
+    closed (:func:`close_registration`), in the process before that."""
     __slots__ = ("name", "fn", "param", "interval_ns", "flags", "is_utimer",
-                 "next_due", "runs", "skipped", "errors")
+                 "_p", "_local")
 
     def __init__(self, name, fn, param, interval_ns, flags, is_utimer):
         self.name = name
@@ -72,10 +103,22 @@ class Timer:
         self.interval_ns = interval_ns
         self.flags = flags
         self.is_utimer = is_utimer
-        self.next_due = 0
-        self.runs = 0
-        self.skipped = 0
-        self.errors = 0
+        self._p = None                      # int64_t * of the shm record
+        self._local = [0] * _NFIELDS
+
+    runs = _field(_RUNS, "ticks run (handed to a worker with timer_workers)")
+    skipped = _field(_SKIPPED, "ticks dropped by SKIP_ON_DELAY")
+    errors = _field(_ERRORS, "runs that raised")
+    next_due = _field(_NEXT_DUE, "monotonic ns of the next run (0: none)")
+    running = _field(_RUNNING, "runs in progress in handler processes")
+
+    def count(self, i: int, n: int = 1) -> None:
+        """Add n to counter i (atomically when shared)."""
+        p = self._p
+        if p is None:
+            self._local[i] += n
+        else:
+            _aadd(p + i, n)
 
     def __repr__(self):
         kind = "utimer" if self.is_utimer else "timer"
@@ -84,6 +127,9 @@ class Timer:
 
 _timers: List[Timer] = []
 _open = False
+_state = None                  # shm block: the timers' records, then one
+                               # int64: offset of the Dispatcher's block
+_aget = _aset = _aadd = None   # shm atomics, bound with the first record
 
 
 def open_registration() -> None:
@@ -92,8 +138,63 @@ def open_registration() -> None:
 
 
 def close_registration() -> None:
+    """Registration ends (the attendant, after mod_init, before the fork):
+    the timers' records move to shared memory."""
     global _open
     _open = False
+    _share()
+
+
+def _share() -> None:
+    global _state, _aget, _aset, _aadd
+    from . import shm
+    if not shm.is_initialised():
+        return
+    _free_state()
+    _aget, _aset, _aadd = (shm.lib.shm_atomic_get, shm.lib.shm_atomic_set,
+                           shm.lib.shm_atomic_add)
+    n = len(_timers)
+    _state = shm.shm_malloc(8 * (_NFIELDS * n + 1), "core")
+    _state.buffer[:] = bytes(len(_state.buffer))
+    base = shm.ffi.cast("int64_t *", _state.ptr)
+    for i, t in enumerate(_timers):
+        p = base + _NFIELDS * i
+        for f, v in enumerate(t._local):
+            _aset(p + f, v)
+        t._p = p
+
+
+def _free_state() -> None:
+    """Give the shared records (and a Dispatcher's block) back."""
+    global _state
+    from . import shm
+    if _state is None:
+        return
+    if shm.is_initialised():
+        _free_dispatcher_block()
+        for t in _timers:
+            if t._p is not None:
+                t._local = [_aget(t._p + f) for f in range(_NFIELDS)]
+                t._p = None
+        shm.shm_free(_state)
+    _state = None
+
+
+def _dispatcher_slot():
+    """The int64 after the records: the shm offset of the Dispatcher's
+    block (0: none), so the next timer process frees the last one's."""
+    from . import shm
+    return shm.ffi.cast("int64_t *", _state.ptr) + _NFIELDS * len(_timers)
+
+
+def _free_dispatcher_block() -> None:
+    from . import shm
+    if _state is None:
+        return
+    off = _aget(_dispatcher_slot())
+    if off:
+        _aset(_dispatcher_slot(), 0)
+        shm.shm_free(shm.block_at(off))
 
 
 def registration_open() -> bool:
@@ -144,9 +245,10 @@ def list_timers() -> List[Timer]:
 def _reset_for_tests() -> None:
     """TEST ONLY: forget every timer and close registration."""
     global _open, _timer_workers
+    _free_state()
     _timers.clear()
     _open = False
-    _timer_workers = 0
+    _timer_workers = 1
 
 
 # ------------------------------------------------------------------ ticks
@@ -174,19 +276,22 @@ def get_uticks() -> int:
 # ------------------------------------------------------------------- loop
 
 class Scheduler:
-    """Runs the due handlers in this process; the clock is injectable."""
+    """Runs the due handlers in this process; the clock is injectable.
+    A timer whose shared ``next_due`` is set (a previous timer process ran
+    it) keeps that schedule; the others start one interval from now."""
 
     def __init__(self, timers, clock=time.monotonic_ns, start=None):
         self.timers = list(timers)
         self.clock = clock
         now = clock() if start is None else start
         for t in self.timers:
-            t.next_due = now + t.interval_ns
+            if not t.next_due:
+                t.next_due = now + t.interval_ns
 
     def _call(self, t: Timer) -> bool:
         """Run t; False when it must be retried shortly instead."""
         _run_handler(t)
-        t.runs += 1
+        t.count(_RUNS)
         return True
 
     def run_due(self) -> Optional[int]:
@@ -205,7 +310,7 @@ class Scheduler:
                 if t.next_due <= after:
                     if t.flags & TIMER_FLAG_SKIP_ON_DELAY:
                         missed = (after - t.next_due) // t.interval_ns + 1
-                        t.skipped += missed
+                        t.count(_SKIPPED, missed)
                         t.next_due += missed * t.interval_ns
                     else:
                         t.next_due = after + t.interval_ns
@@ -223,7 +328,7 @@ def _run_handler(t: Timer) -> None:
     try:
         t.fn(ticks, t.param)
     except Exception:
-        t.errors += 1
+        t.count(_ERRORS)
         log.LM_ERR(f"timer handler '{t.name}' failed:\n"
                    f"{traceback.format_exc()}")
 
@@ -231,16 +336,17 @@ def _run_handler(t: Timer) -> None:
 # --------------------------------------------------- timer handler processes
 
 _JOB = struct.Struct("<ii")     # timer index, padding
-_timer_workers = 0
+_timer_workers = 1
 
 
 def set_timer_workers(n: int) -> None:
-    """Number of timer handler processes (OpenSIPS's ``timer_workers``);
-    0 (the default) runs the handlers in the timer process itself.  Set it
-    before the timer process starts."""
+    """The processes that run the handlers (the global parameter
+    ``timer_workers``, OpenSIPS's): 1 (the default) runs them in the timer
+    process itself, n > 1 makes the timer process fork n handler
+    processes.  Set it before the timer process starts."""
     global _timer_workers
-    if n < 0:
-        raise TimerError("timer_workers must be >= 0")
+    if int(n) != n or n < 1:
+        raise TimerError(f"timer_workers must be a number >= 1, not {n!r}")
     _timer_workers = int(n)
 
 
@@ -261,18 +367,32 @@ class Dispatcher(Scheduler):
     again in parallel (in another worker, or queued until one is free),
     SKIP_ON_DELAY drops the tick, DELAY_ON_DELAY waits for the previous run
     to end.  A worker that dies is replaced (its run counts as finished).
-    Workers die with the timer process (PR_SET_PDEATHSIG)."""
+    Workers die with the timer process (PR_SET_PDEATHSIG).
+
+    The runs in progress are counted in each timer's shared record; the
+    workers' "busy" slots are one shm block whose offset is kept in the
+    shared state, so a respawned timer process frees its predecessor's
+    block before making its own (a respawn loop does not leak), and starts
+    with no run in progress (the old workers died with the old process)."""
 
     def __init__(self, timers, nworkers, clock=time.monotonic_ns):
         from . import shm
         super().__init__(timers, clock)
         self.index = {id(t): i for i, t in enumerate(self.timers)}
-        n = max(1, len(self.timers))
-        self._blk = shm.shm_malloc(8 * (n + nworkers), "core")
+        for t in self.timers:
+            t.running = 0
+        _free_dispatcher_block()
+        self._blk = shm.shm_malloc(8 * nworkers, "core")
         self._blk.buffer[:] = bytes(len(self._blk.buffer))
+        if _state is not None:
+            _aset(_dispatcher_slot(), self._blk.offset)
         p = shm.ffi.cast("int64_t *", self._blk.ptr)
-        self.running = [p + i for i in range(n)]           # per timer
-        self.busy = [p + n + w for w in range(nworkers)]   # timer idx + 1
+        self.running = [t._p + _RUNNING if t._p is not None else None
+                        for t in self.timers]              # per timer
+        if None in self.running:
+            raise TimerError("the Dispatcher needs the timers in shared "
+                             "memory (close_registration with an arena)")
+        self.busy = [p + w for w in range(nworkers)]       # timer idx + 1
         self.rfd, self.wfd = os.pipe()
         self.workers = {}
         self.ppid = os.getpid()
@@ -333,19 +453,19 @@ class Dispatcher(Scheduler):
         idx = self.index[id(t)]
         if shm.lib.shm_atomic_get(self.running[idx]) > 0:
             if t.flags & TIMER_FLAG_SKIP_ON_DELAY:
-                t.skipped += 1
+                t.count(_SKIPPED)
                 return True
             if t.flags & TIMER_FLAG_DELAY_ON_DELAY:
                 return False
         shm.lib.shm_atomic_add(self.running[idx], 1)
         os.write(self.wfd, _JOB.pack(idx, 0))
-        t.runs += 1
+        t.count(_RUNS)
         return True
 
 
 def timer_process_loop() -> None:
     """The timer process's body: never returns."""
-    if _timer_workers > 0:
+    if _timer_workers > 1:
         sched = Dispatcher(_timers, _timer_workers)
     else:
         sched = Scheduler(_timers)

@@ -4,7 +4,11 @@ Every member of ``ModuleExports`` is used once, so a module author finds each
 part of the OpenSIPS module-development manual here.  The module keeps a list
 of destinations (``modparam("example", "destination", "group:ip:port")``,
 which may repeat) and checks whether an address is one of them, like
-load_balancer's ``lb_is_destination``.
+load_balancer's ``lb_is_destination``.  Each destination is enabled or
+disabled (``example_status`` over MI, like load_balancer's ``lb_status``);
+the state lives in shared memory, created in mod_init, so a change made
+in the MI process is seen by every SIP worker; ``active`` = 1 checks the
+enabled destinations only.
 
 When ``trace_file`` is set, every lifecycle hook appends one line to it
 (``<hook> pid=<pid> ppid=<ppid> rank=<rank>``), so an operator or a test can
@@ -15,7 +19,8 @@ from __future__ import annotations
 import os
 import time
 
-from opensipy import log
+from opensipy import log, shm
+from opensipy.mi import MIError, get_int, param_error
 from opensipy.sr_module import (ALL_ROUTES, CMD_PARAM_INT, CMD_PARAM_OPT,
                                 CMD_PARAM_STATIC, CMD_PARAM_VAR, INT_PARAM,
                                 PROC_FLAG_INITCHILD, STR_PARAM,
@@ -29,6 +34,7 @@ db_url = ""
 trace_file = ""
 proc_no = 1
 destinations = []            # filled by the USE_FUNC_PARAM "destination"
+enabled = []                 # per destination: shm AtomicCounter, 1 / 0
 
 # ---- statistics (bound by the core to the attributes named here) ----------
 example_stat = None          # matched checks
@@ -73,21 +79,54 @@ def w_is_example_destination(msg, ip_spec, port_spec=None, group=-1,
         group = -1
     if enable_stats and example_checks is not None:
         example_checks.inc()
-    for g, dip, dport in destinations:
+    for i, (g, dip, dport) in enumerate(destinations):
         if group not in (-1, g) or str(ip) != dip:
             continue
         if port not in (None, 0, "") and int(port) != dport:
             continue
+        if active and i < len(enabled) and not enabled[i].get():
+            continue                   # disabled over MI
         if enable_stats and example_stat is not None:
             example_stat.inc()
         return 1
     return -1
 
 
+def _is_enabled(i: int) -> int:
+    return int(enabled[i].get()) if i < len(enabled) else 1
+
+
 def mi_example_list(params):
-    """MI ``example_list``: the configured destinations."""
-    return {"Destinations": [{"group": g, "ip": ip, "port": port}
-                             for g, ip, port in destinations]}
+    """MI ``example_list``: the configured destinations (``id`` counts
+    from 1, in the order of the ``destination`` parameters)."""
+    return {"Destinations": [{"id": i + 1, "group": g, "ip": ip,
+                              "port": port, "enabled": _is_enabled(i)}
+                             for i, (g, ip, port) in enumerate(destinations)]}
+
+
+def _mi_destination(params) -> int:
+    i = get_int(params, "id") - 1
+    if not 0 <= i < len(destinations):
+        raise MIError(404, "Destination ID not found")
+    return i
+
+
+def mi_example_status(params):
+    """MI ``example_status id``: the destination's state;
+    ``example_status id status``: set it (0 disabled, 1 enabled)."""
+    i = _mi_destination(params)
+    return {"enabled": _is_enabled(i)}
+
+
+def mi_example_status_set(params):
+    i = _mi_destination(params)
+    st = get_int(params, "status")
+    if st not in (0, 1):
+        raise param_error("status must be 0 (disabled) or 1 (enabled)")
+    if i >= len(enabled):
+        raise MIError(500, "the module is not initialised")
+    enabled[i].set(st)
+    return "OK"
 
 
 def pv_get_example_count(msg, param):
@@ -106,6 +145,8 @@ def mod_init() -> int:
     trace("mod_init")
     if db_url:
         log.LM_INFO(f"example: db_url is {db_url}")
+    # shared state is made before the fork, so every process sees it
+    enabled[:] = [shm.AtomicCounter(1, "example") for _ in destinations]
     log.LM_DBG(f"example: {len(destinations)} destinations")
     return 0
 
@@ -145,6 +186,10 @@ exports = ModuleExports(
     mi_cmds=[
         MIExport("example_list", "lists the configured destinations", 0,
                  None, [MIRecipe(mi_example_list, ())]),
+        MIExport("example_status", "shows or sets (0/1) whether a "
+                 "destination is enabled", 0, None,
+                 [MIRecipe(mi_example_status, ("id",)),
+                  MIRecipe(mi_example_status_set, ("id", "status"))]),
     ],
     items=[PVExport("example_count", pv_get_example_count)],
     procs=[ProcExport("example worker", None, None, example_process,

@@ -18,7 +18,9 @@ Other modules may bind this module's API (``load_api("signaling")``):
 from __future__ import annotations
 
 from opensipy import log, modloader
-from opensipy.sr_module import (CMD_PARAM_INT, CMD_PARAM_STR, DEP_SILENT,
+from opensipy.parser import check_reason
+from opensipy.sr_module import (CMD_PARAM_INT, CMD_PARAM_NO_CRLF,
+                                CMD_PARAM_STR, DEP_SILENT,
                                 ERROR_ROUTE, FAILURE_ROUTE, REQUEST_ROUTE,
                                 CmdExport, CmdParam, DepExport, ModuleDep,
                                 ModuleExports, ModuleError, PVExport)
@@ -87,6 +89,16 @@ def fixup_code(code):
     return code
 
 
+def fixup_reason(reason):
+    """A reason phrase holding CR, LF, NUL or another control is refused:
+    a constant when the script is fixed up, a variable's value on each
+    call (-1, logged)."""
+    why = check_reason(reason)
+    if why is not None:
+        raise ValueError(why)
+    return reason
+
+
 def pv_get_local_totag(msg, param):
     """``$sig_local_totag``: the To tag of the local replies to a request."""
     if not msg.is_request:
@@ -118,7 +130,8 @@ exports = ModuleExports(
     cmds=[
         CmdExport("send_reply", w_send_reply,
                   [CmdParam(CMD_PARAM_INT, fixup=fixup_code),
-                   CmdParam(CMD_PARAM_STR)],
+                   CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_CRLF,
+                            fixup=fixup_reason)],
                   REQUEST_ROUTE | ERROR_ROUTE | FAILURE_ROUTE),
     ],
     items=[PVExport("sig_local_totag", pv_get_local_totag)],

@@ -17,7 +17,8 @@ from opensipy import log
 from opensipy.mod_fix import compile_regex
 from opensipy.parser import METHOD_OTHER
 from opensipy.pvar import PVError
-from opensipy.sr_module import (BRANCH_ROUTE, CMD_PARAM_NO_EXPAND,
+from opensipy.sr_module import (BRANCH_ROUTE, CMD_PARAM_NO_CRLF,
+                                CMD_PARAM_NO_EXPAND,
                                 CMD_PARAM_OPT, CMD_PARAM_REGEX,
                                 CMD_PARAM_STATIC, CMD_PARAM_STR, ERROR_ROUTE,
                                 FAILURE_ROUTE, LOCAL_ROUTE, ONREPLY_ROUTE,
@@ -39,6 +40,26 @@ def _hname(value):
 
 
 # ------------------------------------------------------------ headers
+
+def fixup_hdr_text(text):
+    """Header text for append_hf/insert_hf/append_to_reply: whole header
+    lines (see ops.hdr_lines_error); a constant is checked when the script
+    is fixed up, a variable's value on each call."""
+    why = ops.hdr_lines_error(text)
+    if why is not None:
+        raise ValueError(why)
+    return text
+
+
+def fixup_uri_param(text):
+    """A R-URI parameter for ruri_add_param: no whitespace or control
+    character (it would split the request line); checked on constants
+    when the script is checked, on variables' values on each call."""
+    for ch in text:
+        if ch <= " " or ch == "\x7f":
+            raise ValueError(f"the URI parameter {text!r} holds {ch!r}")
+    return text
+
 
 def _add_hf(msg, text, anchor, append: bool, fname: str) -> int:
     if not ops.check_line(text, fname):
@@ -330,6 +351,8 @@ def w_ruri_del_param(msg, param) -> int:
 # ------------------------------------------------------------ exports
 
 _S = CmdParam(CMD_PARAM_STR)
+# header lines: a variable inside the text may not add lines of its own
+_HDR_TEXT = CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_CRLF, fixup=fixup_hdr_text)
 _HNAME = CmdParam(CMD_PARAM_STR, fixup=_hname)
 _HNAME_OPT = CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT, fixup=_hname)
 _SUBST = CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_EXPAND, fixup=fixup_subst)
@@ -338,10 +361,10 @@ _RX = CmdParam(CMD_PARAM_REGEX)
 exports = ModuleExports(
     name="sipmsgops",
     cmds=[
-        CmdExport("append_to_reply", w_append_to_reply, [_S],
+        CmdExport("append_to_reply", w_append_to_reply, [_HDR_TEXT],
                   REQUEST_ROUTE | FAILURE_ROUTE | BRANCH_ROUTE | ERROR_ROUTE),
-        CmdExport("append_hf", w_append_hf, [_S, _HNAME_OPT], _ALL5),
-        CmdExport("insert_hf", w_insert_hf, [_S, _HNAME_OPT], _ALL5),
+        CmdExport("append_hf", w_append_hf, [_HDR_TEXT, _HNAME_OPT], _ALL5),
+        CmdExport("insert_hf", w_insert_hf, [_HDR_TEXT, _HNAME_OPT], _ALL5),
         CmdExport("remove_hf", w_remove_hf,
                   [_S, CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT
                                 | CMD_PARAM_STATIC, fixup=fixup_hf_flags)],
@@ -365,7 +388,9 @@ exports = ModuleExports(
                   REQUEST_ROUTE | FAILURE_ROUTE | LOCAL_ROUTE),
         CmdExport("ruri_has_param", w_ruri_has_param,
                   [_S, CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)], _RURI),
-        CmdExport("ruri_add_param", w_ruri_add_param, [_S], _RURI),
+        CmdExport("ruri_add_param", w_ruri_add_param,
+                  [CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_CRLF,
+                            fixup=fixup_uri_param)], _RURI),
         CmdExport("ruri_del_param", w_ruri_del_param, [_S], REQUEST_ROUTE),
     ],
 )

@@ -9,7 +9,8 @@ from functools import lru_cache
 from typing import List, Optional, Tuple
 
 from opensipy import log
-from opensipy.parser import HDR_OTHER_T, LUMP_REPLACE, METHODS, hdr_type
+from opensipy.parser import (HDR_OTHER_T, LUMP_REPLACE, METHODS, check_hdr_lines,
+                             hdr_type)
 from opensipy.pvar import PVError, parse_format, parse_pv
 
 # --------------------------------------------------------------- lumps
@@ -117,10 +118,21 @@ def regex_pred(rx):
     return lambda h: rx.search(h.name) is not None
 
 
-def check_line(text: str, fname: str) -> bool:
+def hdr_lines_error(text: str):
+    """Why ``text`` is not whole header lines (None when it is): each line
+    ``name: value`` ending with CRLF, no NUL, no bare CR or LF, no empty
+    line -- anything else would add or split headers."""
+    if not text:
+        return "empty header text"
     if not text.endswith("\r\n"):
-        log.LM_ERR(f"{fname}: the header text must end with \\r\\n: "
-                   f"{text!r}")
+        return f"the header text must end with \\r\\n: {text!r}"
+    return check_hdr_lines(text)
+
+
+def check_line(text: str, fname: str) -> bool:
+    why = hdr_lines_error(text)
+    if why is not None:
+        log.LM_ERR(f"{fname}: {why}")
         return False
     return True
 

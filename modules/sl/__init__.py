@@ -12,7 +12,9 @@ API for other modules (``opensipy.modloader.load_api("sl")``): see
 from __future__ import annotations
 
 from opensipy import config, receive
-from opensipy.sr_module import (CMD_PARAM_INT, CMD_PARAM_STR, ERROR_ROUTE,
+from opensipy.parser import check_reason
+from opensipy.sr_module import (CMD_PARAM_INT, CMD_PARAM_NO_CRLF,
+                                CMD_PARAM_STR, ERROR_ROUTE,
                                 INT_PARAM, REQUEST_ROUTE, CmdExport, CmdParam,
                                 ModuleExports, ParamExport, StatExport)
 
@@ -59,6 +61,16 @@ def fixup_code(code):
     return code
 
 
+def fixup_reason(reason):
+    """A reason phrase may not hold CR, LF, NUL or another control: a
+    constant is refused when the script is fixed up (file:line:col), a
+    variable's value on each call (-1, logged, nothing sent)."""
+    why = check_reason(reason)
+    if why is not None:
+        raise ValueError(why)
+    return reason
+
+
 def _bind_stats() -> None:
     s = sl_funcs.stats
     s.enabled = bool(enable_stats)
@@ -82,7 +94,8 @@ exports = ModuleExports(
     cmds=[
         CmdExport("sl_send_reply", w_sl_send_reply,
                   [CmdParam(CMD_PARAM_INT, fixup=fixup_code),
-                   CmdParam(CMD_PARAM_STR)],
+                   CmdParam(CMD_PARAM_STR | CMD_PARAM_NO_CRLF,
+                            fixup=fixup_reason)],
                   REQUEST_ROUTE | ERROR_ROUTE),
         CmdExport("sl_reply_error", w_sl_reply_error, [], REQUEST_ROUTE),
     ],

@@ -197,8 +197,7 @@ class CoreCommands:
 
     def log_level_set(self, params) -> Dict[str, Any]:
         level = self._level(params)
-        for i in range(pt.size()):
-            pt.set_log_level(i, level)
+        pt.set_global_log_level(level)
         log.refresh()
         if not pt.size():
             log.state.level = level
@@ -267,7 +266,7 @@ class CoreCommands:
                 hit = _find_stat(name)
                 if hit is None:
                     continue
-                out[hit[1]] = _kind(hit[2])
+                out[f"{hit[0]}:{hit[1]}"] = _kind(hit[2])
                 found = True
         if not found:
             raise MIError(*NOT_FOUND)
@@ -308,7 +307,11 @@ class CoreCommands:
         return self._shm_dump(log.L_DBG)
 
     def mem_shm_dump_level(self, params) -> str:
-        return self._shm_dump(get_int(params, "log_level"))
+        level = get_int(params, "log_level")
+        if not log.L_ALERT <= level <= log.L_DBG:      # as log_level's
+            raise param_error(f"log_level must be between {log.L_ALERT} "
+                              f"and {log.L_DBG}")
+        return self._shm_dump(level)
 
     # -- the export table
     def exports(self) -> List[MIExport]:

@@ -7,6 +7,7 @@ path: receive, hand the bytes to the core, repeat.
 from __future__ import annotations
 
 import socket
+import time
 
 from .. import log
 
@@ -34,14 +35,28 @@ def open_udp(si, rcvbuf: int = 0) -> socket.socket:
 
 def udp_rcv_loop(si, handler) -> None:
     """Receive forever on si, calling handler(buf, src, si) per datagram.
-    A handler that raises is logged; the receiver goes on."""
+    A handler that raises is logged; the receiver goes on.
+
+    The loop measures its load (``load:load-proc-<id>``): the time from
+    ``recvfrom`` returning to the end of the handler is busy time; at the
+    first datagram after a window of ``LOAD_WINDOW_NS`` it reports the
+    busy share of that window (waiting in ``recvfrom`` is idle time)."""
+    from .. import pt, statistics
     recv = si.sock.recvfrom
     refresh = log.refresh
+    clock = time.monotonic_ns
+    load = statistics.load
+    me = pt.my_id
+    report = load.report if me is not None and load.declared(me) else None
+    window = statistics.LOAD_WINDOW_NS
+    win_start = clock()
+    busy = 0
     while True:
         try:
             buf, src = recv(MAX_DATAGRAM)
         except InterruptedError:
             continue
+        t0 = clock()
         refresh()              # MI log_level may have changed our level
         try:
             handler(buf, src, si)
@@ -49,3 +64,9 @@ def udp_rcv_loop(si, handler) -> None:
             log.LM_ERR(f"error while processing a message from "
                        f"{src[0]}:{src[1]} on {si.name}: "
                        f"{type(e).__name__}: {e}")
+        t1 = clock()
+        busy += t1 - t0
+        if t1 - win_start >= window and report is not None:
+            report(me, busy, t1 - win_start)
+            win_start = t1
+            busy = 0

@@ -30,7 +30,8 @@ from .uri import (SipUri, _View, _lazy, _ix, int_view, strprop, intprop, split_p
 
 __all__ = ["SipMsg", "ParseError", "Header", "Via", "NameAddr", "CSeq",
            "Credentials", "ReceiveInfo", "build_reply", "frame_length",
-           "hdr_type", "method_name", "REASONS"]
+           "hdr_type", "method_name", "REASONS", "check_reason",
+           "check_hdr_lines"]
 
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _tuple_new = tuple.__new__
@@ -398,7 +399,8 @@ class SipMsg(_View):
 
     # slots for the fields every message has (fast, and the instance dict
     # stays small); other layers may still add attributes (msg.avps, ...)
-    __slots__ = ("_buf", "_t", "_m", "_iv", "_via", "_from", "_to", "_contacts", "_puri",
+    __slots__ = ("_buf", "_t", "_m", "_iv", "_via", "_via1", "_from", "_to",
+                 "_contacts", "_puri",
                  "_cseq", "_headers", "_lumpdata", "_body_set",
                  # per-message state other layers set
                  "new_uri", "dst_uri", "flags", "rcv", "force_send_socket")
@@ -416,6 +418,7 @@ class SipMsg(_View):
         self._m = m
         self._iv = _memoryview(_buffer(m)).cast("i")
         self._via = self._from = self._to = self._contacts = self._puri = self._cseq = None
+        self._via1 = None
         self._headers = self._lumpdata = None
         self._body_set = False
         self.new_uri = self.dst_uri = self.rcv = self.force_send_socket = None
@@ -559,9 +562,15 @@ class SipMsg(_View):
         v = self._via
         if v is not None:
             return v[0] if v else None
+        v = self._via1
+        if v is not None:
+            return v
         iv = self._iv
         if iv[_CHECKED]:
-            return Via(self._buf, self._t, iv, _M_vias) if iv[_M_n_vias] else None
+            if not iv[_M_n_vias]:
+                return None
+            v = self._via1 = Via(self._buf, self._t, iv, _M_vias)
+            return v
         v = self.via
         return v[0] if v else None
 
@@ -913,7 +922,11 @@ class SipMsg(_View):
             saved = self.lump_checkpoint()
         try:
             if self.new_uri is not None and iv[_ISREQ]:
-                self.replace(iv[_M_ruri], iv[_M_ruri + 1], _b(self.new_uri))
+                nu = _b(self.new_uri)
+                if _RURI_BAD.search(nu) is not None:
+                    raise ValueError(f"build: the Request-URI {nu!r} holds "
+                                     f"whitespace or a control character")
+                self.replace(iv[_M_ruri], iv[_M_ruri + 1], nu)
             if iv[_M_content_length] < 0 and not self._body_set:
                 self.append_hdr(f"Content-Length: {iv[_M_body_l]}")
             ld = self._lumpdata
@@ -951,6 +964,52 @@ def _line(text):
     return b if b.endswith(b"\r\n") else b + b"\r\n"
 
 
+# Text the caller gives to a message being built (a reason phrase, header
+# lines) must not be able to add lines of its own (header injection).
+_REASON_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TAG_BAD = re.compile(rb"[\x00\r\n]")
+_RURI_BAD = re.compile(rb"[\x00-\x20\x7f]")
+_HDR_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]*:[^\x00\r\n]*\r\n")
+
+
+def check_reason(text):
+    """None when ``text`` (str or bytes) can be a reason phrase, else why
+    not: RFC 3261 allows no control character but HTAB, so CR, LF and NUL
+    (which would end or split the status line) are refused."""
+    m = _REASON_BAD.search(_b(text))
+    if m is None:
+        return None
+    return (f"the reason phrase holds the control character "
+            f"{m.group()!r} (CR, LF, NUL and other controls are refused)")
+
+
+def check_hdr_lines(text):
+    """None when ``text`` (str or bytes) is zero or more whole header lines
+    (``name: value`` CRLF each, a token name, no NUL, no CR or LF but the
+    CRLF that ends each line), else why not.  Folded lines and empty lines
+    (which would end the header section) are refused."""
+    b = _b(text)
+    pos, n = 0, len(b)
+    match = _HDR_LINE.match
+    while pos < n:
+        m = match(b, pos)
+        if m is not None:
+            pos = m.end()
+            continue
+        end = b.find(b"\n", pos)
+        line = b[pos:] if end < 0 else b[pos:end + 1]
+        if b"\0" in line:
+            why = "holds a NUL"
+        elif line in (b"\r\n", b"\n"):
+            why = "is empty (it would end the header section)"
+        elif not line.endswith(b"\r\n") or b"\r" in line[:-2]:
+            why = "does not end with CRLF or holds a bare CR or LF"
+        else:
+            why = "is not 'name: value' with a token name"
+        return f"the header line {line!r} {why}"
+    return None
+
+
 def _default_to_tag(msg):
     f = msg.from_
     v = msg.via1
@@ -963,7 +1022,10 @@ def build_reply(msg, code, reason=None, to_tag=None, headers=(), body=b""):
     """A reply to request ``msg`` (RFC 3261 8.2.6): status line, the Via
     headers, From, To (with ``to_tag`` added when the request's To has none
     and code > 100; a stable tag is made when none is given), Call-ID, CSeq,
-    then ``headers`` (str/bytes lines, or one block), Content-Length, body."""
+    then ``headers`` (str/bytes lines, or one block), Content-Length, body.
+    Raises ValueError when the reason or the To tag holds CR, LF or NUL, or
+    ``headers`` is not whole header lines (:func:`check_hdr_lines`), so no
+    caller-provided text can add a header or split the status line."""
     if not msg.is_request:
         raise ValueError("cannot reply to a reply")
     if reason is None:
@@ -971,11 +1033,19 @@ def build_reply(msg, code, reason=None, to_tag=None, headers=(), body=b""):
     if to_tag is None and code > 100:
         to_tag = _default_to_tag(msg)
     rb = _b(reason)
+    if _REASON_BAD.search(rb) is not None:
+        raise ValueError(check_reason(rb))
     tb = _b(to_tag) if to_tag else b""
+    if _TAG_BAD.search(tb) is not None:
+        raise ValueError(f"the To tag {tb!r} holds CR, LF or NUL")
     if isinstance(headers, (str, bytes)):
         eb = _b(headers)
     else:
         eb = b"".join(_line(h) for h in headers)
+    if eb:
+        why = check_hdr_lines(eb)
+        if why is not None:
+            raise ValueError(why)
     bb = _b(body)
     m = msg._m
     size = 64 + len(rb) + len(tb) + len(eb) + len(bb) + msg.hdrs_end + 4 * msg.n_headers

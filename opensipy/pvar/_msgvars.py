@@ -47,6 +47,17 @@ def _cur_uri(msg):
     return _ruri_uri(msg) if msg.new_uri else msg.parsed_uri
 
 
+# a Request-URI goes into the request line: no whitespace, no control
+_RURI_BAD = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _check_ruri_text(var, v):
+    m = _RURI_BAD.search(v)
+    if m is not None:
+        raise PVError(f"{var}: the R-URI would hold {m.group()!r} "
+                      f"(whitespace and controls split the request line)")
+
+
 def _set_ruri(msg, value, op):
     if value is None:
         raise PVError("cannot set $ru to NULL")
@@ -55,6 +66,7 @@ def _set_ruri(msg, value, op):
         parse_uri(v)
     except ValueError as e:
         raise PVError(f"$ru: {e}") from None
+    _check_ruri_text("$ru", v)
     if not msg.is_request:
         raise PVError("$ru: not a request")
     msg.new_uri = v
@@ -73,14 +85,17 @@ def _ruri_part_setter(field, var):
             v = ""
         else:
             v = _txt(value)
-            if field == "port" and not v.isdigit():
-                raise PVError(f"{var}: bad port {v!r}")
+            if field == "port" and not (v.isascii() and v.isdigit()
+                                        and 0 < int(v) < 65536):
+                raise PVError(f"{var}: bad port {v!r} (1..65535)")
             if field == "host" and ":" in v and not v.startswith("["):
                 v = f"[{v}]"                 # an IPv6 address
         changes = {field: v}
         if field == "user" and not v:
             changes["passwd"] = ""
-        msg.new_uri = str(u.copy(**changes))
+        nu = str(u.copy(**changes))
+        _check_ruri_text(var, nu)
+        msg.new_uri = nu
     return setf
 
 

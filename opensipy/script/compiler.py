@@ -50,6 +50,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import log
 from .. import sr_module as S
+from ..shm import ShmOutOfMemory
 from . import ast as A
 from . import runtime
 from .checker import ROUTE_TYPES, analyse
@@ -151,6 +152,8 @@ def _make_top(fn, route_type: int, name, linemap):
             where = f"{loc[0]}:{loc[1]}:{loc[2]}: " if loc else ""
             log.LM_ERR(f"{where}script stopped by {type(e).__name__}: {e}")
             log.LM_DBG("".join(traceback.format_exception(e)))
+            if isinstance(e, ShmOutOfMemory):
+                raise               # the receive path answers 500 / drops
             return ACT_FL_EXIT
         finally:
             ctx.params, ctx.route_type, ctx.route_name = saved

@@ -21,8 +21,10 @@ def example():
     reg.add(modloader.LoadedModule("core", core_exports))
     lm = modloader.load_module(reg, "example")
     lm.pymod.destinations.clear()
+    lm.pymod.enabled.clear()
     yield reg, lm.pymod
     lm.pymod.destinations.clear()
+    lm.pymod.enabled.clear()
 
 
 def msg_from(ip, port):
@@ -73,3 +75,60 @@ def test_the_uint_fixup_rejects_a_negative_constant(example):
     s = script.parse_string("route { is_example_destination($si, $sp, 1, -2); }")
     with pytest.raises(script.ScriptErrors, match="unsigned"):
         script.compile_script(s, reg)
+
+
+def test_active_checks_only_the_destinations_enabled_over_mi(example):
+    """A destination disabled with MI example_status no longer counts for
+    is_example_destination(..., active=1); active=0 still sees it; the
+    state is in shm, so a change made in another process is seen."""
+    import os
+
+    from opensipy import shm
+    if not shm.is_initialised():
+        shm.shm_init(shm.DEFAULT_SHM_SIZE)
+    reg, mod = example
+    for d in ("1:10.0.0.1:5070", "2:10.0.0.2:5060"):
+        modloader.set_mod_param(reg, "example", "destination", d, "str")
+    assert mod.mod_init() == 0
+    s = script.parse_string(
+        "route { $var(a) = 0; $var(b) = 0;"
+        " if (is_example_destination($si, $sp, -1, 1)) $var(a) = 1;"
+        " if (is_example_destination($si, $sp, -1, 0)) $var(b) = 1; }")
+    compiled = script.compile_script(s, reg)
+
+    def check(src):
+        pvar.script_vars.clear()
+        compiled.request_route(msg_from(*src))
+        return (pvar.parse_pv("$var(a)").get(None),
+                pvar.parse_pv("$var(b)").get(None))
+
+    assert check(("10.0.0.2", 5060)) == (1, 1)
+    pid = os.fork()                    # the MI process disables id 2
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if mod.mi_example_status_set(
+                {"id": "2", "status": "0"}) == "OK" else 1
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert mod.mi_example_status({"id": 2}) == {"enabled": 0}
+    assert check(("10.0.0.2", 5060)) == (0, 1)
+    assert check(("10.0.0.1", 5070)) == (1, 1)
+    assert [d["enabled"] for d in
+            mod.mi_example_list({})["Destinations"]] == [1, 0]
+    mod.mi_example_status_set({"id": 2, "status": 1})
+    assert check(("10.0.0.2", 5060)) == (1, 1)
+
+
+def test_example_status_errors(example):
+    from opensipy.mi import MIError
+    reg, mod = example
+    modloader.set_mod_param(reg, "example", "destination", "1:10.0.0.1:1",
+                            "str")
+    with pytest.raises(MIError) as ei:
+        mod.mi_example_status({"id": 5})
+    assert ei.value.code == 404
+    with pytest.raises(MIError) as ei:
+        mod.mi_example_status_set({"id": 1, "status": 7})
+    assert ei.value.code == -32602

@@ -335,6 +335,39 @@ route {{ drop; }}
     assert {titles[p] for p in pids("tick ran")} == {"opensipy: timer"}
 
 
+def test_timer_workers_runs_timer_routes_in_handler_processes(server):
+    """timer_workers=3 (OpenSIPS's global parameter): the timer process
+    forks three handler processes and the timer_route runs in them."""
+    port = free_port()
+    server.start(f"""
+log_level=3
+xlog_level=3
+udp_workers=1
+timer_workers=3
+socket=udp:127.0.0.1:{port}
+loadmodule "proto_udp.so"
+timer_route[tick, 1] {{ xlog("L_NOTICE", "tick ran\\n"); }}
+route {{ drop; }}
+""")
+    wait_for(lambda: server.stderr().count("tick ran") >= 2, 10,
+             what="two timer_route runs")
+    titles = server.children()
+    timer_pid = next(p for p, t in titles.items() if t == "opensipy: timer")
+    kids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                st = (d / "stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(st.rsplit(")", 1)[1].split()[1]) == timer_pid:
+                kids.add(int(d.name))
+    assert len(kids) == 3
+    ran = {int(line.split("[")[1].split("]")[0])
+           for line in server.stderr().splitlines() if "tick ran" in line}
+    assert ran and ran <= kids
+
+
 def test_check_mode_points_socket_and_dependency_errors_at_their_lines(
         tmp_path):
     mods = tmp_path / "mods" / "needy"

@@ -72,7 +72,8 @@ def test_which_and_help(srv, kind):
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 def test_module_commands_by_bare_and_prefixed_name(srv, kind):
-    want = {"Destinations": [{"group": 1, "ip": "127.0.0.1", "port": 0}]}
+    want = {"Destinations": [{"id": 1, "group": 1, "ip": "127.0.0.1",
+                              "port": 0, "enabled": 1}]}
     assert srv.result(kind, "example_list") == want
     assert srv.result(kind, "example:example_list") == want
     assert srv.result(kind, "httpd_list_root_path") == [
@@ -124,8 +125,14 @@ def test_statistics(srv, kind):
     assert kinds["example:example_stat"] == "incremental"
     assert kinds["core:timestamp"] == "non-incremental"
     assert kinds["shmem:total_size"] == "non-incremental"
+    # every form keys its reply group:name, as OpenSIPS does
     assert srv.result(kind, "list_statistics", [["example_stat"]]) == \
-        {"example_stat": "incremental"}
+        {"example:example_stat": "incremental"}
+    some = srv.result(kind, "list_statistics",
+                      [["core:rcv_requests", "example:"]])
+    assert some["core:rcv_requests"] == "incremental"
+    assert some["example:example_stat"] == "incremental"
+    assert all(k.startswith(("core:", "example:")) for k in some)
 
 
 def test_reset_statistics(srv):
@@ -147,6 +154,10 @@ def test_memory_commands(srv, kind):
     assert srv.result(kind, "shm_check")["total_fragments"] >= 1
     assert srv.result(kind, "mem_shm_dump") == "OK"
     assert srv.result(kind, "mem_shm_dump", ["-1"]) == "OK"
+    for bad in ("9", "-4", "5"):
+        r = srv.call(kind, "mem_shm_dump", [bad])
+        assert r["error"]["code"] == -32602, r
+        assert "log_level" in r["error"]["data"]
 
 
 def test_log_level_global_and_per_process(srv):
@@ -399,3 +410,32 @@ def test_opensipyctl_when_the_server_is_not_running(tmp_path):
     # no command and no terminal for the shell: usage, exit 2
     r = run_ctl(["-f", str(ep.ctl_config("fifo"))])
     assert r.returncode == 2 and "no command given" in r.stderr
+
+
+def test_a_respawned_process_starts_at_the_global_level(srv):
+    """pt keeps OpenSIPS's current/default levels: a level set for one
+    process does not survive its respawn, a global one does."""
+    import os
+    import signal
+
+    def receiver():
+        return next(p for p in srv.result("fifo", "log_level")["Processes"]
+                    if p["Type"].startswith("SIP receiver"))
+
+    try:
+        victim = receiver()
+        assert srv.result("fifo", "log_level",
+                          {"level": 1, "pid": victim["PID"]}) == \
+            {"Log level": 1}
+        os.kill(victim["PID"], signal.SIGKILL)
+        wait_for(lambda: receiver()["PID"] != victim["PID"],
+                 what="the receiver's respawn")
+        assert receiver()["Log level"] == 3
+        srv.result("fifo", "log_level", ["4"])
+        victim = receiver()
+        os.kill(victim["PID"], signal.SIGKILL)
+        wait_for(lambda: receiver()["PID"] != victim["PID"],
+                 what="the receiver's respawn")
+        assert receiver()["Log level"] == 4
+    finally:
+        srv.result("fifo", "log_level", ["3"])

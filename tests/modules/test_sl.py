@@ -1,6 +1,9 @@
 """sl: stateless replies on the wire (a real UDP socket pair), the To tag,
 queued reply headers, sl_reply_error over the recorded error, the ACK filter
 and the statistics in shared memory (end to end: test_replies_e2e.py)."""
+import re
+import zlib
+
 import pytest
 
 from opensipy import error, receive, shm
@@ -49,7 +52,14 @@ def test_reply_on_the_wire_with_sl_totag(slmod, peer, srv_sock):
     assert r.from_.tag == "ftag1"
     tag = r.to.tag
     assert sl_funcs.is_sl_totag(tag)
-    assert tag == sl_funcs.totag(msg) and len(tag) == sl_funcs.TOTAG_LEN
+    # the documented shape: 32 hex digits of the server, '-', 8 hex digits
+    # of CRC-32 over Call-ID|From tag|CSeq number|Via sent-by|Via branch
+    # (computed here from the reply on the wire, not by sl)
+    prefix, _, suffix = tag.partition("-")
+    assert re.fullmatch("[0-9a-f]{32}", prefix)
+    v = r.via1
+    key = f"{r.callid}|{r.from_.tag}|{r.cseq.num}|{v.host}:{v.port}|{v.branch}"
+    assert suffix == format(zlib.crc32(key.encode()), "08x")
     # a retransmission gets the same tag, another request another one
     again = modkit.parse(msg.raw, ("127.0.0.1", peer.port), srv_sock)
     assert sl.w_sl_send_reply(again, 404, "Not Here") == 1

@@ -1,11 +1,15 @@
 """A registry declaring the functions OpenSIPS's default script uses, with
 their OpenSIPS arities and route masks, answering from a per-function
 table (constants by default) and recording every call."""
+from pathlib import Path
+
 from opensipy import sr_module as S
 
 from script_helpers import Recorder, make_registry
 
-DEFAULT_CFG = "/work/shared/anchors/opensips-default.cfg"
+# OpenSIPS's default script, in ../shared beside the repository
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CFG = str(REPO.parent / "shared" / "anchors" / "opensips-default.cfg")
 
 R, F, O, B = S.REQUEST_ROUTE, S.FAILURE_ROUTE, S.ONREPLY_ROUTE, \
     S.BRANCH_ROUTE

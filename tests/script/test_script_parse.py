@@ -1,12 +1,16 @@
 """The parser: the top level as the core consumes it, tokens, and the
 shapes of statements."""
+from pathlib import Path
+
 import pytest
 
 from opensipy.script import ast as A
 from opensipy.script import parse_file, parse_string
 from opensipy.script.lexer import Lexer
 
-DEFAULT_CFG = "/work/shared/anchors/opensips-default.cfg"
+# OpenSIPS's default script, in ../shared beside the repository
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CFG = str(REPO.parent / "shared" / "anchors" / "opensips-default.cfg")
 
 
 def top_of(text):

@@ -23,7 +23,7 @@ def fresh_stats():
     saved = (dict(statistics._groups), dict(statistics._dynamic),
              statistics._closed, statistics._net_sockets)
     load = statistics.load
-    saved_load = (load._blk, load._lock, dict(load._idx), load._gen)
+    saved_load = (load._blk, load._gen, list(load._procs))
     statistics._reset_for_tests()
     yield statistics
     statistics._reset_for_tests()
@@ -32,7 +32,7 @@ def fresh_stats():
     statistics._dynamic.update(dynamic)
     statistics._closed = closed
     statistics._net_sockets = net
-    load._blk, load._lock, load._idx, load._gen = saved_load
+    load._blk, load._gen, load._procs = saved_load
 
 
 @pytest.fixture

@@ -130,10 +130,20 @@ def test_core_groups(fresh_stats):
     core["rcv_requests"].inc()
     allv = S.get_statistics("all")
     assert allv["core:rcv_requests"] == 1
-    assert allv["core:timestamp"] >= 0
-    assert allv["shmem:total_size"] == shm.stats()["total_size"]
-    assert S.get_statistics("core:timestamp")["core:timestamp"] == \
-        (shm.now_ns() - shm.start_ns()) // 10**9
+    # the arena is the size the conftest asked for
+    assert allv["shmem:total_size"] == shm.DEFAULT_SHM_SIZE
+    # timestamp: seconds since the arena was made, which is after this
+    # process started (read from /proc, not from the code under test) ...
+    with open("/proc/self/stat") as f:
+        started = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    alive = uptime - started / os.sysconf("SC_CLK_TCK")
+    ts = S.get_statistics("core:timestamp")["core:timestamp"]
+    assert 0 <= ts <= alive + 1
+    # ... and it counts seconds
+    time.sleep(1.05)
+    assert S.get_stat("core:timestamp").get() in (ts + 1, ts + 2)
     assert S.get_stat("core:timestamp").reset() is False
     assert any(k.startswith("pkmem:") and k.endswith("-real_used_size")
                and v > 0 for k, v in allv.items())
@@ -157,15 +167,24 @@ def test_shmem_used_equals_module_accounting(fresh_stats):
 def test_load_from_children(fresh_stats):
     S = fresh_stats
     S.register_core_stats()
-    udp = S.load.declare("udp")
+    one, two = S.load.declare_proc(1), S.load.declare_proc(2)
+    assert S.get_stat("load:load").get() == 0        # nobody reported
 
     def child(i):
-        S.load.set_busy("udp" if i == 0 else "tcp", 0.5 if i == 0 else 0.1)
+        # process 1 was busy half of a one-second window, process 2 10%
+        S.load.report(i + 1, (500 if i == 0 else 100) * 10**6, 10**9)
 
     run_children(2, child)
-    assert S.load.busy() == {"udp": 0.5, "tcp": 0.1}
-    assert udp.get() == 50
+    assert (one.get(), two.get()) == (50, 10)
+    assert S.get_stat("load:load-proc-1") is one
     assert S.get_stat("load:load").get() == 30
+    # a process that reports nothing for two windows is idle
+    p = S.load._ptr(1)
+    shm.lib.shm_atomic_set(p + 1, shm.now_ns() - 3 * S.LOAD_WINDOW_NS)
+    assert one.get() == 0 and S.get_stat("load:load").get() == 5
+    S.close_registration()
+    with pytest.raises(S.StatError, match="closed"):
+        S.load.declare_proc(3)
 
 
 def test_net_waiting_udp(fresh_stats):

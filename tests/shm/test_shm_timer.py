@@ -122,12 +122,28 @@ def test_a_raising_handler_is_logged_and_keeps_running(fresh_timers, capsys):
 
 
 def test_ticks_are_shared_between_processes(fresh_timers):
+    """A process started later (its own clock origin moved to now) still
+    counts ticks from the server's start: its reading lies between two
+    readings of this process, measured with the plain monotonic clock."""
     T = fresh_timers
     box = shm.AtomicCounter(-1)
-    reap([spawn(lambda: box.set(T.get_uticks()))], 30)
-    mine = T.get_uticks()
-    assert 0 <= mine - box.get() < 30 * 10**6
-    assert T.get_ticks() == (time.monotonic_ns() - shm.start_ns()) // 10**9
+    while T.get_uticks() < 500_000:      # so a local origin would show
+        time.sleep(0.05)
+
+    def late_process():
+        T._local_start = time.monotonic_ns()
+        time.sleep(0.2)
+        box.set(T.get_uticks())
+
+    t0 = time.monotonic_ns()
+    before = T.get_uticks()
+    reap([spawn(late_process)], 30)
+    elapsed_us = (time.monotonic_ns() - t0) // 1000
+    theirs = box.get()
+    assert before + 200_000 <= theirs <= before + elapsed_us + 1000
+    # seconds and microseconds count from the same origin
+    s, us = T.get_ticks(), T.get_uticks()
+    assert us // 10**6 - 1 <= s <= us // 10**6
 
 
 def test_timer_process_honours_intervals(fresh_timers):
@@ -240,3 +256,104 @@ def test_timer_workers_keep_other_timers_on_time(fresh_timers):
     assert c["pids_seen"].get() == 2
     for x in c.values():
         x.destroy()
+
+
+# ------------------------------------------------- shared state, respawn
+
+def _quiet_loop(T):
+    import sys
+    sys.stderr = open(os.devnull, "w")     # failing handlers log
+    T.timer_process_loop()
+
+
+def _run_timer_process(T, seconds):
+    pid = spawn(_quiet_loop, T)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        codes = reap([pid], 30)
+    assert codes[pid] == -signal.SIGKILL
+
+
+def test_counters_and_schedule_are_seen_from_another_process(fresh_timers):
+    """runs/errors/next_due move in the timer process and are read here
+    (as an MI process would read them)."""
+    T = fresh_timers
+
+    def fail(ticks, p):
+        raise ValueError("boom")
+
+    T.open_registration()
+    ok = T.register_utimer("ok", lambda ticks, p: None, None, 100_000)
+    bad = T.register_utimer("bad", fail, None, 100_000)
+    T.close_registration()
+    assert (ok.runs, bad.errors, ok.next_due) == (0, 0, 0)
+    before = time.monotonic_ns()
+    _run_timer_process(T, 0.75)
+    assert 2 <= ok.runs <= 8, ok.runs
+    assert 2 <= bad.runs <= 8 and bad.errors == bad.runs
+    assert ok.next_due > before + 100_000_000
+    assert [t.name for t in T.list_timers()] == ["ok", "bad"]
+
+
+def test_errors_in_handler_processes_are_counted(fresh_timers):
+    T = fresh_timers
+
+    def fail(ticks, p):
+        raise ValueError("boom")
+
+    T.open_registration()
+    bad = T.register_utimer("bad", fail, None, 100_000)
+    T.close_registration()
+    T.set_timer_workers(2)
+    _run_timer_process(T, 0.75)
+    # counted by the handler processes, read here
+    assert bad.runs >= 2 and 1 <= bad.errors <= bad.runs, \
+        (bad.runs, bad.errors)
+
+
+def test_a_respawned_timer_process_continues_the_schedule(fresh_timers):
+    T = fresh_timers
+    ticks = shm.AtomicCounter(0)
+    T.open_registration()
+    t = T.register_timer("two", lambda tk, p: p.inc(), ticks, 2)
+    T.close_registration()
+    _run_timer_process(T, 0.4)                 # dies before its first run
+    due = t.next_due
+    assert due > time.monotonic_ns() and ticks.get() == 0
+    _run_timer_process(T, 0.3)                 # the respawn keeps the time
+    assert t.next_due == due
+    wait = (due - time.monotonic_ns()) / 1e9
+    _run_timer_process(T, max(wait, 0) + 0.4)
+    assert ticks.get() == 1 and t.next_due == due + 2 * 10**9
+    ticks.destroy()
+
+
+def test_timer_workers_respawn_loop_does_not_leak(fresh_timers):
+    T = fresh_timers
+    T.open_registration()
+    T.register_utimer("u", lambda tk, p: None, None, 50_000)
+    T.close_registration()
+    T.set_timer_workers(3)
+    _run_timer_process(T, 0.3)
+    used = shm.stats()["used_size"]
+    for _ in range(5):
+        _run_timer_process(T, 0.2)
+    assert shm.stats()["used_size"] == used
+    T._reset_for_tests()                      # frees the records and block
+    assert shm.stats()["used_size"] < used
+
+
+def test_timer_workers_must_be_at_least_one(fresh_timers):
+    for bad in (0, -1, 1.5):
+        with pytest.raises(fresh_timers.TimerError):
+            fresh_timers.set_timer_workers(bad)
+    from opensipy import config
+    try:
+        with pytest.raises(config.ConfigError):
+            config.settings.set("timer_workers", "0", "int")
+        config.settings.set("timer_workers", "4", "int")
+        assert config.settings.timer_workers == 4
+    finally:
+        config.reset()
