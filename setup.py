@@ -45,7 +45,10 @@ setup(
         "multiprocess>=0.70",
     ],
     extras_require={
+        # modules/httpd: the HTTP/1.1 protocol machine under its event loop
+        "httpd": ["h11>=0.14"],
         "test": [
+            "h11>=0.14",
             "pytest>=7",
             "pytest-benchmark>=4",
             "pytest-timeout>=2.1",
