@@ -49,6 +49,8 @@ setup(
         "httpd": ["h11>=0.14"],
         "test": [
             "h11>=0.14",
+            # tests read /metrics with Prometheus's own parser
+            "prometheus-client>=0.17",
             "pytest>=7",
             "pytest-benchmark>=4",
             "pytest-timeout>=2.1",
