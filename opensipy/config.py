@@ -219,6 +219,12 @@ SETTINGS: List[Setting] = [
     Setting("syslog_facility", to_facility, "LOG_DAEMON",
             "syslog facility, e.g. LOG_LOCAL0"),
     Setting("syslog_name", to_str, "opensipy", "syslog identity"),
+    Setting("stderror_log_format", lambda v, k: log.to_log_format(v),
+            "plain", "format of the lines logged to stderr: plain or json "
+            "(one JSON object per line)"),
+    Setting("syslog_log_format", lambda v, k: log.to_log_format(v),
+            "plain", "format of the messages logged to syslog: plain or "
+            "json"),
     Setting("xlog_level", to_level, log.L_NOTICE,
             "xlog() messages above this level are not printed"),
     Setting("xlog_print_level", to_level, log.L_ERR,

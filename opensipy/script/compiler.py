@@ -136,12 +136,19 @@ def _make_top(fn, route_type: int, name, linemap):
     """The callable of a top-level route: sets and restores the context,
     returns the action flags."""
     from ..pvar import ctx
+    logst = log.state
+    # routes over a real SIP message name it in the logs (json's callid)
+    real_msg = bool(route_type & (S.REQUEST_ROUTE | S.FAILURE_ROUTE
+                                  | S.ONREPLY_ROUTE | S.BRANCH_ROUTE
+                                  | S.ERROR_ROUTE | S.LOCAL_ROUTE))
 
     def run(msg):
-        saved = ctx.params, ctx.route_type, ctx.route_name
+        saved = ctx.params, ctx.route_type, ctx.route_name, logst.msg
         ctx.params = ()
         ctx.route_type = route_type
         ctx.route_name = name
+        if real_msg:
+            logst.msg = msg
         try:
             return fn(msg)
         except Exception as e:
@@ -151,7 +158,7 @@ def _make_top(fn, route_type: int, name, linemap):
             log.LM_DBG("".join(traceback.format_exception(e)))
             return ACT_FL_EXIT
         finally:
-            ctx.params, ctx.route_type, ctx.route_name = saved
+            ctx.params, ctx.route_type, ctx.route_name, logst.msg = saved
     run.route_type = route_type
     run.route_name = name
     return run
