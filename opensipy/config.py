@@ -233,6 +233,13 @@ SETTINGS: List[Setting] = [
     Setting("maxbuffer", lambda v, k: _positive(to_int(v)), 262144,
             "receive buffer requested for each UDP socket (SO_RCVBUF, in "
             "bytes; the kernel doubles it, up to net.core.rmem_max)"),
+    Setting("exec_msg_threshold", lambda v, k: _non_negative(to_int(v)), 0,
+            "microseconds a route over a SIP message may run before a "
+            "warning and E_CORE_THRESHOLD (0: never)"),
+    Setting("event_shm_threshold",
+            lambda v, k: _percent(to_int(v)), 0,
+            "percent of shared memory in use that raises "
+            "E_CORE_SHM_THRESHOLD (0: never)"),
     Setting("debug_mode", to_bool, False,
             "foreground, log to stderr, log_level 4, one worker per socket"),
 ]
@@ -242,6 +249,18 @@ for _s in SETTINGS:
     _BY_NAME[_s.name] = _s
     for _a in _s.aliases:
         _BY_NAME[_a] = _s
+
+
+def _non_negative(n: int) -> int:
+    if n < 0:
+        raise ValueError("must not be negative")
+    return n
+
+
+def _percent(n: int) -> int:
+    if not 0 <= n <= 100:
+        raise ValueError("must be a percentage, 0 to 100")
+    return n
 
 
 def _positive(n: int) -> int:

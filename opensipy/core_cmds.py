@@ -43,6 +43,7 @@ function                                    notes
 """
 from __future__ import annotations
 
+from . import evi
 from . import log as _log
 from . import pvar
 from .pvar import Branch, branch_flags, get_branches, msg_flags
@@ -507,5 +508,6 @@ core_exports = ModuleExports(
                   [CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT,
                             fixup=fixup_forward_dest)],
                   REQUEST_ROUTE | FAILURE_ROUTE | BRANCH_ROUTE),
+        *evi.cmd_exports(),         # raise_event (opensipy/evi.py)
     ],
 )
