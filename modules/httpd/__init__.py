@@ -323,6 +323,13 @@ class Server:
                 if cl is not None and cl > post_buf_size:
                     self._reply_error(c, 413, "request body too large")
                     return
+                if c.h11.they_are_waiting_for_100_continue:
+                    # curl asks before sending a body over 1 KB
+                    c.out += c.h11.send(h11.InformationalResponse(
+                        status_code=100, headers=[]))
+                    self._flush(c)
+                    if c.closed:
+                        return
             elif isinstance(ev, h11.Data):
                 c.body_len += len(ev.data)
                 if c.body_len > post_buf_size:
@@ -438,10 +445,17 @@ class Server:
                 self._accept()
             elif c.closed:
                 continue
-            elif mask & selectors.EVENT_WRITE:
-                self._flush(c)
             else:
-                self._readable(c, now)
+                try:
+                    if mask & selectors.EVENT_WRITE:
+                        self._flush(c)
+                    else:
+                        self._readable(c, now)
+                except Exception:
+                    # one bad connection must never stop the server
+                    log.LM_ERR(f"httpd: {c.peer[0]}: connection failed:\n"
+                               f"{traceback.format_exc()}")
+                    self._close(c)
         self._expire(time.monotonic())
 
     def serve_forever(self) -> None:

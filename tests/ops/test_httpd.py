@@ -189,3 +189,35 @@ def test_httpd_process_is_single_and_listed(srv):
     assert [p["Type"] for p in procs].count("HTTPD") == 1
     wait_for(lambda: http_mi(srv.ports.http, "httpd_list_root_path") ==
              [{"http_root": "mi", "module": "mi_http"}])
+
+
+def test_expect_100_continue_is_answered_at_once(srv):
+    body = b'{"jsonrpc":"2.0","method":"uptime","id":9,"pad":"' + \
+        b"x" * 2000 + b'"}'
+    with socket.create_connection(("127.0.0.1", srv.ports.http)) as s:
+        s.sendall(b"POST /mi HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Connection: close\r\n"
+                  b"Content-Length: " + str(len(body)).encode() +
+                  b"\r\n\r\n")
+        s.settimeout(2)
+        assert s.recv(100).startswith(b"HTTP/1.1 100 ")
+        s.sendall(body)
+        data = read_reply(s)
+    assert b"HTTP/1.1 200" in data and b'"id":9' in data
+    # over the limit: 413 straight away, no 100
+    with socket.create_connection(("127.0.0.1", srv.ports.http)) as s:
+        s.sendall(b"POST /mi HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 999999\r\n\r\n")
+        assert read_reply(s).startswith(b"HTTP/1.1 413")
+
+
+def test_client_gone_before_the_reply_does_not_hurt(srv):
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", srv.ports.http))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                     b"\x01\x00\x00\x00\x00\x00\x00\x00")   # RST on close
+        s.sendall(post())
+        s.close()
+    assert "Up time" in http_mi(srv.ports.http, "uptime")
+    procs = http_mi(srv.ports.http, "ps")["Processes"]
+    assert [p["Type"] for p in procs].count("HTTPD") == 1
