@@ -243,8 +243,11 @@ def render() -> str:
             all_labels[group_label] = gname
         all_labels["module"] = _owner(group, modules)
         all_labels.update(labels)
-        fams.add(metric, kind, f"statistic {full}",
-                 _labels(all_labels, raw), value)
+        help_ = f"statistic {full}"
+        if "pid" in labels:
+            help_ = f"statistic pkmem:<process id>-{name.partition('-')[2]}" \
+                    f", one sample per process"
+        fams.add(metric, kind, help_, _labels(all_labels, raw), value)
     if extra_metrics:
         _process_metrics(fams)
         _shm_metrics(fams)

@@ -94,6 +94,8 @@ def test_per_process_labels_and_extra_metrics(srv):
     assert len(receivers) == 4
     # pkmem: one sample per process, labelled, no id inside the name
     rss = samples(fams, "opensips_pkmem_real_used_size")
+    assert fams["opensips_pkmem_real_used_size"].documentation == \
+        "statistic pkmem:<process id>-real_used_size, one sample per process"
     by_pid = {int(lab["pid"]): lab for lab, _ in rss}
     for x in ps:
         lab = by_pid[x["PID"]]
