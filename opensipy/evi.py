@@ -8,7 +8,8 @@ script is fixed up).  Any process may then raise one with
 :func:`evi_raise_event`; it goes to
 
 * the script's ``event_route[E_NAME]``, run in the raising process over a
-  dummy message, the parameters' values in ``$param(1)``, ``$param(2)``...;
+  dummy message, the parameters in ``$param(name)`` and, by position,
+  ``$param(1)``, ``$param(2)``...;
 * every subscriber: an external application subscribed over MI
   (``subscribe_event E_NAME udp:127.0.0.1:9000 [expire]``) through a
   transport module (``event_datagram`` serves ``udp:`` and ``unix:``).
@@ -307,10 +308,18 @@ def evi_raise_event(event, params=None) -> int:
         _depth -= 1
 
 
+class EventParams(tuple):
+    """An event_route's parameters: ``$param(1)``... by position and
+    ``$param(name)`` by name."""
+    named: Dict[str, Any] = {}
+
+
 def _run_route(route, plist: Params) -> None:
     from .receive import dummy_msg
+    params = EventParams(v for _n, v in plist)
+    params.named = {n: v for n, v in plist if n}
     try:
-        route(dummy_msg(), tuple(v for _n, v in plist))
+        route(dummy_msg(), params)
     except Exception as e:
         log.LM_ERR(f"evi: event_route failed: {type(e).__name__}: {e}")
 

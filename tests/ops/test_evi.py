@@ -191,11 +191,13 @@ def test_event_route_gets_the_parameters(server):
     server.start(script(p, route=ROUTE + "", extra="""
 event_route[E_MY_EVENT] {
     xlog("L_NOTICE", "event_route: $param(1) / $param(2)\\n");
+    xlog("L_NOTICE", "by name: $param(user) $param(callid) [$param(nope)]\\n");
 }
 """))
     cid = sip_to(p, "raise")
     wait_for(lambda: f"event_route: alice / {cid}" in server.stderr(),
              what="the event_route's line")
+    assert f"by name: alice {cid} [<null>]" in server.stderr()
     # a route counts as a consumer: MI raise_event is accepted
     assert mi_call(p.mi, "raise_event", ["E_MY_EVENT", ["x", "y"]]) == "OK"
     wait_for(lambda: "event_route: x / y" in server.stderr())
