@@ -105,6 +105,12 @@ def configure(level=None, stderr=None, syslog=None, facility=None,
         state.stderr_format = to_log_format(stderr_format)
     if syslog_format is not None:
         state.syslog_format = to_log_format(syslog_format)
+    # an uncaught exception's traceback is one record too, not raw lines
+    # that would break a collector reading JSON
+    if "json" in (state.stderr_format, state.syslog_format):
+        sys.excepthook = _json_excepthook
+    elif sys.excepthook is _json_excepthook:
+        sys.excepthook = sys.__excepthook__
     if level is not None:
         state.level = int(level)
     if xlog_level is not None:
@@ -122,6 +128,12 @@ def configure(level=None, stderr=None, syslog=None, facility=None,
         fac = getattr(_sl, state.facility or "LOG_DAEMON", _sl.LOG_DAEMON)
         _sl.openlog(state.name, _sl.LOG_PID, fac)
         state._syslog_mod = _sl
+
+
+def _json_excepthook(etype, value, tb) -> None:
+    import traceback
+    emit(L_CRIT, "uncaught exception:\n" +
+         "".join(traceback.format_exception(etype, value, tb)))
 
 
 def refresh() -> None:

@@ -142,3 +142,20 @@ def test_syslog_json_is_sent_as_one_object(monkeypatch):
     monkeypatch.setattr(log.state, "syslog_format", "plain")
     log.emit(log.L_WARN, "plain one")
     assert sent[1] == (4, "plain one")
+
+
+def test_uncaught_exception_is_one_json_record(tmp_path):
+    import subprocess
+    import sys
+    code = ("from opensipy import log\n"
+            "log.configure(stderr=True, syslog=False, stderr_format='json')\n"
+            "raise RuntimeError('boom')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    rec = json.loads(lines[0])
+    assert rec["level"] == "CRITICAL"
+    assert "RuntimeError: boom" in rec["message"]
+    assert "Traceback" in rec["message"]
