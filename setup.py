@@ -52,7 +52,12 @@ setup(
         "postgres": ["psycopg[binary]>=3.1"],
         # cachedb_redis
         "redis": ["redis>=4.5"],
+        # modules/httpd: the HTTP/1.1 protocol machine under its event loop
+        "httpd": ["h11>=0.14"],
         "test": [
+            "h11>=0.14",
+            # tests read /metrics with Prometheus's own parser
+            "prometheus-client>=0.17",
             "pytest>=7",
             "pytest-benchmark>=4",
             "pytest-timeout>=2.1",

@@ -222,6 +222,12 @@ SETTINGS: List[Setting] = [
     Setting("syslog_facility", to_facility, "LOG_DAEMON",
             "syslog facility, e.g. LOG_LOCAL0"),
     Setting("syslog_name", to_str, "opensipy", "syslog identity"),
+    Setting("stderror_log_format", lambda v, k: log.to_log_format(v),
+            "plain", "format of the lines logged to stderr: plain or json "
+            "(one JSON object per line)"),
+    Setting("syslog_log_format", lambda v, k: log.to_log_format(v),
+            "plain", "format of the messages logged to syslog: plain or "
+            "json"),
     Setting("xlog_level", to_level, log.L_NOTICE,
             "xlog() messages above this level are not printed"),
     Setting("xlog_print_level", to_level, log.L_ERR,
@@ -247,6 +253,13 @@ SETTINGS: List[Setting] = [
     Setting("dns_server", lambda v, k: _nameserver(to_str(v)), [],
             "opensipy: a name server ip[:port] to use instead of "
             "resolv.conf's; may repeat", multi=True),
+    Setting("exec_msg_threshold", lambda v, k: _non_negative(to_int(v)), 0,
+            "microseconds a route over a SIP message may run before a "
+            "warning and E_CORE_THRESHOLD (0: never)"),
+    Setting("event_shm_threshold",
+            lambda v, k: _percent(to_int(v)), 0,
+            "percent of shared memory in use that raises "
+            "E_CORE_SHM_THRESHOLD (0: never)"),
     Setting("debug_mode", to_bool, False,
             "foreground, log to stderr, log_level 4, one worker per socket"),
 ]
@@ -265,6 +278,16 @@ def _nameserver(text: str):
     except ValueError:
         raise ValueError(f"{host!r} is not an IP address") from None
     return host, port
+def _non_negative(n: int) -> int:
+    if n < 0:
+        raise ValueError("must not be negative")
+    return n
+
+
+def _percent(n: int) -> int:
+    if not 0 <= n <= 100:
+        raise ValueError("must be a percentage, 0 to 100")
+    return n
 
 
 def _positive(n: int) -> int:

@@ -43,6 +43,7 @@ function                                    notes
 """
 from __future__ import annotations
 
+from . import evi
 from . import log as _log
 from . import pvar
 from .pvar import Branch, branch_flags, get_branches, msg_flags
@@ -510,5 +511,6 @@ core_exports = ModuleExports(
                   REQUEST_ROUTE | FAILURE_ROUTE | BRANCH_ROUTE),
         # the cachedb core functions (cache_store, cache_fetch, ...)
         *_cachedb_cmds,
+        *evi.cmd_exports(),         # raise_event (opensipy/evi.py)
     ],
 )

@@ -9,9 +9,19 @@ as OpenSIPS's does, because many processes share one output.
 The per-process level may be changed at run time (MI ``log_level``); the
 core keeps the process's current level in :data:`state.level`, so the check
 on the hot path is one integer comparison.
+
+Formats (``stderror_log_format`` / ``syslog_log_format``): ``plain`` (the
+classic line, unchanged) or ``json``: one JSON object per line with
+``time`` (ISO 8601, UTC, milliseconds), ``level``, ``pid``, ``rank``,
+``process`` (the process type shown by ``ps``), ``module`` (the module whose
+code logged, ``core`` for the core), ``message`` and, while a SIP message
+is being routed, its ``callid``.  Every stderr line is written with one
+``write()`` so lines from many processes never interleave.
 """
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import sys
 import time
@@ -42,7 +52,8 @@ _SYSLOG_PRIO = {L_ALERT: 1, L_CRIT: 2, L_ERR: 3, L_WARN: 4, L_NOTICE: 5,
 
 class _State:
     __slots__ = ("level", "stderr", "syslog", "facility", "name", "xlog_level",
-                 "_syslog_mod")
+                 "_syslog_mod", "stderr_format", "syslog_format", "msg",
+                 "_whoami")
 
     def __init__(self):
         self.level = L_NOTICE
@@ -52,13 +63,54 @@ class _State:
         self.facility = None
         self.name = "opensipy"
         self._syslog_mod = None
+        self.stderr_format = "plain"
+        self.syslog_format = "plain"
+        self.msg = None          # the SIP message being routed, if any
+        self._whoami = None      # (pid, rank, process type), per process
 
 
 state = _State()
 
 
+LOG_FORMATS = ("plain", "json")
+
+
+def to_log_format(value) -> str:
+    """Validate a log format name (``plain_text`` is taken for plain)."""
+    v = str(value).strip().lower()
+    if v == "plain_text":
+        v = "plain"
+    if v not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {value!r} (plain or json)")
+    return v
+
+
 def configure(level=None, stderr=None, syslog=None, facility=None,
-              name=None, xlog_level=None):
+              name=None, xlog_level=None, stderr_format=None,
+              syslog_format=None):
+    """Apply logging settings.  Formats not given are taken from the
+    script's global parameters (``stderror_log_format``,
+    ``syslog_log_format``)."""
+    if stderr_format is None or syslog_format is None:
+        try:
+            from . import config
+            st = config.settings
+            if stderr_format is None:
+                stderr_format = st.stderror_log_format
+            if syslog_format is None:
+                syslog_format = st.syslog_log_format
+        except (ImportError, AttributeError):
+            pass
+    if stderr_format is not None:
+        state.stderr_format = to_log_format(stderr_format)
+    if syslog_format is not None:
+        state.syslog_format = to_log_format(syslog_format)
+    # an uncaught exception's traceback is one record too, not raw lines
+    # that would break a collector reading JSON
+    if "json" in (state.stderr_format, state.syslog_format):
+        sys.excepthook = _json_excepthook
+    elif sys.excepthook is _json_excepthook:
+        sys.excepthook = sys.__excepthook__
     if level is not None:
         state.level = int(level)
     if xlog_level is not None:
@@ -76,6 +128,12 @@ def configure(level=None, stderr=None, syslog=None, facility=None,
         fac = getattr(_sl, state.facility or "LOG_DAEMON", _sl.LOG_DAEMON)
         _sl.openlog(state.name, _sl.LOG_PID, fac)
         state._syslog_mod = _sl
+
+
+def _json_excepthook(etype, value, tb) -> None:
+    import traceback
+    emit(L_CRIT, "uncaught exception:\n" +
+         "".join(traceback.format_exception(etype, value, tb)))
 
 
 def refresh() -> None:
@@ -100,20 +158,108 @@ def syslog_facility(name: str) -> int:
     return getattr(_sl, name)
 
 
+def _whoami():
+    """(pid, rank, process type) of this process, from the process table
+    (looked up once per process)."""
+    pid = os.getpid()
+    w = state._whoami
+    if w is not None and w[0] == pid:
+        return w
+    rank, ptype = None, None
+    i = pt.my_id
+    try:
+        if i is not None and i < pt.size():
+            e = pt.get(i)
+            if e.pid == pid:
+                rank, ptype = e.rank, e.type
+    except Exception:
+        pass
+    w = (pid, rank, ptype)
+    if ptype is not None:
+        state._whoami = w
+    return w
+
+
+def _module_of(depth: int) -> str:
+    """The module whose code called the LM_* function."""
+    try:
+        f = sys._getframe(depth)
+    except ValueError:
+        return "core"
+    while f is not None and f.f_globals.get("__name__") == __name__:
+        f = f.f_back
+    name = f.f_globals.get("__name__", "") if f is not None else ""
+    for pkg in ("opensipy_modules.", "opensipy_ext_modules."):
+        if name.startswith(pkg):
+            return name[len(pkg):].split(".", 1)[0]
+    return "core"
+
+
+def json_line(level: int, text: str) -> str:
+    """One log record as a JSON object on one line (no newline)."""
+    pid, rank, ptype = _whoami()
+    now = time.time()
+    rec = {
+        "time": datetime.datetime.fromtimestamp(
+            now, datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "level": LEVEL_NAMES.get(level, str(level)),
+        "pid": pid,
+        "rank": rank,
+        "process": ptype,
+        "module": _module_of(1),
+        "message": text.rstrip("\n"),
+    }
+    msg = state.msg
+    if msg is not None:
+        try:
+            cid = msg.callid
+        except Exception:
+            cid = None
+        if cid:
+            rec["callid"] = cid
+    return json.dumps(rec, ensure_ascii=False, default=str)
+
+
+def _write_stderr(line: str) -> None:
+    """One write() for the whole line (a pipe or an O_APPEND file takes it
+    in one piece, so processes never interleave inside a line)."""
+    err = sys.stderr
+    try:
+        fd = err.fileno()
+    except (AttributeError, ValueError, OSError):
+        fd = None          # replaced by a capture object (tests)
+    try:
+        if fd is None:
+            err.write(line)
+            err.flush()
+            return
+        err.flush()        # whatever print() left first
+        data = line.encode("utf-8", "replace")
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+    except (OSError, ValueError):
+        pass
+
+
 def emit(level: int, text: str) -> None:
     """Write one log line (the level check is the caller's)."""
+    js = None
     if state.syslog and state._syslog_mod is not None:
-        state._syslog_mod.syslog(_SYSLOG_PRIO.get(level, 6), text)
+        if state.syslog_format == "json":
+            js = json_line(level, text)
+            state._syslog_mod.syslog(_SYSLOG_PRIO.get(level, 6), js)
+        else:
+            state._syslog_mod.syslog(_SYSLOG_PRIO.get(level, 6), text)
     if state.stderr or not state.syslog:
-        line = (f"{time.strftime('%b %d %H:%M:%S')} [{os.getpid()}] "
-                f"{LEVEL_NAMES.get(level, str(level))}:{text}")
-        if not line.endswith("\n"):
-            line += "\n"
-        try:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+        if state.stderr_format == "json":
+            line = (js or json_line(level, text)) + "\n"
+        else:
+            line = (f"{time.strftime('%b %d %H:%M:%S')} [{os.getpid()}] "
+                    f"{LEVEL_NAMES.get(level, str(level))}:{text}")
+            if not line.endswith("\n"):
+                line += "\n"
+        _write_stderr(line)
 
 
 def log(level: int, text: str) -> None:

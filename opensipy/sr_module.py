@@ -17,6 +17,7 @@ Mapping to the manual (``sr_module.h`` / ``cmds.h``):
 ``pv_export_t``            :class:`PVExport`
 ``proc_export_t``          :class:`ProcExport`
 ``dep_export_t``           :class:`DepExport` (:class:`ModuleDep`)
+events (``evi_publish_event`` in mod_init)  :class:`EventExport`
 ========================  ==============================================
 """
 from __future__ import annotations
@@ -235,6 +236,14 @@ class DepExport:
 
 
 @dataclass
+class EventExport:
+    """An event the module raises (``E_MODULE_WHAT``), published before
+    fork so the script's ``event_route`` and MI ``subscribe_event`` may
+    name it; the module raises it with ``evi.evi_raise_event``."""
+    name: str
+
+
+@dataclass
 class ModuleExports:
     name: str
     version: str = MODULE_VERSION
@@ -251,6 +260,7 @@ class ModuleExports:
     response_f: Optional[Callable[[Any], int]] = None
     destroy_f: Optional[Callable[[], None]] = None
     init_child_f: Optional[Callable[[int], int]] = None
+    events: Sequence[EventExport] = ()
 
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -327,6 +337,9 @@ def check_exports(exp: Any, where: str) -> None:
     for pr in exp.procs:
         if not isinstance(pr, ProcExport) or not callable(pr.function):
             raise bad(f"process {getattr(pr, 'name', pr)!r} has no function")
+    for ev in exp.events:
+        if not isinstance(ev, EventExport) or not _NAME_RE.match(ev.name):
+            raise bad(f"bad event export {ev!r}")
     for f in ("init_f", "response_f", "destroy_f", "init_child_f"):
         v = getattr(exp, f)
         if v is not None and not callable(v):

@@ -48,6 +48,8 @@ def build_dispatcher(registry=None) -> Dispatcher:
     table = CommandTable()
     disp = Dispatcher(table)
     table.register_module("core", CoreCommands(disp).exports())
+    from .. import evi          # the event interface's core commands
+    table.register_module("core", evi.mi_exports())
     if registry is not None:
         for lm in registry.modules:
             if lm.exports.mi_cmds:

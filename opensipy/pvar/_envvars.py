@@ -257,8 +257,14 @@ def _build_param(arg, index, name):
     try:
         i = int(arg)
     except (TypeError, ValueError):
-        raise PVError(f"$param index must be a number, not {arg!r}") \
-            from None
+        key = (arg or "").strip()
+        if not _IDENT.match(key):
+            raise PVError(f"$param needs a number or a name, not {arg!r}") \
+                from None
+
+        def by_name(msg):     # an event_route's named event parameter
+            return getattr(ctx.params, "named", {}).get(key)
+        return by_name, None
     if i < 1:
         raise PVError(f"$param index starts at 1, not {i}")
     k = i - 1

@@ -45,17 +45,18 @@ of the call and ends the script (``ACT_FL_EXIT``).
 """
 from __future__ import annotations
 
+import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .. import log
+from .. import evi, log
 from .. import sr_module as S
 from ..shm import ShmOutOfMemory
 from . import ast as A
 from . import runtime
 from .checker import ROUTE_TYPES, analyse
 from .codegen import SOURCE_NAME, Generator
-from .errors import ScriptErrors
+from .errors import ScriptError, ScriptErrors
 from .runtime import (ACT_FL_DROP, ACT_FL_EXIT, DROP, MAX_REC_LEV,
                       MAX_WHILE_LOOPS)
 
@@ -139,12 +140,29 @@ def _make_top(fn, route_type: int, name, linemap):
     """The callable of a top-level route: sets and restores the context,
     returns the action flags."""
     from ..pvar import ctx
+    logst = log.state
+    # routes over a real SIP message name it in the logs (json's callid)
+    real_msg = bool(route_type & (S.REQUEST_ROUTE | S.FAILURE_ROUTE
+                                  | S.ONREPLY_ROUTE | S.BRANCH_ROUTE
+                                  | S.ERROR_ROUTE | S.LOCAL_ROUTE))
 
-    def run(msg):
-        saved = ctx.params, ctx.route_type, ctx.route_name
-        ctx.params = ()
+    evs = evi.state
+
+    def run(msg, params=()):
+        saved = ctx.params, ctx.route_type, ctx.route_name, logst.msg
+        ctx.params = params         # an event_route's event parameters
         ctx.route_type = route_type
         ctx.route_name = name
+        if real_msg:
+            logst.msg = msg
+            if evs.msg_threshold_us:
+                t0 = time.monotonic_ns()
+                try:
+                    return fn(msg)
+                finally:
+                    took = (time.monotonic_ns() - t0) // 1000
+                    if took > evs.msg_threshold_us:
+                        evi.msg_threshold_exceeded(took, msg)
         try:
             return fn(msg)
         except Exception as e:
@@ -156,7 +174,7 @@ def _make_top(fn, route_type: int, name, linemap):
                 raise               # the receive path answers 500 / drops
             return ACT_FL_EXIT
         finally:
-            ctx.params, ctx.route_type, ctx.route_name = saved
+            ctx.params, ctx.route_type, ctx.route_name, logst.msg = saved
     run.route_type = route_type
     run.route_name = name
     return run
@@ -183,6 +201,18 @@ def compile_script(script: A.Script, registry,
         types = an.sub_types.get(name) or S.REQUEST_ROUTE
         cs.routes[name] = _make_top(fns[id(r)], types & -types, name,
                                     gen.linemap)
+    errs = evi.bind_script(
+        cs.event_routes, [(r.name, r.loc) for r in an.top_routes
+                          if r.kind == "event_route"], registry,
+        _settings()) if activate else []
+    if errs:
+        raise ScriptErrors([ScriptError.at(loc or (script.file, 1, 1), m)
+                            for loc, m in errs])
     if activate:
         runtime.compiled = cs
     return cs
+
+
+def _settings():
+    from .. import config
+    return config.settings

@@ -418,7 +418,7 @@ def test_flags_and_branches_show_in_mf_bf_br():
     ("$(ru{uri.user,1})", "takes no argument"),
     ("$(ru{uri.user}", "missing"),
     ("$param(0)", "starts at 1"),
-    ("$param(x)", "must be a number"),
+    ("$param(x y)", "needs a number or a name"),
     ("$ct.fields(foo)", "unknown Contact field"),
     ("$socket_in(bogus)", "unknown socket field"),
     ("$time(%Q)", None),
