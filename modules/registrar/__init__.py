@@ -10,7 +10,9 @@ best contact and adds the others as branches.  ``is_registered``,
 """
 from __future__ import annotations
 
+import base64
 import email.utils
+import hashlib
 import re
 import time
 from typing import List, Optional
@@ -38,6 +40,9 @@ max_contacts = 0
 allow_dup_cseq = 0
 received_avp = ""
 retry_after = 0
+gruu_secret = ""
+disable_gruu = 1
+sock_hdr_name = ""
 tcp_persistent_flag = ""   # kept for scripts; acts once TCP exists
 
 accepted_regs = None
@@ -71,7 +76,8 @@ class RegError(Exception):
 class SaveFlags:
     __slots__ = ("memory_only", "no_reply", "max_contacts", "force_reg",
                  "matching_mode", "path_mode", "path_received",
-                 "only_request_contacts", "min_expires", "max_expires")
+                 "only_request_contacts", "min_expires", "max_expires",
+                 "socket_header")
 
     def __init__(self):
         self.memory_only = False
@@ -84,6 +90,7 @@ class SaveFlags:
         self.only_request_contacts = False
         self.min_expires = None
         self.max_expires = None
+        self.socket_header = False
 
 
 class LookupFlags:
@@ -138,7 +145,7 @@ def _old_save_flags(t: str, f: "SaveFlags") -> None:
         elif x == "o":
             f.only_request_contacts = True
         elif x == "s":
-            raise ValueError("the socket-header flag is not supported")
+            f.socket_header = True
         elif m.group(1) is not None:
             f.max_contacts = int(m.group(1))
         elif m.group(2) is not None:
@@ -183,6 +190,8 @@ def fixup_save_flags(text) -> SaveFlags:
             f.path_received = True
         elif name == "only-request-contacts":
             f.only_request_contacts = True
+        elif name == "socket-header":
+            f.socket_header = True
         elif name == "min-expires":
             f.min_expires = _int_flag(name, value)
         elif name == "max-expires":
@@ -335,7 +344,60 @@ def _path_received(path: str) -> str:
     return unescape(r) if r else ""
 
 
-def _contact_lines(contacts, now: float) -> List[str]:
+# --- GRUU (RFC 5627) ---------------------------------------------------------
+
+def _instance_urn(instance: str) -> str:
+    """'"<urn:uuid:x>"' -> 'urn:uuid:x'"""
+    return instance.strip().strip('"').strip("<>")
+
+
+def _keystream(n: int) -> bytes:
+    key = (gruu_secret or "OpenSIPS").encode()
+    out = bytearray()
+    block = 0
+    while len(out) < n:
+        out += hashlib.sha256(key + block.to_bytes(4, "big")).digest()
+        block += 1
+    return bytes(out[:n])
+
+
+def temp_gruu_token(aor: str, instance: str, callid: str) -> str:
+    """An opaque token that names the binding (aor, instance, Call-ID) to
+    this registrar only: XORed with a key stream of gruu_secret, as
+    OpenSIPS's temporary GRUUs are; a new Call-ID gives a new one."""
+    data = f"{aor} {_instance_urn(instance)} {callid}".encode()
+    xored = bytes(a ^ b for a, b in zip(data, _keystream(len(data))))
+    return base64.urlsafe_b64encode(xored).decode().rstrip("=")
+
+
+def decode_temp_gruu(token: str):
+    """(aor, instance urn, callid) or None."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (ValueError, TypeError):
+        return None
+    data = bytes(a ^ b for a, b in zip(raw, _keystream(len(raw))))
+    parts = data.decode("utf-8", "replace").split(" ")
+    if len(parts) != 3:
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def _gruu_params(c, aor: str, aor_uri) -> str:
+    if aor_uri is None or not c.instance:
+        return ""
+    host = aor_uri.host
+    user = aor_uri.user
+    base = f"sip:{user}@{host}" if user else f"sip:{host}"
+    urn = _instance_urn(c.instance)
+    pub = f'{base};gr={urn}'
+    temp = f"sip:tgruu.{temp_gruu_token(aor, c.instance, c.callid)}@{host};gr"
+    return f';pub-gruu="{pub}";temp-gruu="{temp}"'
+
+
+def _contact_lines(contacts, now: float, gruu=None) -> List[str]:
+    """The Contact lines of a 200 to REGISTER; ``gruu`` = (aor, its parsed
+    URI) when GRUUs are to be given (RFC 5627)."""
     from opensipy_modules.usrloc import q2str
     lines = []
     for c in contacts:
@@ -345,6 +407,8 @@ def _contact_lines(contacts, now: float) -> List[str]:
             line += f";q={q2str(c.q)}"
         if c.instance:
             line += f";+sip.instance={c.instance}"
+            if gruu is not None:
+                line += _gruu_params(c, gruu[0], gruu[1])
         if c.reg_id:
             line += f";reg-id={c.reg_id}"
         lines.append(line)
@@ -373,7 +437,15 @@ def save(msg, dom, flags: Optional[SaveFlags] = None,
     if flags.no_reply:
         return 1
     now = time.time()
-    hdrs = _contact_lines(contacts, now)
+    gruu = None
+    if not disable_gruu and _supports(msg, "gruu"):
+        try:
+            to_uri = msg.to.parsed_uri if aor_uri is None \
+                else parse_uri(aor_uri.strip().strip("<>"))
+            gruu = (extract_aor(None, to_uri), to_uri)
+        except (RegError, ParseError, ValueError, AttributeError):
+            gruu = None
+    hdrs = _contact_lines(contacts, now, gruu)
     if path and flags.path_mode in (PATH_LAZY, PATH_STRICT) \
             and _supports_path(msg):
         hdrs.append(f"Path: {path}")
@@ -395,10 +467,15 @@ def _date_hdr(now: float) -> str:
     return _date_cache[1]
 
 
+def _supports(msg, option: str) -> bool:
+    """The UA listed ``option`` in Supported."""
+    return any(x.strip().lower() == option
+               for h in msg.hdrs("Supported") for x in h.split(","))
+
+
 def _supports_path(msg) -> bool:
     """The UA said ``Supported: path`` (RFC 3327)."""
-    return any(x.strip().lower() == "path"
-               for h in msg.hdrs("Supported") for x in h.split(","))
+    return _supports(msg, "path")
 
 
 def _store(dom, new, old, flags: SaveFlags, aor: str) -> None:
@@ -467,6 +544,13 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
         if flags.path_received and path:
             received = _path_received(path) or received
         sock = _socket_str(msg)
+        if flags.socket_header and sock_hdr_name:
+            given = (msg.hdr(sock_hdr_name) or "").strip()
+            if given:
+                try:
+                    sock = config.parse_socket(given).name
+                except ValueError:
+                    raise RegError(400, "Bad socket header") from None
         mine = []           # the request's bindings, for only-request-contacts
         for c in contacts:
             uri = c.uri
@@ -557,6 +641,28 @@ def _apply_contact(msg, c, first: bool):
               c.cflags, sock)
 
 
+def _gruu_of(uri_text: str):
+    """(aor or None, instance urn, callid or None) when the URI is a GRUU
+    (it has a ``gr`` parameter), else None."""
+    if ";gr" not in uri_text:
+        return None
+    try:
+        u = parse_uri(uri_text.strip().strip("<>"))
+    except (ValueError, ParseError):
+        return None
+    if u is None:
+        return None
+    gr = u.param("gr")
+    if gr is None:
+        return None
+    if u.user and u.user.startswith("tgruu.") and not gr:
+        dec = decode_temp_gruu(u.user[6:])
+        if dec is None:
+            return (None, "", "")           # matches nothing
+        return dec
+    return (None, gr, None)
+
+
 def _find_socket(name: str):
     for si in config.settings.sockets:
         if si.name == name:
@@ -567,9 +673,13 @@ def _find_socket(name: str):
 def lookup(msg, dom, flags: Optional[LookupFlags] = None,
            aor_uri: Optional[str] = None) -> int:
     flags = flags or LookupFlags()
+    target = aor_uri if aor_uri is not None else (msg.new_uri or msg.ruri)
+    gr = _gruu_of(target)
     try:
-        aor = extract_aor(aor_uri if aor_uri is not None
-                          else (msg.new_uri or msg.ruri))
+        if gr is not None and gr[0] is not None:
+            aor = gr[0]                          # a temporary GRUU
+        else:
+            aor = extract_aor(target)
     except RegError:
         log.LM_ERR("registrar: lookup(): bad AOR")
         return LOOKUP_ERROR
@@ -584,6 +694,15 @@ def lookup(msg, dom, flags: Optional[LookupFlags] = None,
     alive = rec.alive()
     if not alive:
         return LOOKUP_NOT_FOUND
+    if gr is not None:
+        # RFC 5627 §8.4.1: a GRUU reaches its one instance (a temporary one
+        # only while the registration of that Call-ID lasts)
+        _, urn, callid = gr
+        alive = [c for c in alive if _instance_urn(c.instance) == urn
+                 and (callid is None or c.callid == callid)]
+        if not alive:
+            return LOOKUP_NOT_FOUND
+        alive = alive[:1]
     if flags.ua_regex is not None:
         alive = [c for c in alive if flags.ua_regex.search(c.user_agent)]
         if not alive:
@@ -738,6 +857,26 @@ def remove_ip_port(msg, ip, port, dom, aor_uri=None) -> int:
     return 1 if removed else -1
 
 
+def add_sock_hdr(msg, name: str) -> int:
+    """Add ``name: proto:ip:port`` naming the socket the request came in
+    on (for a registrar behind this one, with save()'s socket-header)."""
+    rcv = msg.rcv
+    if rcv is None or rcv.socket is None:
+        return -1
+    try:
+        msg.append_hdr(f"{name}: {rcv.socket.name}")
+    except ValueError as e:
+        log.LM_ERR(f"registrar: add_sock_hdr: {e}")
+        return -1
+    return 1
+
+
+def _fixup_hdr_name(name):
+    if not re.fullmatch(r"[A-Za-z0-9!%*_.+`'~-]+", str(name)):
+        raise ValueError(f"{name!r} is not a header name")
+    return str(name)
+
+
 # --- lifecycle -------------------------------------------------------------------
 
 def mod_init() -> int:
@@ -787,6 +926,9 @@ exports = ModuleExports(
             CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT),
             CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)],
             _ALL_REQ | ONREPLY_ROUTE),
+        CmdExport("add_sock_hdr", add_sock_hdr, [
+            CmdParam(CMD_PARAM_STR | CMD_PARAM_STATIC,
+                     fixup=_fixup_hdr_name)], REQUEST_ROUTE),
         CmdExport("remove_ip_port", remove_ip_port, [
             CmdParam(CMD_PARAM_STR), CmdParam(CMD_PARAM_INT), _TABLE,
             CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)],
@@ -803,6 +945,9 @@ exports = ModuleExports(
         ParamExport("tcp_persistent_flag", STR_PARAM, "tcp_persistent_flag"),
         ParamExport("received_avp", STR_PARAM, "received_avp"),
         ParamExport("retry_after", INT_PARAM, "retry_after"),
+        ParamExport("gruu_secret", STR_PARAM, "gruu_secret"),
+        ParamExport("sock_hdr_name", STR_PARAM, "sock_hdr_name"),
+        ParamExport("disable_gruu", INT_PARAM, "disable_gruu"),
     ],
     stats=[
         StatExport("accepted_regs", 0, "accepted_regs"),

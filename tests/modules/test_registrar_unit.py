@@ -187,3 +187,57 @@ def test_branch_flags_are_kept_with_the_contact(table):
     assert reg.lookup(inv, table) == 1
     assert inv.ruri_bflags == 0b1010
     assert inv.branches[0].bflags == 0b1010
+
+
+def test_gruu_pub_and_temp_reach_their_instance(table):
+    import re as _re
+    reg.disable_gruu = 0
+    try:
+        inst = '"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"'
+        rc, r = register(table, [f"<sip:bob@192.0.2.1>;+sip.instance={inst}",
+                                 "<sip:bob@192.0.2.2>;q=0.9"],
+                         extra=["Expires: 600", "Supported: gruu"])
+        assert rc == 1
+        line = [h for h in r[2] if "192.0.2.1" in h][0]
+        pub = _re.search(r'pub-gruu="([^"]+)"', line).group(1)
+        temp = _re.search(r'temp-gruu="([^"]+)"', line).group(1)
+        assert pub == ("sip:bob@example.com;"
+                       "gr=urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6")
+        assert temp.startswith("sip:tgruu.") and temp.endswith(
+            "@example.com;gr")
+        # the other contact (no instance) gets none
+        assert "gruu" not in [h for h in r[2] if "192.0.2.2" in h][0]
+        for gruu in (pub, temp):
+            m = modkit.parse(modkit.request(ruri=gruu))
+            assert reg.lookup(m, table) == 1
+            assert m.new_uri == "sip:bob@192.0.2.1"
+            assert not getattr(m, "branches", None)
+        # a new registration Call-ID: the old temporary GRUU is gone
+        register(table, [f"<sip:bob@192.0.2.1>;+sip.instance={inst}"],
+                 extra=["Expires: 600", "Supported: gruu"], callid="c9")
+        m = modkit.parse(modkit.request(ruri=temp))
+        assert reg.lookup(m, table) == -1
+        # without Supported: gruu no GRUU is given
+        rc, r = register(table, ["<sip:bob@192.0.2.2>"],
+                         extra=["Expires: 600"], callid="c9", cseq=2)
+        assert not any("gruu" in h for h in r[2])
+    finally:
+        reg.disable_gruu = 1
+
+
+def test_add_sock_hdr_and_the_socket_header_flag(table, srv_sock):
+    m = modkit.parse(modkit.request(method="REGISTER"), si=srv_sock)
+    assert reg.add_sock_hdr(m, "Sock-Info") == 1
+    from opensipy.parser import SipMsg
+    assert SipMsg(m.build()).hdr("Sock-Info") == srv_sock.name
+    reg.sock_hdr_name = "Sock-Info"
+    try:
+        rc, _ = register(table, ["<sip:bob@192.0.2.1>"], "socket-header",
+                         extra=["Expires: 600",
+                                "Sock-Info: udp:192.0.2.50:5070"])
+        assert rc == 1
+        assert table.get("bob").contacts[0].socket == "udp:192.0.2.50:5070"
+    finally:
+        reg.sock_hdr_name = ""
+    with pytest.raises(ValueError):
+        reg._fixup_hdr_name("bad name")
