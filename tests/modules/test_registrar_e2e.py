@@ -295,3 +295,45 @@ def test_opensipyctl_ul_show_add_rm(rig, tmp_path):
     r = ctl("ul", "show", "nobody")
     assert r.returncode == 1 and "AOR not found" in r.stderr
     assert ctl("ul", "frobnicate").returncode == 2
+
+
+def test_shm_exhausted_by_new_aors_answers_500_and_keeps_bindings(server):
+    """A flood of REGISTERs for new AORs on a small arena: once shared
+    memory is gone the registrar answers 500 (and logs it), the bindings
+    already stored stay, and the server still serves."""
+    port, mi = free_port(), free_port()
+    server.start(SCRIPT.format(port=port, mi=mi), args=["-m", "2"])
+    phone = modkit.Peer()
+    try:
+        def reg(user, n):
+            data = modkit.request(
+                method="REGISTER", ruri=f"sip:127.0.0.1:{port}",
+                via_port=phone.port, callid=f"flood-{n}", cseq=1,
+                extra=[f"Contact: <sip:{user}@127.0.0.1:{phone.port}>",
+                       "Expires: 600"])
+            data = data.replace(b"To: <sip:bob@example.com>",
+                                f"To: <sip:{user}@example.com>".encode())
+            phone.send(data, port)
+            return phone.recv()
+        assert reg("keeper", 0).status == 200
+        statuses = []
+        for n in range(1, 40000):
+            st = reg(f"u{n:05d}" + "x" * 60, n).status
+            statuses.append(st)
+            if st == 500:
+                break
+        assert statuses[-1] == 500, "shared memory never ran out"
+        assert set(statuses[:-1]) == {200} and len(statuses) > 20, statuses
+        # what was stored stays, and the server still answers
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(5)
+            s.sendto(json.dumps({"jsonrpc": "2.0", "id": 1,
+                                 "method": "ul_show_contact",
+                                 "params": {"table_name": "location",
+                                            "aor": "keeper"}}).encode(),
+                     ("127.0.0.1", mi))
+            r = json.loads(s.recv(65535))
+        assert r["result"]["AOR"] == "keeper"
+        assert "no shared memory" in server.stderr()
+    finally:
+        phone.close()
