@@ -198,7 +198,7 @@ class SipUri(_View):
 def uri_at(buf, t, s, l):
     """parse the URI at buf[s:s+l] (offsets stay those of buf); None if bad"""
     u = ffi.new("sp_uri *")
-    if lib.sp_parse_uri(buf, s, l, u) < 0:
+    if lib.sp_parse_uri(buf, len(buf), s, l, u) < 0:
         return None
     return SipUri(buf, t, int_view(u), 0)
 
