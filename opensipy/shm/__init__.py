@@ -319,8 +319,10 @@ class Lock:
             _lock_fail(r, "lock")
         return self
 
-    def __exit__(self, *exc):
-        _lock_release(self._p)
+    def __exit__(self, et, ev, tb):
+        r = _lock_release(self._p)
+        if r < 0:
+            _release_on_exit(lambda: _lock_fail(r, "unlock"), et)
         return False
 
     @property
@@ -366,6 +368,17 @@ class LockSet:
         shm_free(self._p)
 
 
+def _release_on_exit(release, exc_type):
+    """release; a failure raises unless an exception is already leaving
+    the block (then it is logged, not hidden behind the unlock error)"""
+    try:
+        release()
+    except ShmError as e:
+        if exc_type is None:
+            raise
+        log.LM_ERR(f"shm lock: {e} while leaving on {exc_type.__name__}")
+
+
 class _ReadSide:
     __slots__ = ("_rw",)
 
@@ -376,8 +389,8 @@ class _ReadSide:
         self._rw.acquire_read()
         return self._rw
 
-    def __exit__(self, *exc):
-        self._rw.release_read()
+    def __exit__(self, et, ev, tb):
+        _release_on_exit(self._rw.release_read, et)
         return False
 
 
@@ -388,8 +401,8 @@ class _WriteSide(_ReadSide):
         self._rw.acquire_write()
         return self._rw
 
-    def __exit__(self, *exc):
-        self._rw.release_write()
+    def __exit__(self, et, ev, tb):
+        _release_on_exit(self._rw.release_write, et)
         return False
 
 
@@ -397,28 +410,40 @@ class RWLock:
     """Readers/writer lock in shared memory: ``with rw.read: ...`` and
     ``with rw.write: ...`` (or acquire_/release_ read/write).  Up to 32
     readers hold it at once (more wait); a waiting writer stops new
-    readers.  Not recursive.  Robust: see the package docstring."""
-    __slots__ = ("_p", "_slots", "read", "write")
+    readers.  Not recursive.  Robust: see the package docstring.  Threads
+    of a process (httpd's) may share the handle: the reader slots each one
+    holds are kept per thread."""
+    __slots__ = ("_p", "_tls", "read", "write")
 
     def __init__(self, module: str = "core"):
         _need_arena()
         self._p = lib.shm_rwlock_new(module_id(module))
         if self._p == ffi.NULL:
             raise _oom(0, module)
-        self._slots = []   # reader slots this process holds (a stack)
+        self._tls = threading.local()   # .slots: this thread's reader slots
         self.read = _ReadSide(self)
         self.write = _WriteSide(self)
+
+    def _slots(self) -> list:
+        try:
+            return self._tls.slots
+        except AttributeError:
+            s = self._tls.slots = []
+            return s
 
     def acquire_read(self) -> None:
         s = lib.shm_rw_rlock(self._p)
         if s < 0:
             _lock_fail(s, "read lock")
-        self._slots.append(s)
+        self._slots().append(s)
 
     def release_read(self) -> None:
-        if not self._slots:
+        slots = self._slots()
+        if not slots:
             raise ShmError("release_read without acquire_read")
-        lib.shm_rw_runlock(self._p, self._slots.pop())
+        r = lib.shm_rw_runlock(self._p, slots.pop())
+        if r < 0:
+            _lock_fail(r, "read unlock")
 
     def acquire_write(self) -> None:
         r = lib.shm_rw_wlock(self._p)
@@ -426,7 +451,9 @@ class RWLock:
             _lock_fail(r, "write lock")
 
     def release_write(self) -> None:
-        lib.shm_rw_wunlock(self._p)
+        r = lib.shm_rw_wunlock(self._p)
+        if r < 0:
+            _lock_fail(r, "write unlock")
 
     def destroy(self) -> None:
         shm_free(self._p)
@@ -443,13 +470,15 @@ class AtomicCounter:
     __slots__ = ("_p", "_blk")
 
     def __init__(self, initial: int = 0, module: str = "core", _ptr=None):
+        """A new counter set to ``initial``; with ``_ptr`` a handle on an
+        existing counter, whose value is left as it is."""
         if _ptr is None:
             self._blk = _alloc(8, module)
-            _ptr = ffi.cast("int64_t *", self._blk)
+            self._p = ffi.cast("int64_t *", self._blk)
+            lib.shm_atomic_set(self._p, initial)
         else:
             self._blk = None
-        self._p = _ptr
-        lib.shm_atomic_set(self._p, initial)
+            self._p = _ptr
 
     def inc(self, n: int = 1) -> int:
         """Add n; returns the new value."""
