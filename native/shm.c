@@ -56,7 +56,9 @@ typedef struct {
 
 struct shm_lock {
     pthread_mutex_t m;
-    volatile int32_t owner;
+    volatile int32_t owner;     /* pid of the holder, 0 when free (reports) */
+    volatile int32_t owner_tid; /* its thread id: who may unlock */
+    volatile int32_t broken;    /* could not be made consistent: unusable */
     int32_t pad;
 };
 
@@ -82,8 +84,13 @@ struct arena {
 
 static struct arena *A;
 static pid_t my_pid;
+static __thread int my_tid; /* reset in the child of a fork (atfork) */
 
-static void after_fork_child(void) { my_pid = getpid(); }
+static void after_fork_child(void)
+{
+    my_pid = getpid();
+    my_tid = 0;
+}
 
 static inline pid_t self_pid(void)
 {
@@ -101,6 +108,54 @@ int64_t shm_now_ns(void)
 
 /* ------------------------------------------------------------------ locks */
 
+/* Owner-dead reports are queued per thread and handed to _shm_owner_dead
+ * (Python, in the server) only once the function that took the lock over
+ * no longer holds a lock of its own: the allocator lock (a report that
+ * logs and allocates would deadlock on it), a hash-table bucket, a
+ * read-write lock's gate.  A user lock (shm_lock_get) is the caller's: the
+ * report is made with it held, as before. */
+#define PENDING_MAX 16
+static __thread struct { const char *what; int pid; } pending[PENDING_MAX];
+static __thread int npending, lost_reports;
+static int fail_consistent; /* test hook: this many consistent() calls fail */
+
+static void report_later(const char *what, int pid)
+{
+    if (npending < PENDING_MAX) {
+        pending[npending].what = what;
+        pending[npending].pid = pid;
+        npending++;
+    } else {
+        lost_reports++;
+    }
+}
+
+static void flush_reports(void)
+{
+    while (npending || lost_reports) {
+        /* copy first: a report may lock (and queue) again */
+        struct { const char *what; int pid; } q[PENDING_MAX];
+        int n = npending, lost = lost_reports;
+        memcpy(q, pending, sizeof(q[0]) * (size_t)n);
+        npending = 0;
+        lost_reports = 0;
+        for (int i = 0; i < n; i++)
+            _shm_owner_dead(q[i].what, q[i].pid);
+        if (lost)
+            _shm_owner_dead("more locks taken over from dead processes than "
+                            "could be reported; not reported", lost);
+    }
+}
+
+void shm_fail_consistent_for_tests(int n) { fail_consistent = n; }
+
+static inline int self_tid(void)
+{
+    if (!my_tid)
+        my_tid = (int)gettid();
+    return my_tid;
+}
+
 static int lock_init(shm_lock_t *l)
 {
     pthread_mutexattr_t a;
@@ -113,44 +168,95 @@ static int lock_init(shm_lock_t *l)
         r = pthread_mutex_init(&l->m, &a);
     pthread_mutexattr_destroy(&a);
     l->owner = 0;
+    l->owner_tid = 0;
+    l->broken = 0;
     return -r;
 }
 
-/* after pthread_mutex_(try)lock returned r: make the lock ours */
+/* after pthread_mutex_(try)lock returned r: make the lock ours.  A lock
+ * taken over from a dead owner is made consistent; when that fails it is
+ * let go unrecoverable (every later locker gets ENOTRECOVERABLE) rather
+ * than used half-repaired. */
 static int lock_taken(shm_lock_t *l, int r, const char *what)
 {
     if (r == EOWNERDEAD) {
         int dead = l->owner;
-        pthread_mutex_consistent(&l->m);
+        int c;
+        if (fail_consistent > 0) {  /* test hook: as if consistent() failed */
+            fail_consistent--;
+            c = EINVAL;
+        } else {
+            c = pthread_mutex_consistent(&l->m);
+        }
+        if (c) {
+            /* flagged first: glibc's trylock on a not-recoverable robust
+             * mutex returns ENOTRECOVERABLE but leaves it locked by the
+             * caller, so once broken it is never handed to pthread again */
+            __atomic_store_n(&l->broken, 1, __ATOMIC_RELEASE);
+            pthread_mutex_unlock(&l->m);
+            report_later("lock of a dead process could not be made consistent; "
+                         "it stays unusable", dead);
+            return -ENOTRECOVERABLE;
+        }
         l->owner = self_pid();
-        _shm_owner_dead(what, dead);
+        l->owner_tid = self_tid();
+        report_later(what, dead);
         return 1;
     }
     if (r)
         return -r;
     l->owner = self_pid();
+    l->owner_tid = self_tid();
     return 0;
+}
+
+static inline int lock_broken(shm_lock_t *l)
+{
+    return __atomic_load_n(&l->broken, __ATOMIC_ACQUIRE);
 }
 
 static int lock_named(shm_lock_t *l, const char *what)
 {
+    if (lock_broken(l))
+        return -ENOTRECOVERABLE;
     return lock_taken(l, pthread_mutex_lock(&l->m), what);
 }
 
+/* Only the holder clears the owner, and only while it still holds the
+ * lock (after the unlock another process may already have written its
+ * own pid there); a failed unlock puts it back.  A caller that does not
+ * hold the lock gets -EPERM and the record keeps the real owner. */
 static int unlock_l(shm_lock_t *l)
 {
+    int pid = l->owner, tid = l->owner_tid;
+    if (tid != self_tid())
+        return -EPERM;
     l->owner = 0;
-    return -pthread_mutex_unlock(&l->m);
+    l->owner_tid = 0;
+    int r = pthread_mutex_unlock(&l->m);
+    if (r) {
+        l->owner = pid;
+        l->owner_tid = tid;
+    }
+    return -r;
 }
 
-int shm_lock_get(shm_lock_t *l) { return lock_named(l, "lock"); }
+int shm_lock_get(shm_lock_t *l)
+{
+    int r = lock_named(l, "lock");
+    flush_reports();
+    return r;
+}
 
 int shm_lock_try(shm_lock_t *l)
 {
+    if (lock_broken(l))
+        return -ENOTRECOVERABLE;
     int r = pthread_mutex_trylock(&l->m);
     if (r == EBUSY)
         return 0;
     r = lock_taken(l, r, "lock");
+    flush_reports();
     return r < 0 ? r : 1;
 }
 
@@ -345,22 +451,32 @@ static blk_t *find_free(uint64_t need)
 static int check_locked(void);
 static int repair_locked(void);
 
-static void alloc_lock(void)
+/* 0: the allocator lock is held; < 0: it could not be taken (the arena is
+ * then left alone).  Reports are queued, made by alloc_unlock. */
+static int alloc_lock(void)
 {
-    if (lock_named(&A->lock, "shm allocator") == 1 && check_locked()) {
-        int r = repair_locked();
-        if (r)
-            _shm_owner_dead("shm arena found INCONSISTENT after the death of "
-                            "the allocator lock's owner and not repaired; "
-                            "code", r);
+    int r = lock_named(&A->lock, "shm allocator");
+    if (r == 1 && check_locked()) {
+        int e = repair_locked();
+        if (e)
+            report_later("shm arena found INCONSISTENT after the death of "
+                         "the allocator lock's owner and not repaired; "
+                         "code", e);
         else
-            _shm_owner_dead("shm arena rebuilt from its block headers after "
-                            "the death of the allocator lock's owner; blocks "
-                            "it held stay allocated; code", 0);
+            report_later("shm arena rebuilt from its block headers after "
+                         "the death of the allocator lock's owner; blocks "
+                         "it held stay allocated; code", 0);
     }
+    if (r < 0)
+        flush_reports();
+    return r < 0 ? r : 0;
 }
 
-static void alloc_unlock(void) { unlock_l(&A->lock); }
+static void alloc_unlock(void)
+{
+    unlock_l(&A->lock);
+    flush_reports();
+}
 
 void *shm_malloc_mod(size_t size, int mod)
 {
@@ -368,7 +484,8 @@ void *shm_malloc_mod(size_t size, int mod)
         return NULL;
     uint64_t need = round_size(size);
     void *ret = NULL;
-    alloc_lock();
+    if (alloc_lock())
+        return NULL;
     blk_t *b = find_free(need);
     if (b) {
         bin_remove(b);
@@ -381,9 +498,8 @@ void *shm_malloc_mod(size_t size, int mod)
 
 int shm_free_ptr(void *p)
 {
-    if (!A)
+    if (!A || alloc_lock())
         return -1;
-    alloc_lock();
     blk_t *b = valid_blk(p, 0);
     if (b) {
         give_back(b);
@@ -398,7 +514,8 @@ void *shm_realloc_mod(void *p, size_t size, int mod)
     if (!A || mod < 0 || mod >= A->nmods || size > A->size)
         return NULL;
     uint64_t need = round_size(size);
-    alloc_lock();
+    if (alloc_lock())
+        return NULL;
     blk_t *b = valid_blk(p, 0);
     if (!b) {
         alloc_unlock();
@@ -429,16 +546,33 @@ void *shm_realloc_mod(void *p, size_t size, int mod)
     return ret;
 }
 
+/* headers are read under the allocator lock: a realloc, free or merge in
+ * another process rewrites them */
+int shm_block_info(void *p, size_t *size, int *mod)
+{
+    if (!A || alloc_lock())
+        return -1;
+    blk_t *b = valid_blk(p, 0);
+    if (b) {
+        if (size)
+            *size = b->size;
+        if (mod)
+            *mod = b->mod;
+    }
+    alloc_unlock();
+    return b ? 0 : -1;
+}
+
 size_t shm_block_size(void *p)
 {
-    blk_t *b = valid_blk(p, 0);
-    return b ? b->size : 0;
+    size_t size;
+    return shm_block_info(p, &size, NULL) ? 0 : size;
 }
 
 int shm_block_module(void *p)
 {
-    blk_t *b = valid_blk(p, 0);
-    return b ? b->mod : -1;
+    int mod;
+    return shm_block_info(p, NULL, &mod) ? -1 : mod;
 }
 
 void *shm_ptr_at(uint64_t offset)
@@ -446,7 +580,7 @@ void *shm_ptr_at(uint64_t offset)
     if (!A || offset >= A->size)
         return NULL;
     void *p = (char *)A + offset;
-    return valid_blk(p, 0) ? p : NULL;
+    return shm_block_info(p, NULL, NULL) ? NULL : p;
 }
 
 uint64_t shm_offset_of(void *p) { return (uint64_t)((char *)p - (char *)A); }
@@ -454,9 +588,8 @@ uint64_t shm_offset_of(void *p) { return (uint64_t)((char *)p - (char *)A); }
 void shm_get_stats(struct shm_stats *st)
 {
     memset(st, 0, sizeof(*st));
-    if (!A)
+    if (!A || alloc_lock())
         return;
-    alloc_lock();
     st->total_size = A->size;
     st->used_size = A->used;
     st->real_used_size = A->real_used;
@@ -469,9 +602,8 @@ void shm_get_stats(struct shm_stats *st)
 uint64_t shm_largest_free(void)
 {
     uint64_t best = 0;
-    if (!A)
+    if (!A || alloc_lock())
         return 0;
-    alloc_lock();
     for (int i = NBINS - 1; i >= 0 && !best; i--)
         for (blk_t *b = A->bins[i]; b; b = links(b)->next)
             if (b->size > best)
@@ -590,7 +722,8 @@ int shm_check(void)
 {
     if (!A)
         return -100;
-    alloc_lock();
+    if (alloc_lock())
+        return -101;
     int r = check_locked();
     alloc_unlock();
     return r;
@@ -663,7 +796,8 @@ int shm_module_id(const char *name)
     if (!A || !len || len >= MOD_NAME_LEN)
         return -1;
     int id = -1;
-    alloc_lock();
+    if (alloc_lock())
+        return -1;
     for (int i = 0; i < A->nmods; i++)
         if (!strcmp(A->mods[i].name, name)) {
             id = i;
@@ -753,11 +887,15 @@ fail:
 int shm_rw_rlock(shm_rwlock_t *rw)
 {
     int r = lock_named(&rw->gate, "rwlock (writer)");
-    if (r < 0)
+    if (r < 0) {
+        flush_reports();
         return r;
+    }
     int start = (int)(self_pid() % RW_SLOTS), got = -1;
     for (int k = 0; k < RW_SLOTS && got < 0; k++) {
         int i = (start + k) % RW_SLOTS;
+        if (lock_broken(&rw->slot[i]))
+            continue;
         int t = pthread_mutex_trylock(&rw->slot[i].m);
         if (t == EBUSY)
             continue;
@@ -765,12 +903,11 @@ int shm_rw_rlock(shm_rwlock_t *rw)
             got = i;
     }
     if (got < 0) {
-        if (lock_named(&rw->slot[start], "rwlock (reader)") >= 0)
-            got = start;
-        else
-            got = -EINVAL;
+        int e = lock_named(&rw->slot[start], "rwlock (reader)");
+        got = e >= 0 ? start : e;
     }
     unlock_l(&rw->gate);
+    flush_reports();
     return got;
 }
 
@@ -784,24 +921,35 @@ int shm_rw_runlock(shm_rwlock_t *rw, int slot)
 int shm_rw_wlock(shm_rwlock_t *rw)
 {
     int r = lock_named(&rw->gate, "rwlock (writer)");
-    if (r < 0)
+    if (r < 0) {
+        flush_reports();
         return r;
+    }
     for (int i = 0; i < RW_SLOTS; i++) {
         if ((r = lock_named(&rw->slot[i], "rwlock (reader)")) < 0) {
             while (--i >= 0)
                 unlock_l(&rw->slot[i]);
             unlock_l(&rw->gate);
+            flush_reports();
             return r;
         }
     }
+    flush_reports();
     return 0;
 }
 
+/* 0, or the first error (-EPERM: the caller is not the writer); the
+ * slots are released before the gate either way */
 int shm_rw_wunlock(shm_rwlock_t *rw)
 {
-    for (int i = RW_SLOTS - 1; i >= 0; i--)
-        unlock_l(&rw->slot[i]);
-    return unlock_l(&rw->gate);
+    int r = 0;
+    for (int i = RW_SLOTS - 1; i >= 0; i--) {
+        int e = unlock_l(&rw->slot[i]);
+        if (e && !r)
+            r = e;
+    }
+    int e = unlock_l(&rw->gate);
+    return r ? r : e;
 }
 
 /* ---------------------------------------------------------------- atomics */
@@ -853,7 +1001,7 @@ struct shm_ht {
     uint32_t magic;
     uint32_t nbuckets;
     int32_t mod;
-    int32_t pad;
+    int32_t users;   /* operations in progress (shm_ht_destroy waits them out) */
     int64_t count;   /* entries linked, expired ones included */
     int64_t expiring; /* of which have an expiry time */
     ht_bucket_t b[];
@@ -869,7 +1017,43 @@ static inline uint32_t ht_hash(const char *k, size_t n)
     return h;
 }
 
-static inline int ht_ok(shm_ht_t *ht) { return ht && ht->magic == HT_MAGIC; }
+static inline int ht_ok(shm_ht_t *ht)
+{
+    return ht && __atomic_load_n(&ht->magic, __ATOMIC_ACQUIRE) == HT_MAGIC;
+}
+
+/* Every operation registers as a user before it looks at the table and
+ * takes its bucket lock with bk_lock, which fails (and lets the lock go)
+ * when the lock cannot be taken or the table was destroyed meanwhile: an
+ * operation never goes on unlocked, nor on a dead table. */
+static int ht_enter(shm_ht_t *ht)
+{
+    if (!ht_ok(ht))   /* never count into a table already gone */
+        return 0;
+    __atomic_add_fetch(&ht->users, 1, __ATOMIC_ACQ_REL);
+    if (ht_ok(ht))
+        return 1;
+    __atomic_sub_fetch(&ht->users, 1, __ATOMIC_ACQ_REL);
+    return 0;
+}
+
+static void ht_leave(shm_ht_t *ht)
+{
+    __atomic_sub_fetch(&ht->users, 1, __ATOMIC_ACQ_REL);
+    flush_reports();
+}
+
+static int bk_lock(shm_ht_t *ht, ht_bucket_t *bk)
+{
+    int r = lock_named(&bk->lock, "hash table bucket");
+    if (r < 0)
+        return r > -3 ? -EIO : r;   /* keep clear of -1/-2 */
+    if (!ht_ok(ht)) {
+        unlock_l(&bk->lock);
+        return -2;
+    }
+    return 0;
+}
 
 shm_ht_t *shm_ht_new(uint32_t nbuckets, int mod)
 {
@@ -888,25 +1072,45 @@ shm_ht_t *shm_ht_new(uint32_t nbuckets, int mod)
             return NULL;
         }
     }
-    ht->magic = HT_MAGIC;
+    __atomic_store_n(&ht->magic, HT_MAGIC, __ATOMIC_RELEASE);
     return ht;
 }
 
+/* The table is marked dead first (new operations fail), then each bucket
+ * is emptied under its lock (an operation inside it finishes first; one
+ * waiting for it sees the table dead), then the block is freed once no
+ * operation is inside any more.  An operation whose process died inside
+ * leaves its count behind: after 2 s it is taken for dead. */
 int shm_ht_destroy(shm_ht_t *ht)
 {
-    if (!ht_ok(ht))
+    if (!ht)
         return -1;
-    ht->magic = 0;
+    uint32_t want = HT_MAGIC;
+    if (!__atomic_compare_exchange_n(&ht->magic, &want, 0, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return -1;
+    int r = 0;
     for (uint32_t i = 0; i < ht->nbuckets; i++) {
-        ht_entry_t *e = ht->b[i].head;
-        ht->b[i].head = NULL;
-        while (e) {
-            ht_entry_t *n = e->next;
-            shm_free_ptr(e);
-            e = n;
+        ht_bucket_t *bk = &ht->b[i];
+        int e = lock_named(&bk->lock, "hash table bucket");
+        ht_entry_t *d = bk->head;
+        bk->head = NULL;
+        if (e >= 0)
+            unlock_l(&bk->lock);
+        else if (!r)
+            r = e;   /* unusable lock: nobody else can be inside either */
+        while (d) {
+            ht_entry_t *n = d->next;
+            shm_free_ptr(d);
+            d = n;
         }
     }
-    return shm_free_ptr(ht);
+    int64_t deadline = shm_now_ns() + 2000000000LL;
+    while (__atomic_load_n(&ht->users, __ATOMIC_ACQUIRE) > 0 && shm_now_ns() < deadline)
+        sched_yield();
+    flush_reports();
+    int f = shm_free_ptr(ht);
+    return r ? r : f;
 }
 
 uint32_t shm_ht_nbuckets(shm_ht_t *ht) { return ht_ok(ht) ? ht->nbuckets : 0; }
@@ -930,14 +1134,18 @@ static ht_entry_t **ht_find(ht_bucket_t *bk, uint32_t h, const char *key, size_t
     return pp;
 }
 
+/* 0 ok; -1 out of memory; -2 bad (or meanwhile destroyed) table or
+ * entry; < -2: -errno of the bucket lock; the table is unchanged unless 0 */
 int shm_ht_put(shm_ht_t *ht, const char *key, size_t klen, const char *val,
                size_t vlen, int64_t ttl_ns)
 {
-    if (!ht_ok(ht) || klen > UINT32_MAX || vlen > UINT32_MAX || vlen > A->size)
+    if (klen > UINT32_MAX || vlen > UINT32_MAX || vlen > A->size || !ht_enter(ht))
         return -2;
     ht_entry_t *n = shm_malloc_mod(sizeof(*n) + klen + vlen, ht->mod);
-    if (!n)
+    if (!n) {
+        ht_leave(ht);
         return -1;
+    }
     uint32_t h = ht_hash(key, klen);
     n->hash = h;
     n->klen = (uint32_t)klen;
@@ -946,7 +1154,12 @@ int shm_ht_put(shm_ht_t *ht, const char *key, size_t klen, const char *val,
     memcpy(n->data, key, klen);
     memcpy(n->data + klen, val, vlen);
     ht_bucket_t *bk = &ht->b[h % ht->nbuckets];
-    lock_named(&bk->lock, "hash table bucket");
+    int r = bk_lock(ht, bk);
+    if (r < 0) {
+        shm_free_ptr(n);
+        ht_leave(ht);
+        return r;
+    }
     ht_entry_t **pp = ht_find(bk, h, key, klen), *old = *pp;
     if (old) {
         n->next = old->next;
@@ -962,17 +1175,24 @@ int shm_ht_put(shm_ht_t *ht, const char *key, size_t klen, const char *val,
     unlock_l(&bk->lock);
     if (old)
         shm_free_ptr(old);
+    ht_leave(ht);
     return 0;
 }
 
+/* value length; -1 absent or expired; -2 bad table; < -2: -errno of the
+ * bucket lock */
 int64_t shm_ht_get(shm_ht_t *ht, const char *key, size_t klen, char *out, size_t cap)
 {
-    if (!ht_ok(ht))
-        return -1;
+    if (!ht_enter(ht))
+        return -2;
     uint32_t h = ht_hash(key, klen);
     ht_bucket_t *bk = &ht->b[h % ht->nbuckets];
     int64_t ret = -1, now = 0;
-    lock_named(&bk->lock, "hash table bucket");
+    int r = bk_lock(ht, bk);
+    if (r < 0) {
+        ht_leave(ht);
+        return r;
+    }
     ht_entry_t *e = *ht_find(bk, h, key, klen);
     if (e && !expired(e, &now)) {
         ret = (int64_t)e->vlen;
@@ -980,6 +1200,7 @@ int64_t shm_ht_get(shm_ht_t *ht, const char *key, size_t klen, char *out, size_t
             memcpy(out, e->data + e->klen, e->vlen);
     }
     unlock_l(&bk->lock);
+    ht_leave(ht);
     return ret;
 }
 
@@ -991,15 +1212,20 @@ static void unlink_entry(shm_ht_t *ht, ht_entry_t **pp, ht_entry_t *e)
         __atomic_sub_fetch(&ht->expiring, 1, __ATOMIC_RELAXED);
 }
 
+/* 1 removed, 0 absent; -2 bad table; < -2: -errno of the bucket lock */
 int shm_ht_del(shm_ht_t *ht, const char *key, size_t klen)
 {
-    if (!ht_ok(ht))
-        return 0;
+    if (!ht_enter(ht))
+        return -2;
     uint32_t h = ht_hash(key, klen);
     ht_bucket_t *bk = &ht->b[h % ht->nbuckets];
     int64_t now = 0;
     int found = 0;
-    lock_named(&bk->lock, "hash table bucket");
+    int r = bk_lock(ht, bk);
+    if (r < 0) {
+        ht_leave(ht);
+        return r;
+    }
     ht_entry_t **pp = ht_find(bk, h, key, klen), *e = *pp;
     if (e) {
         found = !expired(e, &now);
@@ -1008,37 +1234,51 @@ int shm_ht_del(shm_ht_t *ht, const char *key, size_t klen)
     unlock_l(&bk->lock);
     if (e)
         shm_free_ptr(e);
+    ht_leave(ht);
     return found;
 }
 
+/* entries; -2 bad table; < -2: -errno of a bucket lock */
 int64_t shm_ht_len(shm_ht_t *ht)
 {
-    if (!ht_ok(ht))
-        return -1;
-    if (!__atomic_load_n(&ht->expiring, __ATOMIC_RELAXED))
-        return __atomic_load_n(&ht->count, __ATOMIC_RELAXED);
+    if (!ht_enter(ht))
+        return -2;
+    if (!__atomic_load_n(&ht->expiring, __ATOMIC_RELAXED)) {
+        int64_t n = __atomic_load_n(&ht->count, __ATOMIC_RELAXED);
+        ht_leave(ht);
+        return n;
+    }
     int64_t n = 0, now = shm_now_ns();
     for (uint32_t i = 0; i < ht->nbuckets; i++) {
         ht_bucket_t *bk = &ht->b[i];
-        lock_named(&bk->lock, "hash table bucket");
+        int r = bk_lock(ht, bk);
+        if (r < 0) {
+            ht_leave(ht);
+            return r;
+        }
         for (ht_entry_t *e = bk->head; e; e = e->next)
             n += !expired(e, &now);
         unlock_l(&bk->lock);
     }
+    ht_leave(ht);
     return n;
 }
 
+/* entries removed; -2 bad table; < -2: -errno of a bucket lock (what was
+ * removed before it stays removed) */
 int64_t shm_ht_purge(shm_ht_t *ht)
 {
-    if (!ht_ok(ht))
-        return -1;
+    if (!ht_enter(ht))
+        return -2;
     int64_t removed = 0, now = shm_now_ns();
-    for (uint32_t i = 0; i < ht->nbuckets; i++) {
+    int r = 0;
+    for (uint32_t i = 0; i < ht->nbuckets && !r; i++) {
         if (!__atomic_load_n(&ht->expiring, __ATOMIC_RELAXED))
             break;
         ht_bucket_t *bk = &ht->b[i];
         ht_entry_t *dead = NULL;
-        lock_named(&bk->lock, "hash table bucket");
+        if ((r = bk_lock(ht, bk)) < 0)
+            break;
         ht_entry_t **pp = &bk->head;
         while (*pp) {
             ht_entry_t *e = *pp;
@@ -1058,17 +1298,28 @@ int64_t shm_ht_purge(shm_ht_t *ht)
             removed++;
         }
     }
-    return removed;
+    ht_leave(ht);
+    return r < 0 ? r : removed;
 }
 
+/* bytes needed; -1 bad bucket index; -2 bad table; < -2: -errno of the
+ * bucket lock */
 int64_t shm_ht_dump_bucket(shm_ht_t *ht, uint32_t i, char *out, size_t cap)
 {
-    if (!ht_ok(ht) || i >= ht->nbuckets)
+    if (!ht_enter(ht))
+        return -2;
+    if (i >= ht->nbuckets) {
+        ht_leave(ht);
         return -1;
+    }
     ht_bucket_t *bk = &ht->b[i];
     int64_t now = 0;
     size_t need = 0;
-    lock_named(&bk->lock, "hash table bucket");
+    int r = bk_lock(ht, bk);
+    if (r < 0) {
+        ht_leave(ht);
+        return r;
+    }
     for (ht_entry_t *e = bk->head; e; e = e->next)
         if (!expired(e, &now))
             need += 8 + e->klen + e->vlen;
@@ -1085,5 +1336,14 @@ int64_t shm_ht_dump_bucket(shm_ht_t *ht, uint32_t i, char *out, size_t cap)
         }
     }
     unlock_l(&bk->lock);
+    ht_leave(ht);
     return (int64_t)need;
+}
+
+/* test hook: the lock of key's bucket */
+shm_lock_t *shm_ht_bucket_lock_for_tests(shm_ht_t *ht, const char *key, size_t klen)
+{
+    if (!ht_ok(ht))
+        return NULL;
+    return &ht->b[ht_hash(key, klen) % ht->nbuckets].lock;
 }

@@ -49,8 +49,10 @@ uint64_t shm_module_bytes(int id);
 void *shm_malloc_mod(size_t size, int mod); /* NULL: out of memory */
 int shm_free_ptr(void *p);                  /* 0 ok; -1 not a live block */
 void *shm_realloc_mod(void *p, size_t size, int mod); /* NULL: oom / bad */
+/* headers are read under the allocator lock */
 size_t shm_block_size(void *p);             /* 0 when p is not a live block */
 int shm_block_module(void *p);              /* -1 when p is not a live block */
+int shm_block_info(void *p, size_t *size, int *mod); /* 0, or -1: not live */
 void *shm_ptr_at(uint64_t offset);          /* NULL when no live block there */
 uint64_t shm_offset_of(void *p);
 void shm_get_stats(struct shm_stats *st);
@@ -60,7 +62,10 @@ int shm_check(void);                        /* 0 consistent; < 0 broken */
 int64_t shm_start_ns(void);                 /* CLOCK_MONOTONIC at shm_init */
 int64_t shm_now_ns(void);
 
-/* locks: 0 ok, 1 ok after taking over from a dead owner, < 0 -errno */
+/* locks: 0 ok, 1 ok after taking over from a dead owner, < 0 -errno
+ * (-ENOTRECOVERABLE: a dead owner's lock could not be made consistent, it
+ * stays unusable).  Release: -EPERM when the caller is not the holder (the
+ * owner stays recorded). */
 size_t shm_lock_sizeof(void);
 shm_lock_t *shm_lockset_new(int n, int mod); /* n locks; NULL: oom */
 shm_lock_t *shm_lock_at(shm_lock_t *set, int n, int i); /* NULL: bad i */
@@ -81,7 +86,11 @@ void shm_atomic_set(int64_t *p, int64_t v);
 int64_t shm_atomic_xchg(int64_t *p, int64_t v); /* returns the old value */
 int shm_atomic_cas(int64_t *p, int64_t expected, int64_t desired);
 
+/* Hash table.  Every operation fails rather than go on without its bucket
+ * lock: -2 is a bad (or meanwhile destroyed) table, below -2 the -errno of
+ * a bucket lock that cannot be taken (the table is unchanged). */
 shm_ht_t *shm_ht_new(uint32_t nbuckets, int mod);
+/* 0; -1 not a live table; < -2 a bucket lock was unusable (freed anyway) */
 int shm_ht_destroy(shm_ht_t *ht);
 uint32_t shm_ht_nbuckets(shm_ht_t *ht);
 /* ttl_ns <= 0: never expires.  0 ok; -1 out of memory (table unchanged) */
@@ -97,11 +106,18 @@ int64_t shm_ht_purge(shm_ht_t *ht);         /* number of entries removed */
  * u32 klen, u32 vlen, key, value; returns the bytes needed (copied only
  * when it fits in cap); -1 for a bad bucket index */
 int64_t shm_ht_dump_bucket(shm_ht_t *ht, uint32_t i, char *out, size_t cap);
+
+/* test hooks: the lock of key's bucket (to hold it from a test); make the
+ * next n pthread_mutex_consistent calls of this process fail */
+shm_lock_t *shm_ht_bucket_lock_for_tests(shm_ht_t *ht, const char *key, size_t klen);
+void shm_fail_consistent_for_tests(int n);
 /* CDEF-END */
 
 /* called (with the pid of the dead owner, 0 if unknown) whenever a lock is
  * taken over from a process that died holding it; defined by the binding
- * (extern "Python+C" in the cffi module, or by a C test driver) */
+ * (extern "Python+C" in the cffi module, or by a C test driver).  Never
+ * called with the allocator lock, a bucket lock or a rwlock gate held: the
+ * report is queued and made when the operation has let them go. */
 void _shm_owner_dead(const char *what, int pid);
 
 #endif

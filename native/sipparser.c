@@ -283,6 +283,7 @@ const char *sp_strerror(int err)
     case SP_E_SPACE: return "output buffer too small";
     case SP_E_PARAM: return "bad parameter";
     case SP_E_NOCLEN: return "Content-Length missing on a stream";
+    case SP_E_RANGE: return "offset or length outside the buffer";
     }
     return "unknown error";
 }
@@ -290,7 +291,7 @@ const char *sp_strerror(int err)
 /* ---- numbers ---------------------------------------------------------- */
 
 /* digits only (LWS around allowed), value must fit in 32 bits */
-int sp_parse_uint(const char *buf, int s, int l, uint32_t *out)
+static int parse_uint(const char *buf, int s, int l, uint32_t *out)
 {
     uc *b = (uc *)buf;
     int p = skip_lws(b, s, s + l), e = s + l, d = 0;
@@ -386,7 +387,7 @@ static int walk_params(uc *b, int p, int e, sp_str *params, int kind, void *t)
     }
 }
 
-int sp_parse_params(const char *buf, int s, int l, int sep, sp_param *out, int max)
+static int parse_params(const char *buf, int s, int l, int sep, sp_param *out, int max)
 {
     uc *b = (uc *)buf;
     int p = s, e = s + l, n = 0;
@@ -518,7 +519,7 @@ static int uri_params(uc *b, int p, int e, sp_uri *u)
     return p;
 }
 
-int sp_parse_uri(const char *buf, int s, int l, sp_uri *u)
+static int parse_uri(const char *buf, int s, int l, sp_uri *u)
 {
     uc *b = (uc *)buf;
     int p = s, e = s + l, q, at = -1;
@@ -614,7 +615,7 @@ static int uri_scheme_ok(uc *b, int s, int l)
 
 /* ---- Via -------------------------------------------------------------- */
 
-int sp_parse_via(const char *buf, int s, int l, int hdr, sp_via *out, int max)
+static int parse_via(const char *buf, int s, int l, int hdr, sp_via *out, int max)
 {
     uc *b = (uc *)buf;
     int p = s, e = s + l, n = 0, q;
@@ -698,7 +699,7 @@ int sp_parse_via(const char *buf, int s, int l, int hdr, sp_via *out, int max)
 
 /* ---- name-addr / addr-spec lists (To, From, Contact, Route, ...) ----- */
 
-int sp_parse_nameaddrs(const char *buf, int s, int l, int hdr, int list, int star_ok,
+static int parse_nameaddrs(const char *buf, int s, int l, int hdr, int list, int star_ok,
                        sp_nameaddr *out, int max)
 {
     uc *b = (uc *)buf;
@@ -787,7 +788,7 @@ int sp_parse_nameaddrs(const char *buf, int s, int l, int hdr, int list, int sta
 
 /* ---- Date: rfc1123-date = wkday "," SP date1 SP time SP "GMT" -------- */
 
-int sp_check_date(const char *buf, int s, int l)
+static int check_date(const char *buf, int s, int l)
 {
     static const char *wk[] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
     static const char *mo[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
@@ -818,23 +819,74 @@ int sp_check_date(const char *buf, int s, int l)
     return ok ? SP_OK : SP_E_DATE;
 }
 
-int sp_unescape(const char *in, int l, char *out)
+int sp_unescape(const char *in, int l, char *out, int outmax)
 {
     int i, o = 0;
     INIT();
+    if (l < 0 || outmax < 0)
+        return SP_E_RANGE;
     for (i = 0; i < l; i++) {
         if (in[i] == '%' && i + 2 < l &&
             IS(in[i + 1], C_HEX) && IS(in[i + 2], C_HEX)) {
             int h = in[i + 1], lo = in[i + 2];
             h = h <= '9' ? h - '0' : lower(h) - 'a' + 10;
             lo = lo <= '9' ? lo - '0' : lower(lo) - 'a' + 10;
+            if (o >= outmax)
+                return SP_E_SPACE;
             out[o++] = (char)(h * 16 + lo);
             i += 2;
         } else {
+            if (o >= outmax)
+                return SP_E_SPACE;
             out[o++] = in[i];
         }
     }
     return o;
+}
+
+/* ---- the public entry points: the span is checked against the buffer -- */
+
+/* buf[s .. s+l) lies inside a buffer of len octets (no overflow: l is
+ * compared with what is left after s) */
+static int span_ok(int len, int s, int l)
+{
+    return len >= 0 && s >= 0 && l >= 0 && s <= len && l <= len - s;
+}
+
+int sp_parse_uint(const char *buf, int len, int s, int l, uint32_t *out)
+{
+    return span_ok(len, s, l) ? parse_uint(buf, s, l, out) : SP_E_RANGE;
+}
+
+int sp_parse_params(const char *buf, int len, int s, int l, int sep, sp_param *out, int max)
+{
+    return span_ok(len, s, l) ? parse_params(buf, s, l, sep, out, max) : SP_E_RANGE;
+}
+
+int sp_parse_uri(const char *buf, int len, int s, int l, sp_uri *u)
+{
+    if (!span_ok(len, s, l)) {
+        parse_uri(buf, 0, 0, u);      /* leaves u empty, typed ERROR_URI_T */
+        return SP_E_RANGE;
+    }
+    return parse_uri(buf, s, l, u);
+}
+
+int sp_parse_via(const char *buf, int len, int s, int l, int hdr, sp_via *out, int max)
+{
+    return span_ok(len, s, l) ? parse_via(buf, s, l, hdr, out, max) : SP_E_RANGE;
+}
+
+int sp_parse_nameaddrs(const char *buf, int len, int s, int l, int hdr, int list, int star_ok,
+                       sp_nameaddr *out, int max)
+{
+    return span_ok(len, s, l) ? parse_nameaddrs(buf, s, l, hdr, list, star_ok, out, max)
+                              : SP_E_RANGE;
+}
+
+int sp_check_date(const char *buf, int len, int s, int l)
+{
+    return span_ok(len, s, l) ? check_date(buf, s, l) : SP_E_RANGE;
 }
 
 /* ---- the message -------------------------------------------------------- */
@@ -1041,7 +1093,7 @@ static int check_bodies(uc *b, sp_msg *m)
     if (m->count[HDR_MAXFORWARDS_T]) {
         sp_hdr *h = &m->hdrs[m->first[HDR_MAXFORWARDS_T]];
         uint32_t v;
-        if (sp_parse_uint((const char *)b, h->body.s, h->body.l, &v) < 0 || v > 0x7fffffff)
+        if (parse_uint((const char *)b, h->body.s, h->body.l, &v) < 0 || v > 0x7fffffff)
             return SP_E_MAXFWD;
         m->max_forwards = (int32_t)v;
     }
@@ -1051,7 +1103,7 @@ static int check_bodies(uc *b, sp_msg *m)
         sp_hdr *h = &m->hdrs[i];
         switch (h->type) {
         case HDR_VIA_T:
-            r = sp_parse_via((const char *)b, h->body.s, h->body.l, i,
+            r = parse_via((const char *)b, h->body.s, h->body.l, i,
                              m->vias + m->n_vias, SP_MAX_VIAS - m->n_vias);
             if (r < 0) {
                 m->err_pos = h->start;
@@ -1061,7 +1113,7 @@ static int check_bodies(uc *b, sp_msg *m)
             break;
         case HDR_FROM_T:
         case HDR_TO_T:
-            r = sp_parse_nameaddrs((const char *)b, h->body.s, h->body.l, i, 0, 0,
+            r = parse_nameaddrs((const char *)b, h->body.s, h->body.l, i, 0, 0,
                                    h->type == HDR_FROM_T ? &m->hfrom : &m->hto, 1);
             if (r < 0) {
                 m->err_pos = h->start;
@@ -1069,7 +1121,7 @@ static int check_bodies(uc *b, sp_msg *m)
             }
             break;
         case HDR_CONTACT_T:
-            r = sp_parse_nameaddrs((const char *)b, h->body.s, h->body.l, i, 1, 1,
+            r = parse_nameaddrs((const char *)b, h->body.s, h->body.l, i, 1, 1,
                                    m->contacts + m->n_contacts, SP_MAX_CONTACTS - m->n_contacts);
             if (r < 0) {
                 m->err_pos = h->start;
@@ -1084,7 +1136,7 @@ static int check_bodies(uc *b, sp_msg *m)
             m->n_contacts += r;
             break;
         case HDR_DATE_T:
-            r = sp_check_date((const char *)b, h->body.s, h->body.l);
+            r = check_date((const char *)b, h->body.s, h->body.l);
             if (r < 0) {
                 m->err_pos = h->start;
                 return r;
@@ -1095,7 +1147,7 @@ static int check_bodies(uc *b, sp_msg *m)
     if (m->contact_star && m->n_contacts != 1)
         return SP_E_NAMEADDR;
     if (m->is_request) {
-        r = sp_parse_uri((const char *)b, m->ruri.s, m->ruri.l, &m->ruri_parsed);
+        r = parse_uri((const char *)b, m->ruri.s, m->ruri.l, &m->ruri_parsed);
         if (r < 0 || m->ruri_parsed.headers.s >= 0)
             return SP_E_RURI;
     }
@@ -1158,7 +1210,7 @@ int sp_parse_msg(const char *buf, int len, int flags, sp_msg *m)
     if (m->count[HDR_CONTENTLENGTH_T] == 1) {
         sp_hdr *h = &m->hdrs[m->first[HDR_CONTENTLENGTH_T]];
         uint32_t v;
-        if (sp_parse_uint(buf, h->body.s, h->body.l, &v) < 0 || v > SP_MAX_MSG) {
+        if (parse_uint(buf, h->body.s, h->body.l, &v) < 0 || v > SP_MAX_MSG) {
             m->err_pos = h->start;
             return finish(m, SP_E_CLEN);
         }
@@ -1220,7 +1272,7 @@ int sp_frame(const char *buf, int len)
                 uint32_t v;
                 int ve = le;
                 if (ve > c + 1 && b[ve - 1] == '\r') ve--;
-                if (sp_parse_uint(buf, c + 1, ve - c - 1, &v) < 0 || v > SP_MAX_MSG)
+                if (parse_uint(buf, c + 1, ve - c - 1, &v) < 0 || v > SP_MAX_MSG)
                     return SP_E_CLEN;
                 if (cl >= 0 && (uint32_t)cl != v)
                     return SP_E_CLEN;
@@ -1275,27 +1327,45 @@ int sp_find_hdr(const sp_msg *m, const char *buf, int type, const char *name, in
 
 /* ---- lumps and building ------------------------------------------------ */
 
+/* One lump is acceptable on its own: a known kind, off inside the message,
+ * del only for REPLACE and not past the end, data_s/data_l non-negative.
+ * Every comparison is against what is left (msg_len - off), never a sum
+ * that could overflow. */
+static int lump_ok(int msg_len, int kind, int off, int del, int data_s, int data_l)
+{
+    return kind >= LUMP_INS_BEFORE && kind <= LUMP_INS_AFTER && msg_len >= 0 &&
+           off >= 0 && off <= msg_len && del >= 0 && del <= msg_len - off &&
+           (kind == LUMP_REPLACE || del == 0) && data_s >= 0 && data_l >= 0;
+}
+
 int sp_lump_add(sp_msg *m, int kind, int off, int del, int data_s, int data_l)
 {
     int i;
-    if (kind < LUMP_INS_BEFORE || kind > LUMP_INS_AFTER || off < 0 || off > m->msg_len ||
-        del < 0 || data_s < 0 || data_l < 0 || (kind != LUMP_REPLACE && del != 0) ||
-        off + del > m->msg_len)
+    int64_t bytes;
+    if (!lump_ok(m->msg_len, kind, off, del, data_s, data_l))
         return SP_E_LUMP;
-    if (m->n_lumps >= SP_MAX_LUMPS)
+    if (m->n_lumps < 0 || m->n_lumps >= SP_MAX_LUMPS)
         return SP_E_TOOMANY;
+    /* the built message must stay addressable with an int */
+    bytes = (int64_t)m->lump_bytes + data_l - del;
+    if ((int64_t)m->msg_len + bytes < 0 || (int64_t)m->msg_len + bytes > INT32_MAX)
+        return SP_E_TOOBIG;
     for (i = 0; i < m->n_lumps; i++) {
         const sp_lump *o = &m->lumps[i];
         if (kind == LUMP_REPLACE && o->kind == LUMP_REPLACE) {
             if (o->off == off)
                 return SP_E_LUMP;
-            if (o->off < off + del && off < o->off + o->del)
+            /* overlap: o starts before our end and we start before its end
+             * (off - o->off < o->del: both sides small, no overflow) */
+            if (o->off < off ? off - o->off < o->del : o->off - off < del)
                 return SP_E_LUMP;
         }
         /* an insertion strictly inside a removed range has nowhere to go */
-        if (kind == LUMP_REPLACE && o->kind != LUMP_REPLACE && o->off > off && o->off < off + del)
+        if (kind == LUMP_REPLACE && o->kind != LUMP_REPLACE && o->off > off &&
+            o->off - off < del)
             return SP_E_LUMP;
-        if (kind != LUMP_REPLACE && o->kind == LUMP_REPLACE && off > o->off && off < o->off + o->del)
+        if (kind != LUMP_REPLACE && o->kind == LUMP_REPLACE && off > o->off &&
+            off - o->off < o->del)
             return SP_E_LUMP;
     }
     m->lumps[m->n_lumps].kind = kind;
@@ -1305,8 +1375,31 @@ int sp_lump_add(sp_msg *m, int kind, int off, int del, int data_s, int data_l)
     m->lumps[m->n_lumps].data_l = data_l;
     m->lumps[m->n_lumps].seq = m->lump_seq++;
     m->n_lumps++;
-    m->lump_bytes += data_l - del;
+    m->lump_bytes = (int32_t)bytes;
     return SP_OK;
+}
+
+int sp_lump_rollback(sp_msg *m, int n)
+{
+    int i;
+    int64_t bytes = 0, dend = 0;
+    if (m->n_lumps < 0 || m->n_lumps > SP_MAX_LUMPS || n < 0 || n > m->n_lumps)
+        return SP_E_LUMP;
+    /* the counters are recomputed from the lumps that stay, never taken
+     * from the caller */
+    for (i = 0; i < n; i++) {
+        const sp_lump *l = &m->lumps[i];
+        bytes += (int64_t)l->data_l - l->del;
+        if (l->data_l > 0 && (int64_t)l->data_s + l->data_l > dend)
+            dend = (int64_t)l->data_s + l->data_l;
+    }
+    if (dend > INT32_MAX || bytes < INT32_MIN || bytes > INT32_MAX)
+        return SP_E_LUMP;
+    if (n < m->n_lumps)
+        m->lump_seq = m->lumps[n].seq;
+    m->n_lumps = n;
+    m->lump_bytes = (int32_t)bytes;
+    return (int)dend;
 }
 
 static int lump_before(const sp_lump *a, const sp_lump *b)
@@ -1316,12 +1409,21 @@ static int lump_before(const sp_lump *a, const sp_lump *b)
     return a->seq < b->seq;
 }
 
-int sp_build(const sp_msg *m, const char *buf, const char *data, char *out, int outmax)
+int sp_build(const sp_msg *m, const char *buf, int buflen, const char *data, int dlen,
+             char *out, int outmax)
 {
     int idx[SP_MAX_LUMPS];
     int n = m->n_lumps, i, j, pos = 0, o = 0;
-    if (n < 0 || n > SP_MAX_LUMPS)
+    if (n < 0 || n > SP_MAX_LUMPS || m->msg_len < 0 || buflen < m->msg_len || dlen < 0 ||
+        outmax < 0 || (dlen > 0 && !data))
         return SP_E_LUMP;
+    /* every lump is checked here too: the struct is the caller's memory */
+    for (i = 0; i < n; i++) {
+        const sp_lump *l = &m->lumps[i];
+        if (!lump_ok(m->msg_len, l->kind, l->off, l->del, l->data_s, l->data_l) ||
+            l->data_s > dlen || l->data_l > dlen - l->data_s)
+            return SP_E_LUMP;
+    }
     for (i = 0; i < n; i++) {
         int k = i;
         idx[i] = i;
@@ -1336,21 +1438,21 @@ int sp_build(const sp_msg *m, const char *buf, const char *data, char *out, int 
         const sp_lump *l = &m->lumps[idx[j]];
         if (l->off > pos) {
             int c = l->off - pos;
-            if (o + c > outmax) return SP_E_SPACE;
+            if (c > outmax - o) return SP_E_SPACE;
             memcpy(out + o, buf + pos, c);
             o += c;
             pos = l->off;
         }
-        if (o + l->data_l > outmax) return SP_E_SPACE;
+        if (l->data_l > outmax - o) return SP_E_SPACE;
         if (l->data_l)
             memcpy(out + o, data + l->data_s, l->data_l);
         o += l->data_l;
-        if (l->kind == LUMP_REPLACE && l->off + l->del > pos)
+        if (l->kind == LUMP_REPLACE && l->del > pos - l->off)
             pos = l->off + l->del;
     }
     if (m->msg_len > pos) {
         int c = m->msg_len - pos;
-        if (o + c > outmax) return SP_E_SPACE;
+        if (c > outmax - o) return SP_E_SPACE;
         memcpy(out + o, buf + pos, c);
         o += c;
     }
@@ -1399,7 +1501,7 @@ int sp_build_reply(const sp_msg *m, const char *buf, int code, const char *reaso
         o = put(out, o, outmax, buf + h->body.s, h->body.l);
         if (h->type == HDR_TO_T && code > 100 && tlen > 0) {
             sp_nameaddr to;
-            int r = sp_parse_nameaddrs(buf, h->body.s, h->body.l, i, 0, 0, &to, 1);
+            int r = parse_nameaddrs(buf, h->body.s, h->body.l, i, 0, 0, &to, 1);
             if (r == 1 && to.tag.s < 0) {
                 o = put(out, o, outmax, ";tag=", 5);
                 o = put(out, o, outmax, totag, tlen);

@@ -51,6 +51,7 @@
 #define SP_E_SPACE      -22
 #define SP_E_PARAM      -23
 #define SP_E_NOCLEN     -24
+#define SP_E_RANGE      -25
 
 /* header types (OpenSIPS-style names) */
 #define HDR_ERROR_T            -1
@@ -244,15 +245,30 @@ int sp_frame(const char *buf, int len);
 int sp_hdr_type(const char *name, int len);
 int sp_method_id(const char *name, int len);
 int sp_find_hdr(const sp_msg *m, const char *buf, int type, const char *name, int nlen, int from);
-int sp_parse_via(const char *buf, int s, int l, int hdr, sp_via *out, int max);
-int sp_parse_nameaddrs(const char *buf, int s, int l, int hdr, int list, int star_ok, sp_nameaddr *out, int max);
-int sp_parse_uri(const char *buf, int s, int l, sp_uri *u);
-int sp_parse_params(const char *buf, int s, int l, int sep, sp_param *out, int max);
-int sp_parse_uint(const char *buf, int s, int l, uint32_t *out);
-int sp_check_date(const char *buf, int s, int l);
-int sp_unescape(const char *in, int l, char *out);
+/* The helpers below read buf[s .. s+l) of a buffer of len octets: a span
+ * outside it (or a negative s, l or len) is refused with SP_E_RANGE. */
+int sp_parse_via(const char *buf, int len, int s, int l, int hdr, sp_via *out, int max);
+int sp_parse_nameaddrs(const char *buf, int len, int s, int l, int hdr, int list, int star_ok,
+                       sp_nameaddr *out, int max);
+int sp_parse_uri(const char *buf, int len, int s, int l, sp_uri *u);
+int sp_parse_params(const char *buf, int len, int s, int l, int sep, sp_param *out, int max);
+int sp_parse_uint(const char *buf, int len, int s, int l, uint32_t *out);
+int sp_check_date(const char *buf, int len, int s, int l);
+/* decodes %HH escapes of in[0 .. l) into out (room for outmax octets);
+ * the decoded length, or SP_E_SPACE when it does not fit */
+int sp_unescape(const char *in, int l, char *out, int outmax);
+/* lumps: offsets are into the original message (0 .. msg_len), data_s/data_l
+ * into the caller's data blob; sp_lump_add refuses what would not build and
+ * keeps msg_len + lump_bytes within 0 .. INT32_MAX */
 int sp_lump_add(sp_msg *m, int kind, int off, int del, int data_s, int data_l);
-int sp_build(const sp_msg *m, const char *buf, const char *data, char *out, int outmax);
+/* take back the lumps from index n on (n: an n_lumps seen before); returns
+ * the length of the data blob the remaining lumps use, or SP_E_LUMP when n
+ * is not between 0 and the current n_lumps (nothing changed) */
+int sp_lump_rollback(sp_msg *m, int n);
+/* applies the lumps to buf (buflen octets, at least msg_len) with their text
+ * in data (dlen octets); every lump is checked against both first */
+int sp_build(const sp_msg *m, const char *buf, int buflen, const char *data, int dlen,
+             char *out, int outmax);
 int sp_build_reply(const sp_msg *m, const char *buf, int code, const char *reason, int rlen,
                    const char *totag, int tlen, const char *extra, int elen,
                    const char *body, int blen, char *out, int outmax);

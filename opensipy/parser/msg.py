@@ -225,7 +225,8 @@ def _params_of(view, k, sep=ord(";")):
 
 
 def _parse_params(view, s, l, sep):
-    n = lib.sp_parse_params(view._buf, s, l, sep, _params_scratch, _MAX_PARAMS)
+    buf = view._buf
+    n = lib.sp_parse_params(buf, len(buf), s, l, sep, _params_scratch, _MAX_PARAMS)
     if n < 0:
         raise ParseError(400, "bad parameters: " + strerror(n), n, s)
     out = {}
@@ -549,7 +550,7 @@ class SipMsg(_View):
         for i in self.hdrs_of_type(HDR_VIA_T):
             arr = ffi.new("sp_via[]", _MAX_VIAS)
             s, l = self._span(i)
-            n = lib.sp_parse_via(self._buf, s, l, i, arr, _MAX_VIAS)
+            n = lib.sp_parse_via(self._buf, len(self._buf), s, l, i, arr, _MAX_VIAS)
             if n < 0:
                 raise ParseError(400, strerror(n), n, s)
             av = int_view(arr)
@@ -579,7 +580,7 @@ class SipMsg(_View):
         for i in self.hdrs_of_type(t):
             s, l = self._span(i)
             arr = ffi.new("sp_nameaddr[]", _MAX_NA)
-            n = lib.sp_parse_nameaddrs(self._buf, s, l, i, 1 if list_ok else 0,
+            n = lib.sp_parse_nameaddrs(self._buf, len(self._buf), s, l, i, 1 if list_ok else 0,
                                        1 if star_ok else 0, arr, _MAX_NA)
             if n < 0:
                 raise ParseError(400, strerror(n) + " in " + HDR_TYPE_NAMES.get(t, "?"),
@@ -718,7 +719,7 @@ class SipMsg(_View):
         if i < 0:
             return None
         s, l = self._span(i)
-        if lib.sp_parse_uint(self._buf, s, l, _uint) < 0:
+        if lib.sp_parse_uint(self._buf, len(self._buf), s, l, _uint) < 0:
             return None
         return int(_uint[0])
 
@@ -806,15 +807,20 @@ class SipMsg(_View):
     def lump_checkpoint(self):
         """a token for :meth:`lump_rollback`: take back every lump added
         after this point (all-or-nothing edits)"""
-        m = self._m
-        ld = self._lumpdata
-        return (m.n_lumps, m.lump_seq, m.lump_bytes, len(ld) if ld is not None else 0)
+        return self._m.n_lumps
 
     def lump_rollback(self, checkpoint):
-        m = self._m
-        m.n_lumps, m.lump_seq, m.lump_bytes, n = checkpoint
+        """drop the lumps added since ``checkpoint``; the C side checks the
+        token against the lumps recorded and recomputes its counters, so a
+        stale or foreign token raises ValueError and changes nothing"""
+        if type(checkpoint) is not int:
+            raise ValueError(f"bad lump checkpoint {checkpoint!r}")
+        keep = lib.sp_lump_rollback(self._m, checkpoint)
+        if keep < 0:
+            raise ValueError(f"bad lump checkpoint {checkpoint!r}: "
+                             f"{self._m.n_lumps} lumps recorded")
         if self._lumpdata is not None:
-            del self._lumpdata[n:]
+            del self._lumpdata[keep:]
 
     def lumps(self):
         """the recorded changes: list of (kind, off, removed, data)"""
@@ -934,7 +940,8 @@ class SipMsg(_View):
             out = _out[0]
             if len(out) < size:
                 out = _out[0] = ffi.new("char[]", max(size, 2 * len(out)))
-            n = lib.sp_build(m, self._buf, ffi.from_buffer(ld) if ld else ffi.NULL,
+            n = lib.sp_build(m, self._buf, len(self._buf),
+                             ffi.from_buffer(ld) if ld else ffi.NULL, len(ld) if ld else 0,
                              out, len(out))
             if n < 0:
                 raise ValueError("build: " + strerror(n))

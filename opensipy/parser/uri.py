@@ -249,7 +249,7 @@ class UriBuilder:
 def uri_at(buf, t, s, l):
     """parse the URI at buf[s:s+l] (offsets stay those of buf); None if bad"""
     u = ffi.new("sp_uri *")
-    if lib.sp_parse_uri(buf, s, l, u) < 0:
+    if lib.sp_parse_uri(buf, len(buf), s, l, u) < 0:
         return None
     return SipUri(buf, t, int_view(u), 0)
 

@@ -15,7 +15,12 @@ leaves the arena as it was; callers answer a request with 500.
 
 Locks are robust: a process that dies holding one hands the next locker
 ``EOWNERDEAD``; the lock is made consistent, the dead pid is logged with
-``LM_ERR`` and work goes on.  Data the dead process was changing under the
+``LM_ERR`` and work goes on.  When it cannot be made consistent it is left
+unusable (``LM_CRIT``; every later use raises ShmError, hash-table
+operations on its bucket too: nothing goes on unlocked).  The report is
+made once the C layer has let its own locks (allocator, bucket) go, so
+the logging path may allocate.  Only the holder releases a lock; another
+process or thread gets ShmError and the recorded owner stays.  Data the dead process was changing under the
 lock may be half-updated; the shared hash table is written so that this
 leaves it well formed (one pointer store per change; at worst an entry's
 block leaks).  The allocator keeps its block headers well formed at every
@@ -64,6 +69,10 @@ def _shm_owner_dead(what, pid):
     what = ffi.string(what).decode("utf-8", "replace")
     if what.startswith("shm arena"):
         log.LM_CRIT(f"{what} {pid}")
+    elif "could not be made consistent" in what:
+        log.LM_CRIT(f"{what} (dead owner: process {pid})")
+    elif "not reported" in what:
+        log.LM_ERR(f"{what}: {pid}")
     elif pid > 0:
         log.LM_ERR(f"{what}: process {pid} died holding it; "
                    f"lock recovered, going on")
@@ -192,7 +201,7 @@ def shm_realloc(block: ShmBlock, size: int, module: str = None) -> ShmBlock:
     """Resize; returns a new handle (the old one must not be used any
     more).  On ShmOutOfMemory the old block is intact."""
     module = module or block.module
-    if lib.shm_block_size(block.ptr) == 0:
+    if lib.shm_block_info(block.ptr, ffi.NULL, ffi.NULL):
         raise ShmError(f"shm_realloc: not a live block: {block!r}")
     p = lib.shm_realloc_mod(block.ptr, size, module_id(module))
     if p == ffi.NULL:
@@ -206,10 +215,13 @@ def block_at(offset: int) -> ShmBlock:
     into shared memory)."""
     _need_arena()
     p = lib.shm_ptr_at(offset)
-    if p == ffi.NULL:
+    size = ffi.new("size_t *")
+    mod = ffi.new("int *")
+    # size and module read together, under the allocator lock: another
+    # process may free or reallocate the block at any time
+    if p == ffi.NULL or lib.shm_block_info(p, size, mod):
         raise ShmError(f"no live shared-memory block at offset {offset}")
-    mod = ffi.string(lib.shm_module_name(lib.shm_block_module(p))).decode()
-    return ShmBlock(p, lib.shm_block_size(p), mod)
+    return ShmBlock(p, size[0], ffi.string(lib.shm_module_name(mod[0])).decode())
 
 
 STAT_NAMES = ("total_size", "used_size", "real_used_size", "max_used_size",
@@ -307,8 +319,10 @@ class Lock:
             _lock_fail(r, "lock")
         return self
 
-    def __exit__(self, *exc):
-        _lock_release(self._p)
+    def __exit__(self, et, ev, tb):
+        r = _lock_release(self._p)
+        if r < 0:
+            _release_on_exit(lambda: _lock_fail(r, "unlock"), et)
         return False
 
     @property
@@ -354,6 +368,17 @@ class LockSet:
         shm_free(self._p)
 
 
+def _release_on_exit(release, exc_type):
+    """release; a failure raises unless an exception is already leaving
+    the block (then it is logged, not hidden behind the unlock error)"""
+    try:
+        release()
+    except ShmError as e:
+        if exc_type is None:
+            raise
+        log.LM_ERR(f"shm lock: {e} while leaving on {exc_type.__name__}")
+
+
 class _ReadSide:
     __slots__ = ("_rw",)
 
@@ -364,8 +389,8 @@ class _ReadSide:
         self._rw.acquire_read()
         return self._rw
 
-    def __exit__(self, *exc):
-        self._rw.release_read()
+    def __exit__(self, et, ev, tb):
+        _release_on_exit(self._rw.release_read, et)
         return False
 
 
@@ -376,8 +401,8 @@ class _WriteSide(_ReadSide):
         self._rw.acquire_write()
         return self._rw
 
-    def __exit__(self, *exc):
-        self._rw.release_write()
+    def __exit__(self, et, ev, tb):
+        _release_on_exit(self._rw.release_write, et)
         return False
 
 
@@ -385,28 +410,40 @@ class RWLock:
     """Readers/writer lock in shared memory: ``with rw.read: ...`` and
     ``with rw.write: ...`` (or acquire_/release_ read/write).  Up to 32
     readers hold it at once (more wait); a waiting writer stops new
-    readers.  Not recursive.  Robust: see the package docstring."""
-    __slots__ = ("_p", "_slots", "read", "write")
+    readers.  Not recursive.  Robust: see the package docstring.  Threads
+    of a process (httpd's) may share the handle: the reader slots each one
+    holds are kept per thread."""
+    __slots__ = ("_p", "_tls", "read", "write")
 
     def __init__(self, module: str = "core"):
         _need_arena()
         self._p = lib.shm_rwlock_new(module_id(module))
         if self._p == ffi.NULL:
             raise _oom(0, module)
-        self._slots = []   # reader slots this process holds (a stack)
+        self._tls = threading.local()   # .slots: this thread's reader slots
         self.read = _ReadSide(self)
         self.write = _WriteSide(self)
+
+    def _slots(self) -> list:
+        try:
+            return self._tls.slots
+        except AttributeError:
+            s = self._tls.slots = []
+            return s
 
     def acquire_read(self) -> None:
         s = lib.shm_rw_rlock(self._p)
         if s < 0:
             _lock_fail(s, "read lock")
-        self._slots.append(s)
+        self._slots().append(s)
 
     def release_read(self) -> None:
-        if not self._slots:
+        slots = self._slots()
+        if not slots:
             raise ShmError("release_read without acquire_read")
-        lib.shm_rw_runlock(self._p, self._slots.pop())
+        r = lib.shm_rw_runlock(self._p, slots.pop())
+        if r < 0:
+            _lock_fail(r, "read unlock")
 
     def acquire_write(self) -> None:
         r = lib.shm_rw_wlock(self._p)
@@ -414,7 +451,9 @@ class RWLock:
             _lock_fail(r, "write lock")
 
     def release_write(self) -> None:
-        lib.shm_rw_wunlock(self._p)
+        r = lib.shm_rw_wunlock(self._p)
+        if r < 0:
+            _lock_fail(r, "write unlock")
 
     def destroy(self) -> None:
         shm_free(self._p)
@@ -431,13 +470,15 @@ class AtomicCounter:
     __slots__ = ("_p", "_blk")
 
     def __init__(self, initial: int = 0, module: str = "core", _ptr=None):
+        """A new counter set to ``initial``; with ``_ptr`` a handle on an
+        existing counter, whose value is left as it is."""
         if _ptr is None:
             self._blk = _alloc(8, module)
-            _ptr = ffi.cast("int64_t *", self._blk)
+            self._p = ffi.cast("int64_t *", self._blk)
+            lib.shm_atomic_set(self._p, initial)
         else:
             self._blk = None
-        self._p = _ptr
-        lib.shm_atomic_set(self._p, initial)
+            self._p = _ptr
 
     def inc(self, n: int = 1) -> int:
         """Add n; returns the new value."""
@@ -485,6 +526,14 @@ def _scratch(size=_SCRATCH):
     return buf
 
 
+def _ht_fail(r, what):
+    if r == -2:
+        raise ShmError(f"hash table {what}: bad or destroyed table, or "
+                       f"oversized entry")
+    raise ShmError(f"hash table {what}: bucket lock unusable (errno {-r}); "
+                   f"nothing done")
+
+
 class HashTable:
     """A shared hash table: bytes keys to bytes values, one robust lock per
     bucket, optional per-entry expiry.
@@ -514,7 +563,7 @@ class HashTable:
         if r:
             if r == -1:
                 raise _oom(len(key) + len(value) + 32, self.module)
-            raise ShmError("hash table put: bad table or oversized entry")
+            _ht_fail(r, "put")
 
     def get(self, key: bytes):
         try:
@@ -529,7 +578,9 @@ class HashTable:
             buf = _scratch(cap)
             n = _ht_get(self._p, key, len(key), buf, cap)
         if n < 0:
-            return None
+            if n == -1:
+                return None
+            _ht_fail(n, "get")
         return _unpack(buf, n)
 
     def __getitem__(self, key):
@@ -546,14 +597,23 @@ class HashTable:
 
     def delete(self, key: bytes) -> bool:
         """Remove key; True when a live entry was removed."""
-        return bool(_ht_del(self._p, key, len(key)))
+        r = _ht_del(self._p, key, len(key))
+        if r < 0:
+            _ht_fail(r, "delete")
+        return bool(r)
 
     def __len__(self):
-        return lib.shm_ht_len(self._p)
+        n = lib.shm_ht_len(self._p)
+        if n < 0:
+            _ht_fail(n, "len")
+        return n
 
     def purge_expired(self) -> int:
         """Unlink and free expired entries; returns how many."""
-        return lib.shm_ht_purge(self._p)
+        n = lib.shm_ht_purge(self._p)
+        if n < 0:
+            _ht_fail(n, "purge")
+        return n
 
     def items(self):
         """List of (key, value) pairs, one bucket snapshot at a time."""
@@ -566,7 +626,9 @@ class HashTable:
                 cap = max(n, cap * 2)
                 buf = ffi.new("char[]", cap)
                 n = lib.shm_ht_dump_bucket(self._p, i, buf, cap)
-            if n <= 0:
+            if n < 0:
+                _ht_fail(n, "items")
+            if n == 0:
                 continue
             data = ffi.buffer(buf, n)[:]
             pos = 0
@@ -582,6 +644,11 @@ class HashTable:
         return [k for k, _ in self.items()]
 
     def destroy(self) -> None:
-        """Free the table and every entry (no process may use it after)."""
-        if lib.shm_ht_destroy(self._p):
+        """Free the table and every entry (no process may use it after;
+        operations running in other processes are waited out, later ones
+        fail with ShmError)."""
+        r = lib.shm_ht_destroy(self._p)
+        if r == -1:
             raise ShmError("hash table already destroyed")
+        if r < 0:
+            _ht_fail(r, "destroy")

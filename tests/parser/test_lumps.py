@@ -380,3 +380,103 @@ def test_checkpoint_rollback_and_listing():
     assert m.n_lumps == 1
     out = m.build()
     assert b"X-Drop" not in out and b"X-Keep: 1\r\n" in out and b"Call-ID: c1@h" in out
+
+
+# ------------------------------------------------- sizes and offsets (#19)
+
+def test_a_delete_whose_end_overflows_int32_is_refused():
+    # off + del wrapped round to a negative int and passed the bound check
+    m = msg()
+    with pytest.raises(ValueError):
+        m.delete(10, 2**31 - 10)
+    with pytest.raises(ValueError):
+        m.replace(len(INVITE) - 1, 2**31 - 1, b"x")
+    assert m.n_lumps == 0 and m._m.lump_bytes == 0
+    assert m.build() == INVITE
+
+
+def test_lump_text_that_would_overflow_the_built_size_is_refused():
+    # lump_bytes += data_l - del must not wrap: the built size stays an int
+    m = msg()
+    rc = lib.sp_lump_add(m._m, lib.LUMP_INS_BEFORE, 0, 0, 0, 2**31 - 1)
+    assert rc == lib.SP_E_TOOBIG
+    assert m.n_lumps == 0 and m._m.lump_bytes == 0
+    m.insert_hdr("X-A: 1")
+    rc = lib.sp_lump_add(m._m, lib.LUMP_INS_BEFORE, 0, 0, 0,
+                         2**31 - 1 - len(INVITE) - m._m.lump_bytes + 1)
+    assert rc == lib.SP_E_TOOBIG and m.n_lumps == 1
+
+
+def test_build_refuses_lumps_whose_text_is_outside_the_data():
+    m = msg()
+    m.insert_hdr("X-A: 1")
+    m._m.lumps[0].data_s = 5          # 8 octets from 5 in an 8-octet blob
+    with pytest.raises(ValueError, match="build"):
+        m.build()
+    m._m.lumps[0].data_s = 0
+    m._m.lumps[0].off = len(INVITE) + 1
+    with pytest.raises(ValueError, match="build"):
+        m.build()
+
+
+def test_build_refuses_a_buffer_shorter_than_the_message():
+    m = msg()
+    from opensipy.parser._core import ffi
+    out = ffi.new("char[]", 2 * len(INVITE))
+    assert lib.sp_build(m._m, m._buf, len(INVITE) - 1, b"", 0, out, len(out)) < 0
+    assert lib.sp_build(m._m, m._buf, len(INVITE), b"", 0, out, len(out)) == len(INVITE)
+
+
+def test_rollback_validates_the_checkpoint_against_the_lumps():
+    m = msg()
+    cp0 = m.lump_checkpoint()
+    m.insert_hdr("X-A: 1")
+    m.delete(at(INVITE, b"Call-ID"), 4)
+    cp2 = m.lump_checkpoint()
+    m.lump_rollback(cp0)
+    assert m.n_lumps == 0 and m.build() == INVITE
+    # a stale checkpoint would bring back lumps whose text is gone
+    with pytest.raises(ValueError):
+        m.lump_rollback(cp2)
+    for bad in (-1, (0, 0, -1000, 0), "0", None):
+        with pytest.raises(ValueError):
+            m.lump_rollback(bad)
+    assert m.n_lumps == 0 and m._m.lump_bytes == 0 and m.build() == INVITE
+    # the counters come from the lumps that stay, not from the caller
+    m.insert_hdr("X-B: 22")
+    cp = m.lump_checkpoint()
+    m.replace(at(INVITE, b"c1@h"), 4, b"other")
+    m.lump_rollback(cp)
+    assert m._m.lump_bytes == len(b"X-B: 22\r\n")
+    assert m._m.lump_seq == 1
+    first_line = INVITE.index(b"\r\n") + 2
+    assert m.build() == INVITE[:first_line] + b"X-B: 22\r\n" + INVITE[first_line:]
+
+
+def test_parser_helpers_refuse_spans_outside_the_buffer():
+    from opensipy.parser._core import ffi
+    b = b"Mon, 01 Jan 2024 00:00:00 GMT"
+    n = len(b)
+    assert lib.sp_check_date(b, n, 0, n) == 0
+    assert lib.sp_check_date(b, n - 1, 0, n) == lib.SP_E_RANGE
+    assert lib.sp_check_date(b, n, 1, n) == lib.SP_E_RANGE
+    assert lib.sp_check_date(b, n, -1, 2) == lib.SP_E_RANGE
+    assert lib.sp_check_date(b, n, 2, 2**31 - 1) == lib.SP_E_RANGE
+    u = ffi.new("sp_uri *")
+    assert lib.sp_parse_uri(b"sip:a@b", 7, 0, 7, u) == 0
+    assert lib.sp_parse_uri(b"sip:a@b", 7, 4, 100, u) == lib.SP_E_RANGE
+    assert u.type == lib.ERROR_URI_T
+    v = ffi.new("sp_via[]", 2)
+    via = b"SIP/2.0/UDP h;branch=z9hG4bK1"
+    assert lib.sp_parse_via(via, len(via), 0, len(via), 0, v, 2) == 1
+    assert lib.sp_parse_via(via, len(via), 0, len(via) + 1, 0, v, 2) == lib.SP_E_RANGE
+    na = ffi.new("sp_nameaddr[]", 1)
+    assert lib.sp_parse_nameaddrs(b"<sip:a@b>", 9, 5, 9, 0, 0, 0, na, 1) == lib.SP_E_RANGE
+    p = ffi.new("sp_param[]", 4)
+    assert lib.sp_parse_params(b"a=1", 3, 3, 1, ord(";"), p, 4) == lib.SP_E_RANGE
+    x = ffi.new("uint32_t *")
+    assert lib.sp_parse_uint(b"12", 2, 0, 2, x) == 0 and x[0] == 12
+    assert lib.sp_parse_uint(b"12", 2, 1, 2, x) == lib.SP_E_RANGE
+    out = ffi.new("char[]", 4)
+    assert lib.sp_unescape(b"a%41b", 5, out, 4) == 3 and ffi.unpack(out, 3) == b"aAb"
+    assert lib.sp_unescape(b"abcdef", 6, out, 4) == lib.SP_E_SPACE

@@ -7,6 +7,7 @@
  */
 #include "shm.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +16,18 @@
 #include <time.h>
 #include <unistd.h>
 
-static int passed, failed, dead_reports, rebuilt, broken;
+static int passed, failed, dead_reports, rebuilt, broken, alloc_in_report;
 
+/* a report that allocates, as a logging path may: it deadlocked when the
+ * report was made with the allocator lock held */
 void _shm_owner_dead(const char *what, int pid)
 {
     (void)pid;
+    if (alloc_in_report) {
+        void *p = shm_malloc_mod(64, 0);
+        if (p)
+            shm_free_ptr(p);
+    }
     if (strstr(what, "rebuilt"))
         rebuilt++;
     else if (strstr(what, "INCONSISTENT"))
@@ -253,10 +261,22 @@ static void test_cross_process(void)
 /* children hammering the allocator are killed at random moments, often
  * inside the allocator lock: the next locker must find (or rebuild) a
  * consistent arena every time */
+static void deadlock(int sig)
+{
+    (void)sig;
+    static const char m[] = "deadlock: an owner-dead report allocated under "
+                            "the allocator lock\n";
+    if (write(2, m, sizeof(m) - 1) < 0) {}
+    _exit(3);
+}
+
 static void test_killed_inside_allocator(void)
 {
     int recovered = 0;
     srand(3);
+    signal(SIGALRM, deadlock);
+    alarm(120);
+    alloc_in_report = 1;
     for (int round = 0; round < 40; round++) {
         int64_t *go = shm_malloc_mod(8, 0);
         *go = 0;
@@ -291,9 +311,77 @@ static void test_killed_inside_allocator(void)
         CHECK(shm_check() == 0);
         CHECK(mod_sum() == used());
     }
+    alloc_in_report = 0;
+    alarm(0);
+    CHECK(recovered > 0);
     CHECK(broken == 0);
     fprintf(stderr, "allocator lock taken over from a killed owner %d times "
             "out of 40, arena rebuilt %d times\n", recovered, rebuilt);
+}
+
+/* a child takes the lock and dies holding it */
+static void die_holding(shm_lock_t *l)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        shm_lock_get(l);
+        _exit(0);
+    }
+    waitpid(pid, NULL, 0);
+}
+
+/* locks that cannot be made consistent stay unusable, and the hash table
+ * fails instead of going on without its bucket lock; a non-owner's unlock
+ * keeps the owner */
+static void test_unusable_locks(void)
+{
+    shm_lock_t *l = shm_lockset_new(1, 0);
+    die_holding(l);
+    shm_fail_consistent_for_tests(1);
+    CHECK(shm_lock_get(l) == -ENOTRECOVERABLE);
+    CHECK(shm_lock_get(l) == -ENOTRECOVERABLE);
+    CHECK(shm_lock_try(l) == -ENOTRECOVERABLE);
+    shm_free_ptr(l);
+
+    l = shm_lockset_new(1, 0);
+    int64_t *flag = shm_malloc_mod(8, 0);
+    *flag = 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+        shm_lock_get(l);
+        shm_atomic_set(flag, 1);
+        while (shm_atomic_get(flag) != 2)
+            usleep(1000);
+        _exit(shm_lock_release(l) == 0 ? 0 : 1);
+    }
+    while (shm_atomic_get(flag) != 1)
+        usleep(1000);
+    CHECK(shm_lock_release(l) == -EPERM);
+    CHECK(shm_lock_owner(l) == pid);
+    shm_atomic_set(flag, 2);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(shm_lock_owner(l) == 0);
+    shm_free_ptr(flag);
+    shm_free_ptr(l);
+
+    int mod = shm_module_id("ht_broken");
+    shm_ht_t *ht = shm_ht_new(2, mod);
+    char out[16];
+    CHECK(shm_ht_put(ht, "a", 1, "v", 1, 0) == 0);
+    CHECK(shm_ht_put(ht, "b", 1, "v", 1, 1000000000LL) == 0);
+    shm_lock_t *bl = shm_ht_bucket_lock_for_tests(ht, "a", 1);
+    die_holding(bl);
+    shm_fail_consistent_for_tests(1);
+    CHECK(shm_ht_put(ht, "a", 1, "w", 1, 0) == -ENOTRECOVERABLE);
+    CHECK(shm_ht_get(ht, "a", 1, out, sizeof out) == -ENOTRECOVERABLE);
+    CHECK(shm_ht_del(ht, "a", 1) == -ENOTRECOVERABLE);
+    CHECK(shm_ht_len(ht) == -ENOTRECOVERABLE);
+    CHECK(shm_ht_destroy(ht) == -ENOTRECOVERABLE);   /* freed all the same */
+    CHECK(shm_module_bytes(mod) == 0);
+    CHECK(shm_ht_put(ht, "a", 1, "w", 1, 0) == -2);
+    CHECK(shm_check() == 0);
 }
 
 int main(void)
@@ -306,6 +394,7 @@ int main(void)
     test_hash();
     test_dead_owner();
     test_cross_process();
+    test_unusable_locks();
     test_killed_inside_allocator();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
