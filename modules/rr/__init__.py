@@ -108,8 +108,8 @@ def _apply_rr(msg, st: _RRState) -> bool:
     Record-Route.  Lumps added after ours are added back in order."""
     later = []
     if st.checkpoint is not None:
-        before = st.checkpoint[0]
-        later = msg.lumps()[before + 1:]
+        # the lump count before ours (msg.lump_checkpoint()); ours is next
+        later = msg.lumps()[st.checkpoint + 1:]
         msg.lump_rollback(st.checkpoint)
     lines = _rr_lines(msg, st)
     if lines is None:
