@@ -272,7 +272,7 @@ def parse_nameaddr(text):
     b = text.encode("utf-8", "surrogateescape") if isinstance(text, str) \
         else bytes(text)
     arr = ffi.new("sp_nameaddr[]", 1)
-    n = lib.sp_parse_nameaddrs(b, 0, len(b), -1, 0, 0, arr, 1)
+    n = lib.sp_parse_nameaddrs(b, len(b), 0, len(b), -1, 0, 0, arr, 1)
     if n != 1:
         raise UriError(f"bad name-addr: {text!r}")
     na = NameAddr(b, b.decode("ascii") if b.isascii() else None,
