@@ -400,7 +400,15 @@ def append_rpid_hf(msg, prefix=None, suffix=None) -> int:
 # --- API ----------------------------------------------------------------------------
 
 class AuthApi:
-    """``load_api("auth")`` (OpenSIPS's ``auth_api_t``)."""
+    """``load_api("auth")`` (OpenSIPS's ``auth_api_t``), with the
+    ``auth_result_t`` codes as attributes."""
+    AUTH_ERROR = AUTH_ERROR
+    NO_CREDENTIALS = NO_CREDENTIALS
+    STALE_NONCE = STALE_NONCE
+    INVALID_PASSWORD = INVALID_PASSWORD
+    USER_UNKNOWN = USER_UNKNOWN
+    ERROR = ERROR
+    AUTHORIZED = AUTHORIZED
     pre_auth = staticmethod(pre_auth)
     post_auth = staticmethod(post_auth)
     check_response = staticmethod(check_response)
