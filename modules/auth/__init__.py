@@ -278,8 +278,14 @@ def challenge(msg, realm: str, qop: int, algorithms, code: int,
     nonce = new_nonce()
     lines = [digest.build_challenge(hf_name, realm, nonce, qop, stale, alg)
              for alg in (algorithms or ["MD5"])]
+    # queued as reply headers (OpenSIPS's add_lump_rpl), so whichever of
+    # sl or tm sends the reply carries them
+    hdrs = getattr(msg, "reply_hdrs", None)
+    if hdrs is None:
+        hdrs = msg.reply_hdrs = []
+    hdrs.extend(line + "\r\n" for line in lines)
     _inc(st_challenges)          # before the send: a test may ask at once
-    if _send(msg, code, reason, lines) < 0:
+    if _send(msg, code, reason) < 0:
         log.LM_ERR("auth: failed to send the challenge")
         return -1
     return 0
