@@ -144,7 +144,7 @@ def _base_dir() -> Optional[str]:
     return None
 
 
-def _load_pair(allow_path: str, deny_path: str):
+def _load_pair(allow_path: str, deny_path: str, quiet: bool = False):
     base = _base_dir()
     a = rules.resolve(allow_path, base)
     d = rules.resolve(deny_path, base)
@@ -153,8 +153,10 @@ def _load_pair(allow_path: str, deny_path: str):
         _files[key] = (rules.RuleFile(a), rules.RuleFile(d))
         for rf in _files[key]:
             if not rf.exists:
-                log.LM_WARN(f"permissions: {rf.path} does not exist (taken "
-                            f"as empty)")
+                # the default files are optional (OpenSIPS: debug only)
+                (log.LM_DBG if quiet else log.LM_WARN)(
+                    f"permissions: {rf.path} does not exist (taken as "
+                    f"empty)")
     return _files[key]
 
 
@@ -253,7 +255,7 @@ def fixup_info_var(spec):
 def mod_init() -> int:
     global _cache, _default
     _files.clear()
-    _default = _load_pair(default_allow_file, default_deny_file)
+    _default = _load_pair(default_allow_file, default_deny_file, quiet=True)
     _cache = None
     if db_url:
         _cache = address.AddressCache()
