@@ -115,8 +115,9 @@ def _cred_headers(msg, hf_name: str):
 
 
 class AuthState:
-    """What authorizing left on the message: the credentials, their header
-    and whether the nonce was stale (for the next challenge)."""
+    """What authorizing left on the message: the credentials, which of the
+    headers of that name held them (``hdr``, an index) and whether the
+    nonce was stale (for the next challenge)."""
     __slots__ = ("cred", "hdr", "stale", "authorized")
 
     def __init__(self, cred=None, hdr=None):
@@ -159,12 +160,12 @@ def pre_auth(msg, realm: str, hf_name: str) -> Tuple[int, object]:
             _send(msg, 400, "Bad Request")
             return ERROR, None
     found = None
-    for h in _cred_headers(msg, hf_name):
+    for k, body in enumerate(msg.hdrs(hf_name) or ()):
         try:
-            scheme, _ = digest.split_scheme(h.body)
+            scheme, _ = digest.split_scheme(body)
             if scheme != "digest":
                 continue          # another scheme: not ours to judge
-            cred = digest.parse_credentials(h.body)
+            cred = digest.parse_credentials(body)
         except DigestError as e:
             log.LM_INFO(f"auth: malformed {hf_name} header from "
                         f"{_source(msg)}: {e}")
@@ -172,13 +173,13 @@ def pre_auth(msg, realm: str, hf_name: str) -> Tuple[int, object]:
             _send(msg, 400, "Bad Request")
             return ERROR, None
         if cred.realm.lower() == realm.lower():
-            found = (cred, h)
+            found = (cred, k)
             break
     if found is None:
         return NO_CREDENTIALS, None
-    cred, h = found
+    cred, k = found
     st = _state(msg, hf_name)
-    st.cred, st.hdr = cred, h
+    st.cred, st.hdr = cred, k
     rc = nonce_mod.check_nonce(_secret, cred.nonce)
     if rc != nonce_mod.NONCE_OK:
         st.stale = True
@@ -316,7 +317,7 @@ def consume_credentials(msg) -> int:
     for hf in (HDR_AUTHORIZATION, HDR_PROXY_AUTHORIZATION):
         st = states.get(hf)
         if st is not None and st.authorized and st.hdr is not None:
-            h = st.hdr
+            h = _cred_headers(msg, hf)[st.hdr]
             try:
                 msg.delete(h.start, h.end - h.start)
             except ValueError as e:

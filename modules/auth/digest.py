@@ -137,64 +137,89 @@ class DigestCredentials:
         return f"DigestCredentials({self.params!r})"
 
 
-def _parse_params(text: str, pos: int) -> Dict[str, str]:
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+_UNESCAPE = re.compile(r"\\(.)", re.S)
+_SEP = re.compile(r"[ \t\r\n]*(?:,|\Z)")
+_SKIP = re.compile(r"[ \t\r\n]*")
+
+
+def _parse_params_checked(text: str, pos: int) -> Dict[str, str]:
+    """Parameter by parameter, saying precisely what is wrong."""
     out: Dict[str, str] = {}
     n = len(text)
-    while True:
-        while pos < n and text[pos] in _WS:
-            pos += 1
-        if pos >= n:
-            break
+    skip = _SKIP.match
+    pos = skip(text, pos).end()
+    while pos < n:
         m = _TOKEN.match(text, pos)
         if m is None:
             raise DigestError(f"bad character {text[pos]!r} at {pos}")
         name = m.group(0).lower()
-        pos = m.end()
-        while pos < n and text[pos] in _WS:
-            pos += 1
+        pos = skip(text, m.end()).end()
         if pos >= n or text[pos] != "=":
             raise DigestError(f"parameter {name!r} has no value")
-        pos += 1
-        while pos < n and text[pos] in _WS:
-            pos += 1
+        pos = skip(text, pos + 1).end()
         if pos < n and text[pos] == '"':
-            pos += 1
-            buf = []
-            while True:
-                if pos >= n:
-                    raise DigestError(f"unterminated quoted value of "
-                                      f"{name!r}")
-                c = text[pos]
-                if c == "\\":
-                    if pos + 1 >= n:
-                        raise DigestError("bad escape at the end")
-                    buf.append(text[pos + 1])
-                    pos += 2
-                    continue
-                if c == '"':
-                    pos += 1
-                    break
-                buf.append(c)
-                pos += 1
-            value = "".join(buf)
+            m = _QUOTED.match(text, pos)
+            if m is None:
+                raise DigestError(f"unterminated quoted value of {name!r}")
+            value = m.group(1)
+            if "\\" in value:
+                value = _UNESCAPE.sub(r"\1", value)
         else:
             m = _TOKEN.match(text, pos)
             if m is None:
                 raise DigestError(f"parameter {name!r} has a bad value")
             value = m.group(0)
-            pos = m.end()
         if name in out:
             raise DigestError(f"parameter {name!r} given twice")
         out[name] = value
         if len(out) > MAX_PARAMS:
             raise DigestError("too many parameters")
-        while pos < n and text[pos] in _WS:
-            pos += 1
-        if pos >= n:
+        end = m.end()
+        m = _SEP.match(text, end)
+        if m is None:
+            raise DigestError(f"',' expected at {skip(text, end).end()}")
+        pos = skip(text, m.end()).end()
+    return out
+
+
+_PARAM = re.compile(
+    r'[ \t\r\n]*([A-Za-z0-9!#$%&\'*+.^_`|~-]+)[ \t\r\n]*=[ \t\r\n]*'
+    r'(?:"((?:[^"\\]|\\.)*)"|([A-Za-z0-9!#$%&\'*+.^_`|~-]+))'
+    r'[ \t\r\n]*(?:,[ \t\r\n]*|\Z)', re.S)
+
+
+def _parse_params(text: str, pos: int) -> Dict[str, str]:
+    """One regular expression per parameter; anything it does not take is
+    parsed again step by step for the precise error."""
+    out: Dict[str, str] = {}
+    n = len(text)
+    match = _PARAM.match
+    while pos < n:
+        m = match(text, pos)
+        if m is None:
+            if not text[pos:].strip(" \t\r\n"):
+                break
+            rest = _parse_params_checked(text, pos)
+            for name in rest:
+                if name in out:
+                    raise DigestError(f"parameter {name!r} given twice")
+            out.update(rest)
+            if len(out) > MAX_PARAMS:
+                raise DigestError("too many parameters")
             break
-        if text[pos] != ",":
-            raise DigestError(f"',' expected at {pos}")
-        pos += 1
+        name = m.group(1).lower()
+        q = m.group(2)
+        if q is None:
+            value = m.group(3)
+        else:
+            value = _UNESCAPE.sub(r"\1", q) if "\\" in q else q
+        if name in out:
+            raise DigestError(f"parameter {name!r} given twice")
+        out[name] = value
+        if len(out) > MAX_PARAMS:
+            raise DigestError("too many parameters")
+        pos = m.end()
     return out
 
 

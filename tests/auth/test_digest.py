@@ -3,6 +3,8 @@
 180-4 test vector, the -sess and auth-int forms by their definitions, and
 the credentials parser on good and bad input."""
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opensipy_modules.auth import digest
 from opensipy_modules.auth.digest import DigestError
@@ -116,3 +118,17 @@ def test_challenge_line():
     assert line == ('WWW-Authenticate: Digest realm="ex\\"ample", '
                     'nonce="N", qop="auth,auth-int", stale=true, '
                     'algorithm=SHA-256')
+
+
+_ALPHABET = 'ab=," \\\t\r\n,=xyz'
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=_ALPHABET, max_size=40))
+def test_fast_and_checked_parameter_parsers_agree(text):
+    def run(fn):
+        try:
+            return fn(text, 0)
+        except DigestError:
+            return "error"
+    assert run(digest._parse_params) == run(digest._parse_params_checked)
