@@ -14,7 +14,7 @@ import pytest
 
 from opensipy.db import admin
 
-from digestclient import Phone, credentials, h
+from digestclient import Phone, credentials
 from server import REPO, free_port, mi_call
 
 pytestmark = pytest.mark.slow
