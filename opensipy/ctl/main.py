@@ -8,6 +8,7 @@ shaped like opensips-cli.
     opensipyctl db create|drop|migrate|tables ...   the database (see ctl/db.py)
     opensipyctl ul show [AOR] | add AOR CONTACT [EXPIRES [Q]] | rm AOR [CONTACT]
                                                     user location (-t TABLE)
+    opensipyctl user add|passwd|rm|list ...         subscribers (see ctl/user.py)
 
 Options: ``-f FILE`` (configuration; default ``~/.opensipyctl.cfg``, then
 ``/etc/opensipy/opensipyctl.cfg``), ``-o json|pretty|yaml|lines|none``.
@@ -16,7 +17,8 @@ The configuration file uses opensips-cli's keys in a ``[default]`` section:
 ``communication_type`` (``fifo``, ``datagram`` or ``http``), ``fifo_file``,
 ``fifo_reply_dir``, ``datagram_ip``, ``datagram_port``,
 ``datagram_unix_socket``, ``url``, ``output_type``, ``timeout``; for
-``db``: ``database_url``, ``database_admin_url``, ``database_modules``.
+``db``: ``database_url``, ``database_admin_url``, ``database_modules``;
+for ``user``: ``database_url``, ``plain_text_passwords``.
 
 Exit codes: 0 done, 1 the command failed (the server's error is printed),
 2 bad usage or configuration, 3 opensipy is not running (nobody answers).
@@ -276,8 +278,11 @@ class Ctl:
         if command == "db":
             from .db import run_db
             return run_db(self, args, UsageError, CtlError)
+        if command == "user":
+            from .user import run_user
+            return run_user(self, args, UsageError, CtlError)
         raise UsageError(f"unknown command '{command}' (mi, fifo, "
-                         f"{', '.join(FRIENDLY)}, ul, db, shell)")
+                         f"{', '.join(FRIENDLY)}, ul, db, user, shell)")
 
 
 def _table(rows) -> str:
@@ -296,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="commands: mi CMD [ARGS|k=v ...], fifo CMD [ARGS], ps, "
                "stats [NAMES], version, uptime, log-level [LEVEL [PID]], "
                "ul show|add|rm ..., "
-               "db create|drop|migrate|tables [URL ...], shell")
+               "db create|drop|migrate|tables [URL ...], "
+               "user add|passwd|rm|list ..., shell")
     p.add_argument("-f", "--config", metavar="FILE",
                    help="configuration file (default ~/.opensipyctl.cfg, "
                         "then /etc/opensipy/opensipyctl.cfg)")
