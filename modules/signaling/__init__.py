@@ -42,7 +42,22 @@ def send_reply(msg, code: int, reason: str, headers=()) -> int:
         return -1
     t = _transaction(msg)
     if t is not None:
-        if tm_api.t_reply(msg, code, reason) < 0:
+        # tm's t_reply sends what is queued on the request (OpenSIPS's
+        # add_lump_rpl): the extra headers join that queue for this reply
+        saved = getattr(msg, "reply_hdrs", None)
+        if headers:
+            if isinstance(headers, (str, bytes)):
+                headers = [headers]
+            lines = [h if isinstance(h, str) else h.decode()
+                     for h in headers]
+            msg.reply_hdrs = list(saved or ()) + [
+                h if h.endswith("\r\n") else h + "\r\n" for h in lines]
+        try:
+            rc = tm_api.t_reply(msg, code, reason)
+        finally:
+            if headers:
+                msg.reply_hdrs = saved
+        if rc < 0:
             log.LM_ERR("send_reply: failed to send the reply with tm")
             return -1
         return 1

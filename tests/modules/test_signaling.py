@@ -24,6 +24,7 @@ class FakeTm:
 
     def t_reply(self, msg, code, reason):
         self.replies.append((code, reason))
+        self.queued = list(getattr(msg, "reply_hdrs", None) or ())
         return 1
 
     def t_gen_totag(self, msg):
@@ -101,6 +102,26 @@ def test_stateful_when_a_transaction_exists(registry, peer, srv_sock):
     assert sig.w_send_reply(without, 404, "Not Found") == 1
     assert peer.recv().status == 404
     assert tm.replies == [(404, "Not Found")]
+
+
+def test_extra_headers_go_out_with_the_stateful_reply(registry, peer,
+                                                      srv_sock):
+    """registrar passes its Contact lines as extra headers: through tm they
+    join the request's reply queue for that reply only."""
+    tm = FakeTm()
+    modloader.registry = registry_with(("sl", sl), ("signaling", sig))
+    modloader.registry.add(modloader.LoadedModule("tm", TmModule(tm).exports,
+                                                  TmModule(tm)))
+    assert sig.mod_init() == 0
+    msg = modkit.parse(modkit.request(via_port=peer.port),
+                       ("127.0.0.1", peer.port), srv_sock)
+    msg.reply_hdrs = ["X-Before: 1\r\n"]
+    tm.trans.add(id(msg))
+    assert sig.send_reply(msg, 200, "OK",
+                          ["Contact: <sip:a@h>;expires=60", "Date: x"]) == 1
+    assert tm.queued == ["X-Before: 1\r\n",
+                         "Contact: <sip:a@h>;expires=60\r\n", "Date: x\r\n"]
+    assert msg.reply_hdrs == ["X-Before: 1\r\n"]
 
 
 def test_tm_alone_is_enough_and_no_transaction_is_an_error(registry, peer,
