@@ -1,0 +1,371 @@
+"""tm end to end: the real opensipy with several udp_workers (a reply often
+reaches another receiver than its request) between real SIPp callers and
+callees, or raw UDP peers where a test needs to count what arrives.
+
+Every test checks at the end that ``tm:inuse_transactions`` went back to 0
+and the shared memory in use back to its value after start-up."""
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from opensipy.parser import SipMsg
+
+from server import REPO, free_port, mi_call, wait_for
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("sipp") is None,
+                                 reason="sipp is not installed "
+                                        "(apt-get install -y sip-tester)")]
+
+HERE = Path(__file__).resolve().parent
+SCEN = HERE / "scenarios"
+BENCH = REPO / "bench" / "scenarios"
+
+
+def sipp(args):
+    return subprocess.Popen(["sipp", *args, "-nostdin", "-timeout", "30s"],
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(p):
+    if p.poll() is None:
+        p.kill()
+    p.wait(10)
+
+
+def uas(scenario, port, calls):
+    return sipp(["-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port),
+                 "-mp", str(free_port()), "-m", str(calls)])
+
+
+def uac(scenario, proxy, calls, rate=10):
+    return sipp(["-sf", str(scenario), f"127.0.0.1:{proxy}", "-i",
+                 "127.0.0.1", "-p", str(free_port()), "-mp",
+                 str(free_port()), "-m", str(calls), "-r", str(rate)])
+
+
+def finish(*procs, timeout=45):
+    """Wait for every SIPp; assert each ended with success."""
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=timeout)
+            assert p.returncode == 0, out.decode(errors="replace")[-3000:]
+    finally:
+        for p in procs:
+            stop(p)
+
+
+class Proxy:
+    def __init__(self, server, routes, params="", workers=3):
+        self.port = free_port()
+        self.mi = free_port()
+        self.server = server
+        server.start(f"""
+log_level=2
+udp_workers={workers}
+socket=udp:127.0.0.1:{self.port}
+loadmodule "proto_udp.so"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "maxfwd.so"
+loadmodule "sipmsgops.so"
+loadmodule "mi_datagram.so"
+modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{self.mi}")
+modparam("tm", "wt_timer", 1)
+{params}
+{routes}
+""")
+        self.shm_start = self.stat("shmem:used_size")
+
+    def stats(self, *names):
+        return mi_call(self.mi, "get_statistics", {"statistics": list(names)})
+
+    def stat(self, name):
+        return self.stats(name)[name]
+
+    def settle(self, timeout=15):
+        """inuse_transactions back to 0 and shm used back to its start."""
+        wait_for(lambda: self.stat("tm:inuse_transactions") == 0, timeout,
+                 what="inuse_transactions == 0")
+        wait_for(lambda: self.stat("shmem:used_size") == self.shm_start,
+                 5, what=f"shm used back to {self.shm_start}")
+
+
+ROUTE_HEAD = """
+route {
+    if (!mf_process_maxfwd_header(10)) {
+        sl_send_reply(483, "Too Many Hops");
+        exit;
+    }
+    if (is_method("CANCEL")) {
+        if (t_check_trans())
+            t_relay();
+        exit;
+    }
+"""
+
+
+def test_a_stateful_call(server):
+    callee = free_port()
+    p = Proxy(server, ROUTE_HEAD + f"""
+    $du = "sip:127.0.0.1:{callee}";
+    if (!t_relay())
+        sl_reply_error();
+    exit;
+}}""")
+    n = 30
+    b = uas(BENCH / "invite_uas.xml", callee, n)
+    a = uac(BENCH / "invite_uac.xml", p.port, n, rate=20)
+    finish(a, b)
+    st = p.stats("tm:", "core:")
+    # INVITE and BYE are transactions; ACK of the 2xx is end to end
+    assert st["tm:UAS_transactions"] == 2 * n
+    assert st["tm:2xx_transactions"] == 2 * n
+    assert st["core:fwd_requests"] == n        # the ACKs, statelessly
+    # 180, 200 (INVITE) and 200 (BYE) relayed; 100 absorbed when sent
+    assert st["tm:relayed_replies"] >= 3 * n
+    assert st["tm:local_replies"] == n        # our 100 Trying
+    p.settle()
+
+
+def test_serial_forking_on_486_through_failure_route(server):
+    busy, free = free_port(), free_port()
+    p = Proxy(server, ROUTE_HEAD + f"""
+    if (is_method("INVITE")) {{
+        $du = "sip:127.0.0.1:{busy}";
+        t_on_failure("next");
+    }} else {{
+        $du = "sip:127.0.0.1:{free}";
+    }}
+    t_relay();
+    exit;
+}}
+failure_route[next] {{
+    if (t_check_status("486")) {{
+        $du = "sip:127.0.0.1:{free}";
+        t_relay();
+    }}
+}}""")
+    n = 10
+    b1 = uas(SCEN / "uas_busy.xml", busy, n)
+    b2 = uas(BENCH / "invite_uas.xml", free, n)
+    a = uac(BENCH / "invite_uac.xml", p.port, n)
+    finish(a, b1, b2)       # b1 checks the hop-by-hop ACK of its 486
+    st = p.stats("tm:")
+    assert st["tm:2xx_transactions"] == 2 * n
+    assert st["tm:4xx_transactions"] == 0
+    p.settle()
+
+
+def _invite(port, me, i=0, branch=None):
+    br = branch or f"z9hG4bKt{i}x{time.monotonic_ns()}"
+    return (f"INVITE sip:callee@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:caller@127.0.0.1>;tag=f{i}\r\n"
+            f"To: <sip:callee@127.0.0.1>\r\n"
+            f"Call-ID: call{i}-{br}@test\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:caller@127.0.0.1:{me}>\r\n"
+            f"Content-Length: 0\r\n\r\n").encode(), br
+
+
+def _recv_all(sock, until, pred=None):
+    out = []
+    while time.monotonic() < until:
+        sock.settimeout(max(0.01, until - time.monotonic()))
+        try:
+            data = sock.recv(65535)
+        except socket.timeout:
+            break
+        m = SipMsg(data)
+        out.append(m)
+        if pred is not None and pred(m):
+            break
+    return out
+
+
+def _sock():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
+
+
+def test_no_answer_gives_408_and_failure_route(server):
+    with _sock()[0] as callee:
+        cport = callee.getsockname()[1]
+        p = Proxy(server, ROUTE_HEAD + f"""
+    $du = "sip:127.0.0.1:{cport}";
+    t_on_failure("timeout");
+    t_relay();
+    exit;
+}}
+failure_route[timeout] {{
+    if (t_check_status("408") && !t_local_replied("all"))
+        t_reply(408, "Nobody Home");
+}}""", params='modparam("tm", "fr_timeout", 2)')
+        caller, me = _sock()
+        with caller:
+            data, _ = _invite(p.port, me)
+            caller.sendto(data, ("127.0.0.1", p.port))
+            got = _recv_all(caller, time.monotonic() + 6,
+                            lambda m: m.status >= 200)
+            assert [m.status for m in got] == [100, 408]
+            assert got[-1].reason == "Nobody Home"
+            assert got[-1].to.tag
+            # timer A: the INVITE went out at 0, 0.5 s, 1.5 s; B at 2 s
+            seen = _recv_all(callee, time.monotonic() + 0.2)
+            assert len(seen) == 3
+            assert all(m.method == "INVITE" for m in seen)
+            assert len({m.via1.branch for m in seen}) == 1
+            # the 408 is retransmitted (timer G) until the ACK comes
+            again = _recv_all(caller, time.monotonic() + 0.7)
+            assert [m.status for m in again] == [408]
+            ack = (f"ACK sip:callee@127.0.0.1:{p.port} SIP/2.0\r\n"
+                   f"Via: {got[-1].via1.text}\r\n"
+                   f"From: {got[-1].hdr('From')}\r\n"
+                   f"To: {got[-1].hdr('To')}\r\n"
+                   f"Call-ID: {got[-1].callid}\r\nCSeq: 1 ACK\r\n"
+                   f"Content-Length: 0\r\n\r\n").encode()
+            caller.sendto(ack, ("127.0.0.1", p.port))
+            time.sleep(0.3)
+            _recv_all(caller, time.monotonic() + 0.1)
+            assert _recv_all(caller, time.monotonic() + 2.5) == []
+        st = p.stats("tm:", "core:fwd_requests")
+        assert st["core:fwd_requests"] == 0      # the ACK was absorbed
+        assert st["tm:4xx_transactions"] == 1
+        assert st["tm:local_replies"] == 2       # 100 and the 408
+        p.settle()
+
+
+def test_cancel_while_ringing(server):
+    callee = free_port()
+    p = Proxy(server, ROUTE_HEAD + f"""
+    $du = "sip:127.0.0.1:{callee}";
+    t_on_failure("f");
+    t_relay();
+    exit;
+}}
+failure_route[f] {{
+    if (t_was_cancelled())
+        xlog("L_NOTICE", "cancelled $ci $T_reply_code\\n");
+}}""")
+    n = 5
+    b = uas(SCEN / "uas_ring_cancel.xml", callee, n)
+    a = uac(SCEN / "uac_cancel.xml", p.port, n)
+    finish(a, b)
+    st = p.stats("tm:")
+    assert st["tm:2xx_transactions"] == n       # the 200s to the CANCELs
+    assert st["tm:4xx_transactions"] == n       # the 487s
+    wait_for(lambda: server.stderr().count("cancelled ") == n, 5,
+             what="failure_route saw t_was_cancelled()")
+    assert " 487" in server.stderr()
+    p.settle()
+
+
+def test_request_retransmissions_are_absorbed(server):
+    with _sock()[0] as callee:
+        cport = callee.getsockname()[1]
+        p = Proxy(server, ROUTE_HEAD + f"""
+    $du = "sip:127.0.0.1:{cport}";
+    t_relay();
+    exit;
+}}""")
+        caller, me = _sock()
+        with caller:
+            data, br = _invite(p.port, me, 7)
+            for _ in range(1000):            # a storm over 3 receivers
+                caller.sendto(data, ("127.0.0.1", p.port))
+            first = _recv_all(callee, time.monotonic() + 0.4)
+            assert len(first) == 1 and first[0].method == "INVITE"
+            inv = first[0]
+            ring = (f"SIP/2.0 180 Ringing\r\n"
+                    + "".join(f"Via: {v.text}\r\n" for v in inv.via)
+                    + f"From: {inv.hdr('From')}\r\n"
+                    f"To: {inv.hdr('To')};tag=callee\r\n"
+                    f"Call-ID: {inv.callid}\r\nCSeq: 1 INVITE\r\n"
+                    f"Content-Length: 0\r\n\r\n").encode()
+            callee.sendto(ring, ("127.0.0.1", p.port))
+            got = _recv_all(caller, time.monotonic() + 1.5)
+            assert got and {m.status for m in got} <= {100, 180}
+            assert got[-1].status == 180 or 180 in [m.status for m in got]
+            # a retransmission now gets the 180 again
+            caller.sendto(data, ("127.0.0.1", p.port))
+            again = _recv_all(caller, time.monotonic() + 0.5)
+            assert [m.status for m in again] == [180]
+            assert _recv_all(callee, time.monotonic() + 0.3) == []
+            st = p.stats("tm:UAS_transactions", "tm:inuse_transactions")
+            assert st["tm:UAS_transactions"] == 1
+            assert st["tm:inuse_transactions"] == 1
+            final = ring.replace(b"180 Ringing", b"486 Busy Here")
+            callee.sendto(final, ("127.0.0.1", p.port))
+            up = _recv_all(caller, time.monotonic() + 1,
+                           lambda m: m.status == 486)
+            assert up[-1].status == 486
+            acks = _recv_all(callee, time.monotonic() + 0.5)
+            assert [m.method for m in acks] == ["ACK"]
+            assert acks[0].via1.branch == inv.via1.branch
+            ack = (f"ACK sip:callee@127.0.0.1:{p.port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
+                   f"From: {up[-1].hdr('From')}\r\nTo: {up[-1].hdr('To')}\r\n"
+                   f"Call-ID: {up[-1].callid}\r\nCSeq: 1 ACK\r\n"
+                   f"Content-Length: 0\r\n\r\n").encode()
+            caller.sendto(ack, ("127.0.0.1", p.port))
+        p.settle()
+
+
+def test_parallel_forking_first_200_wins_other_cancelled(server):
+    fast, slow = free_port(), free_port()
+    p = Proxy(server, ROUTE_HEAD + f"""
+    if (is_method("INVITE")) {{
+        $ru = "sip:service@127.0.0.1:{fast}";
+        append_branch("sip:service@127.0.0.1:{slow}");
+    }} else {{
+        $du = "sip:127.0.0.1:{fast}";
+    }}
+    t_relay();
+    exit;
+}}""")
+    n = 5
+    b1 = uas(BENCH / "invite_uas.xml", fast, n)
+    b2 = uas(SCEN / "uas_ring_cancel.xml", slow, n)
+    # the fast callee answers at once: the slow one must have rung first
+    time.sleep(0.2)
+    a = uac(BENCH / "invite_uac.xml", p.port, n, rate=5)
+    finish(a, b1, b2)        # b2 saw a CANCEL for every call
+    st = p.stats("tm:")
+    assert st["tm:2xx_transactions"] == 2 * n   # INVITE and BYE
+    p.settle()
+
+
+def test_branch_route_drops_a_branch(server):
+    with _sock()[0] as dropped:
+        dport = dropped.getsockname()[1]
+        kept = free_port()
+        p = Proxy(server, ROUTE_HEAD + f"""
+    if (is_method("INVITE")) {{
+        $ru = "sip:service@127.0.0.1:{kept}";
+        append_branch("sip:service@127.0.0.1:{dport}");
+        t_on_branch("pick");
+    }} else {{
+        $du = "sip:127.0.0.1:{kept}";
+    }}
+    t_relay();
+    exit;
+}}
+branch_route[pick] {{
+    if ($rp == {dport})
+        drop;
+    append_hf("X-Branch: $T_branch_idx\\r\\n");
+}}""")
+        n = 5
+        b = uas(BENCH / "invite_uas.xml", kept, n)
+        a = uac(BENCH / "invite_uac.xml", p.port, n)
+        finish(a, b)
+        assert _recv_all(dropped, time.monotonic() + 0.3) == []
+        p.settle()
