@@ -215,8 +215,15 @@ static tm_cell_t *cell_new(uint32_t hash, uint32_t cseq, const char *key,
     return c;
 }
 
+static void stop_all_locked(tm_cell_t *c);
+
 static void cell_free(tm_cell_t *c)
 {
+    /* nothing may stay linked to freed memory (tm_delete stopped the
+     * timers already; this also covers a cell never inserted) */
+    lock_m(&T->timer_lock);
+    stop_all_locked(c);
+    unlock_m(&T->timer_lock);
     c->magic = 0;
     char *bufs[] = {c->key, c->req, c->rpl, c->blob};
     for (unsigned i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
@@ -532,6 +539,12 @@ int tm_timer_start(tm_cell_t *c, int which, int branch, int64_t delay,
     if (!t)
         return -2;
     lock_m(&T->timer_lock);
+    if (__atomic_load_n(&c->flags, __ATOMIC_ACQUIRE) & TM_F_DELETED) {
+        /* deleted (its timers stopped) while the caller held it: a timer
+         * linked now would outlive the cell */
+        unlock_m(&T->timer_lock);
+        return -3;
+    }
     tl_unlink(t);
     t->gen++;
     t->kind = kind;
@@ -576,6 +589,8 @@ int64_t tm_timer_gen(tm_cell_t *c, int which, int branch)
 
 static void stop_all_locked(tm_cell_t *c)
 {
+    if (!T)
+        return;
     tl_unlink(&c->uas_retr);
     c->uas_retr.gen++;
     tl_unlink(&c->wait);
