@@ -9,6 +9,8 @@ API for other modules (``opensipy.modloader.load_api("tm")``):
 """
 from __future__ import annotations
 
+import time
+
 from opensipy import log, receive, timer
 from opensipy.parser import METHOD_ACK, METHOD_CANCEL, METHOD_INVITE
 from opensipy.script.runtime import route_exists
@@ -300,6 +302,66 @@ def mi_t_hash(params):
     return out
 
 
+def mi_t_uac_dlg(params):
+    """method, ruri, headers[, next_hop][, socket][, body]: send the request
+    in a transaction of its own and answer with its final reply."""
+    from opensipy.mi.dispatch import MIError
+    try:
+        cell = core.t_uac(params["method"], params["ruri"],
+                          params.get("headers") or "",
+                          params.get("body") or b"",
+                          params.get("next_hop"), params.get("socket"))
+    except core.UacError as e:
+        raise MIError(400, str(e)) from None
+    except core.ShmOutOfMemory:
+        raise MIError(500, "No shared memory") from None
+    try:
+        deadline = time.monotonic() + (cfg.fr_inv_timeout
+                                       if cell.flags & lib.TM_F_INVITE
+                                       else cfg.fr_timeout) + 2
+        while not cell.flags & lib.TM_F_FINAL_SENT:
+            if time.monotonic() > deadline:
+                raise MIError(500, "No final reply")
+            time.sleep(0.005)
+        with core.locked(cell):
+            code = cell.uas_status
+            data = table.buf(cell.rpl, cell.rpl_len)
+    finally:
+        table.unref(cell)
+    if not data:
+        reason = "Request Timeout" if code == 408 else ""
+        return {"Status": f"{code} {reason}".strip()}
+    first, _, rest = data.decode("utf-8", "replace").partition("\r\n")
+    hdrs = rest.split("\r\n\r\n", 1)[0]
+    return {"Status": first.partition(" ")[2], "Message": hdrs + "\r\n"}
+
+
+def mi_t_reply(params):
+    """code, reason, trans_id (hash:label), to_tag[, new_headers][, body]:
+    a reply to a pending server transaction."""
+    from opensipy.mi.dispatch import MIError
+    try:
+        code = int(params["code"])
+        h, _, lab = str(params["trans_id"]).partition(":")
+        cell = table.lookup_reply(int(h), int(lab))
+    except (ValueError, TypeError):
+        raise MIError(400, "Bad parameters") from None
+    if cell is None or cell.flags & lib.TM_F_LOCAL_UAC:
+        if cell is not None:
+            table.unref(cell)
+        raise MIError(404, "Transaction not found")
+    try:
+        hdrs = [x for x in (params.get("new_headers") or "").replace(
+            "\r\n", "\n").split("\n") if x.strip()]
+        rc = core.reply_local(cell, None, code, params["reason"], hdrs,
+                              params.get("body") or b"")
+    finally:
+        table.unref(cell)
+    if rc < 0:
+        raise MIError(500, "Reply failed")
+    return "OK"
+
+
 # ---- API -------------------------------------------------------------------
 
 class TmApi:
@@ -311,6 +373,12 @@ class TmApi:
     t_reply = staticmethod(t_reply)
     t_relay = staticmethod(core.relay)
     t_newtran = staticmethod(core.newtran)
+    # t_uac(method, ruri, headers, body=b"", next_hop=None,
+    #       send_socket=None, cb=None, param=None) -> cell (unref it)
+    t_uac = staticmethod(core.t_uac)
+    t_request = staticmethod(core.t_uac)
+    register_uac_callback = staticmethod(core.register_uac_callback)
+    unref = staticmethod(table.unref)
 
     @staticmethod
     def t_gen_totag(msg):
@@ -416,8 +484,26 @@ exports = ModuleExports(
         StatExport("inuse_transactions", STAT_IS_FUNC | STAT_NO_RESET,
                    _inuse),
     ],
-    mi_cmds=[MIExport("t_hash", "the transaction table's used buckets",
-                      recipes=[MIRecipe(mi_t_hash)])],
+    mi_cmds=[
+        MIExport("t_hash", "the transaction table's used buckets",
+                 recipes=[MIRecipe(mi_t_hash)]),
+        MIExport("t_uac_dlg", "send a request and return its final reply",
+                 recipes=[MIRecipe(mi_t_uac_dlg, p) for p in (
+                     ("method", "ruri", "headers"),
+                     ("method", "ruri", "headers", "next_hop"),
+                     ("method", "ruri", "headers", "next_hop", "socket"),
+                     ("method", "ruri", "headers", "next_hop", "socket",
+                      "body"),
+                     ("method", "ruri", "headers", "body"),
+                     ("method", "ruri", "headers", "next_hop", "body"))]),
+        MIExport("t_reply", "reply to a pending transaction",
+                 recipes=[MIRecipe(mi_t_reply, p) for p in (
+                     ("code", "reason", "trans_id", "to_tag"),
+                     ("code", "reason", "trans_id", "to_tag",
+                      "new_headers"),
+                     ("code", "reason", "trans_id", "to_tag", "new_headers",
+                      "body"))]),
+    ],
     items=[
         PVExport("T_reply_code", pv_reply_code),
         PVExport("T_reply_reason", pv_reply_reason),

@@ -361,6 +361,8 @@ def _persist_routes(cell, msg, blob=None) -> None:
 
 def send_upstream(cell, code: int, data: bytes, local: bool) -> int:
     """A response (local or relayed) through the server machine."""
+    if cell.flags & lib.TM_F_LOCAL_UAC:
+        return _uac_reply(cell, code, data)
     inv = cell.flags & lib.TM_F_INVITE
     table = fsm.INVITE_SERVER if inv else fsm.NON_INVITE_SERVER
     state = S[cell.uas_state]
@@ -394,6 +396,155 @@ def send_upstream(cell, code: int, data: bytes, local: bool) -> int:
         stats.inc(stats.by_class[min(code // 100, 6) - 1])
         cancel_branches(cell)
     return 1
+
+
+# ---------------------------------------------------------------- t_uac
+
+_uac_callbacks = {}
+
+
+def register_uac_callback(name: str, fn) -> None:
+    """fn(cell, code, reply_bytes, param) runs, in whichever process gets
+    it, when a request sent with t_uac(cb=name) has its final reply (a
+    local 408 on timeout: reply_bytes empty).  Register in mod_init, so
+    every process knows the name."""
+    _uac_callbacks[name] = fn
+
+
+def _uac_reply(cell, code, data) -> int:
+    if cell.flags & lib.TM_F_FINAL_SENT:
+        return 1
+    if code < 200 and not data:
+        return 1
+    tb.set_buf(cell, lib.TM_BUF_RPL, -1, data)
+    cell.uas_status = code
+    if code < 200:
+        return 1
+    cell.flags |= lib.TM_F_FINAL_SENT
+    stats.inc(stats.by_class[min(code // 100, 6) - 1])
+    cancel_branches(cell)
+    _wait(cell)
+    blob = load_blob(cell)
+    name = blob.get("uac_cb")
+    fn = _uac_callbacks.get(name) if name else None
+    if fn is not None:
+        try:
+            fn(cell, code, data, blob.get("uac_param"))
+        except Exception as e:
+            log.LM_ERR(f"tm: t_uac callback {name} failed: {e}")
+    return 1
+
+
+class UacError(ValueError):
+    pass
+
+
+def _need_hdr(lines, name):
+    n = name.lower()
+    for ln in lines:
+        if ln.split(":", 1)[0].strip().lower() == n:
+            return ln
+    return None
+
+
+def t_uac(method: str, ruri: str, headers: str = "", body=b"",
+          next_hop=None, send_socket=None, cb=None, param=None):
+    """Send a request from this server in its own client transaction
+    (t_request / MI t_uac_dlg).  ``headers`` must hold From and To;
+    Call-ID, CSeq, Max-Forwards and a From tag are added when missing.
+    Returns the cell with a reference for the caller (unref it)."""
+    from opensipy.parser import METHODS
+    method = method.strip().upper()
+    if not method or not method.isalpha():
+        raise UacError(f"bad method {method!r}")
+    lines = [ln for ln in headers.replace("\r\n", "\n").split("\n")
+             if ln.strip()]
+    if _need_hdr(lines, "from") is None or _need_hdr(lines, "to") is None:
+        raise UacError("the headers must hold From and To")
+    callid = None
+    cs = _need_hdr(lines, "call-id")
+    if cs is not None:
+        callid = cs.split(":", 1)[1].strip()
+    else:
+        callid = f"{os.urandom(8).hex()}@{_inst}"
+        lines.append(f"Call-ID: {callid}")
+    cseq = 1
+    c = _need_hdr(lines, "cseq")
+    if c is not None:
+        try:
+            cseq = int(c.split(":", 1)[1].split()[0])
+        except (ValueError, IndexError):
+            raise UacError(f"bad CSeq {c!r}") from None
+    else:
+        lines.append(f"CSeq: {cseq} {method}")
+    if _need_hdr(lines, "max-forwards") is None:
+        lines.append("Max-Forwards: 70")
+    fl = _need_hdr(lines, "from")
+    if ";tag=" not in fl.replace(" ", "").lower():
+        lines[lines.index(fl)] = fl + f";tag={os.urandom(6).hex()}"
+    lines = [ln for ln in lines
+             if ln.split(":", 1)[0].strip().lower() != "content-length"]
+    body = _enc(body) if isinstance(body, str) else (body or b"")
+    try:
+        proto, host, port = forward.uri_dest(next_hop or ruri)
+        if proto != "udp":
+            raise UacError(f"transport {proto} is not supported yet")
+        af, addr = forward.resolve(host, port)
+        if send_socket:
+            si = next((x for x in config.settings.sockets
+                       if str(x) == send_socket or
+                       f"{x.proto}:{x.host}:{x.port}" == send_socket), None)
+            if si is None:
+                raise UacError(f"{send_socket} is not one of our sockets")
+        else:
+            si = forward.send_socket(proto, af)
+    except forward.ForwardError as e:
+        raise UacError(str(e)) from None
+    mid = METHODS.get("METHOD_" + method, METHOD_OTHER)
+    cell = tb.new_local(_enc(callid), cseq, mid)
+    if cell is None:
+        raise ShmOutOfMemory("tm: no shared memory for t_uac")
+    try:
+        with locked(cell):
+            if mid == METHOD_INVITE:
+                cell.flags |= lib.TM_F_INVITE
+            data = _enc(f"{method} {ruri} SIP/2.0\r\n"
+                        f"Via: {forward.our_via(si, branch_id(cell, 0))}\r\n"
+                        + "".join(ln + "\r\n" for ln in lines)
+                        + f"Content-Length: {len(body)}\r\n\r\n") + body
+            store_blob(cell, {"uac_cb": cb, "uac_param": param,
+                              "bru": {0: ruri}, "ru": ruri})
+            tb.set_buf(cell, lib.TM_BUF_BR_REQ, 0, data)
+            tb.set_dst(cell, 0, si, _socket_index(si), addr[0], addr[1])
+            b = cell.br[0]
+            b.flags = lib.TM_B_USED
+            cell.nbranches = 1
+            stats.inc(stats.UAC_transactions)
+            _start_client(cell, 0)
+            _wait(cell, _lifetime(cell))
+            if not tb.send(ffi.addressof(b, "dst"), data):
+                log.LM_ERR(f"tm: t_uac: sending to {addr[0]}:{addr[1]} "
+                           f"failed")
+    except BaseException:
+        tb.delete(cell)
+        tb.unref(cell)
+        raise
+    return cell
+
+
+def _start_client(cell, idx) -> None:
+    inv = cell.flags & lib.TM_F_INVITE
+    b = cell.br[idx]
+    table = fsm.INVITE_CLIENT if inv else fsm.NON_INVITE_CLIENT
+    st, actions = fsm.step(table, fsm.INIT, fsm.SEND)
+    b.state = SID[st]
+    for a in actions:
+        if a in ("start_A", "start_E"):
+            tb.timer_start(cell, lib.TM_TW_BR_RETR, idx, cfg.T1_timer,
+                           lib.TM_K_RETR_REQ, 0 if a == "start_A" else 1)
+        elif a in ("start_B", "start_F"):
+            tb.timer_start(cell, lib.TM_TW_BR_FR, idx, _fr(cell),
+                           lib.TM_K_PY)
 
 
 def reply_local(cell, msg, code: int, reason=None, headers=(),
@@ -597,17 +748,7 @@ def fork(cell, msg) -> int:
                 b.status = 503
                 b.state = _TERMINATED
                 continue
-            table = fsm.INVITE_CLIENT if inv else fsm.NON_INVITE_CLIENT
-            st, actions = fsm.step(table, fsm.INIT, fsm.SEND)
-            b.state = SID[st]
-            for a in actions:
-                if a in ("start_A", "start_E"):
-                    tb.timer_start(cell, lib.TM_TW_BR_RETR, idx,
-                                   cfg.T1_timer, lib.TM_K_RETR_REQ,
-                                   0 if a == "start_A" else 1)
-                elif a in ("start_B", "start_F"):
-                    tb.timer_start(cell, lib.TM_TW_BR_FR, idx, _fr(cell),
-                                   lib.TM_K_PY)
+            _start_client(cell, idx)
             sent += 1
         if cell.nbranches > first:
             cell.first_branch = first
@@ -925,6 +1066,9 @@ def relay_best(cell, best) -> None:
             return
         except (ParseError, ValueError) as e:
             log.LM_ERR(f"tm: cannot relay the stored reply: {e}")
+    if cell.flags & lib.TM_F_LOCAL_UAC:
+        _uac_reply(cell, code, b"")
+        return
     reply_local(cell, None, code, reason)
 
 

@@ -369,3 +369,32 @@ branch_route[pick] {{
         finish(a, b)
         assert _recv_all(dropped, time.monotonic() + 0.3) == []
         p.settle()
+
+
+def test_t_uac_dlg_over_mi_sends_a_message(server):
+    callee = free_port()
+    p = Proxy(server, ROUTE_HEAD + """
+    t_relay();
+    exit;
+}""")
+    b = uas(SCEN / "uas_message.xml", callee, 1)
+    try:
+        time.sleep(0.3)
+        r = mi_call(p.mi, "t_uac_dlg", {
+            "method": "MESSAGE", "ruri": f"sip:bob@127.0.0.1:{callee}",
+            "headers": "From: <sip:mi@127.0.0.1>\r\nTo: <sip:bob@127.0.0.1>"
+                       "\r\nContent-Type: text/plain\r\n",
+            "body": "hello from MI"}, timeout=10)
+        assert r["Status"] == "200 OK"
+        assert "X-Got: it" in r["Message"]
+        finish(b)
+    finally:
+        stop(b)
+    st = p.stats("tm:UAC_transactions", "tm:2xx_transactions")
+    assert st == {"tm:UAC_transactions": 1, "tm:2xx_transactions": 1}
+    with pytest.raises(AssertionError) as e:
+        mi_call(p.mi, "t_uac_dlg", {"method": "OPTIONS",
+                                    "ruri": "sip:x@127.0.0.1",
+                                    "headers": "To: <sip:x@127.0.0.1>\r\n"})
+    assert "From and To" in str(e.value)
+    p.settle()
