@@ -398,3 +398,66 @@ def test_t_uac_dlg_over_mi_sends_a_message(server):
                                     "headers": "To: <sip:x@127.0.0.1>\r\n"})
     assert "From and To" in str(e.value)
     p.settle()
+
+
+def test_a_lost_200_is_recovered_by_the_callees_retransmission(server):
+    callee = free_port()
+    p = Proxy(server, ROUTE_HEAD + f"""
+    $du = "sip:127.0.0.1:{callee}";
+    t_relay();
+    exit;
+}}""")
+    n = 3
+    b = uas(BENCH / "invite_uas.xml", callee, n)
+    a = uac(SCEN / "uac_lost200.xml", p.port, n)
+    out = a.communicate(timeout=45)[0].decode(errors="replace")
+    assert a.returncode == 0, out[-3000:]
+    finish(b)
+    # the caller saw the retransmitted copies of every 200 (Retrans column
+    # of its first "200 <---" line): 2 per call
+    line = next(ln for ln in out.splitlines()
+                if ln.strip().startswith("200 <-"))
+    nums = [int(x) for x in line.split() if x.isdigit()]  # 200, msgs, re
+    assert nums[1] == n and nums[2] >= 2 * n, line
+    # 180, 200, 200 of the BYE, and the copies: by tm while the cell
+    # waits (wt_timer 1 s), statelessly by the core after
+    st = p.stats("tm:relayed_replies", "core:fwd_replies")
+    assert st["tm:relayed_replies"] >= 4 * n
+    assert st["tm:relayed_replies"] + st["core:fwd_replies"] >= 5 * n
+    p.settle()
+
+
+def test_signaling_send_reply_is_stateful_in_a_transaction(server):
+    p = Proxy(server, """
+loadmodule "signaling.so"
+route {
+    if (is_method("ACK")) {
+        t_check_trans();        # absorbs the ACK of our 404
+        exit;
+    }
+    t_newtran();
+    send_reply(404, "Not Here");
+    exit;
+}""")
+    caller, me = _sock()
+    with caller:
+        data, br = _invite(p.port, me, 3)
+        caller.sendto(data, ("127.0.0.1", p.port))
+        got = _recv_all(caller, time.monotonic() + 2,
+                        lambda m: m.status >= 200)
+        assert [(m.status, m.reason) for m in got] == [(100, "Trying"),
+                                                       (404, "Not Here")]
+        caller.sendto(data, ("127.0.0.1", p.port))       # retransmitted
+        again = _recv_all(caller, time.monotonic() + 0.3)
+        assert [m.status for m in again] == [404]
+        assert again[0].to.tag == got[1].to.tag
+        ack = (f"ACK sip:callee@127.0.0.1:{p.port} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
+               f"From: {got[1].hdr('From')}\r\nTo: {got[1].hdr('To')}\r\n"
+               f"Call-ID: {got[1].callid}\r\nCSeq: 1 ACK\r\n"
+               f"Content-Length: 0\r\n\r\n").encode()
+        caller.sendto(ack, ("127.0.0.1", p.port))
+    st = p.stats("tm:", "sl:sent_replies")
+    assert st["tm:local_replies"] == 2 and st["sl:sent_replies"] == 0
+    assert st["tm:4xx_transactions"] == 1
+    p.settle()
