@@ -39,6 +39,7 @@ typedef struct tm_cell {
     uint32_t magic; uint32_t hash; uint32_t label; int32_t ref;
     int32_t flags; int32_t method_id; int32_t uas_state; int32_t uas_status;
     int32_t nbranches; int32_t first_branch; int32_t relayed_branch;
+    int32_t deleted;
     int64_t fr_timeout; int64_t fr_inv_timeout; int64_t created;
     uint32_t cseq; uint32_t key_len; char *key;
     char *req; uint32_t req_len;

@@ -288,7 +288,7 @@ int tm_cell_unlock(tm_cell_t *c)
 static inline int req_match(tm_cell_t *c, const char *key, uint32_t klen,
                             uint32_t cseq, int method, int mode)
 {
-    if (c->flags & (TM_F_DELETED | TM_F_LOCAL_UAC) || c->cseq != cseq ||
+    if (c->deleted || (c->flags & TM_F_LOCAL_UAC) || c->cseq != cseq ||
         c->key_len != klen || memcmp(c->key, key, klen))
         return 0;
     if (mode == 1)
@@ -382,7 +382,7 @@ tm_cell_t *tm_lookup_reply(uint32_t hash, uint32_t label)
     tm_cell_t *found = NULL;
     lock_m(&bk->lock);
     for (tm_cell_t *c = bk->head; c; c = c->next)
-        if (c->label == label && !(c->flags & TM_F_DELETED)) {
+        if (c->label == label && !c->deleted) {
             found = c;
             __atomic_add_fetch(&c->ref, 1, __ATOMIC_ACQ_REL);
             break;
@@ -539,7 +539,7 @@ int tm_timer_start(tm_cell_t *c, int which, int branch, int64_t delay,
     if (!t)
         return -2;
     lock_m(&T->timer_lock);
-    if (__atomic_load_n(&c->flags, __ATOMIC_ACQUIRE) & TM_F_DELETED) {
+    if (__atomic_load_n(&c->deleted, __ATOMIC_ACQUIRE)) {
         /* deleted (its timers stopped) while the caller held it: a timer
          * linked now would outlive the cell */
         unlock_m(&T->timer_lock);
@@ -612,11 +612,11 @@ int tm_delete(tm_cell_t *c)
         return -2;
     tm_bucket_t *bk = &T->b[c->hash];
     lock_m(&bk->lock);
-    if (c->flags & TM_F_DELETED) {
+    if (c->deleted) {
         unlock_m(&bk->lock);
         return 1;
     }
-    __atomic_or_fetch(&c->flags, TM_F_DELETED, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&c->deleted, 1, __ATOMIC_RELEASE);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -680,7 +680,7 @@ int tm_timer_tick(int64_t now, tm_event_t *out, int cap)
                 continue;
             }
             lock_m(&c->lock);
-            if (t->gen == gens[i] && !(c->flags & TM_F_DELETED)) {
+            if (t->gen == gens[i] && !c->deleted) {
                 int sent = -1;
                 if (t->kind == TM_K_RETR_RPL)
                     sent = tm_send(&c->uas_dst, c->rpl, c->rpl_len);

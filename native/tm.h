@@ -25,7 +25,7 @@ enum {
     /* cell flags */
     TM_F_INVITE = 1 << 0,
     TM_F_CANCELED = 1 << 1,
-    TM_F_DELETED = 1 << 2,     /* unlinked from the table */
+    TM_F_DELETED = 1 << 2,     /* unused: see tm_cell.deleted */
     TM_F_LOCAL = 1 << 3,       /* a final reply was generated locally */
     TM_F_IN_FAILURE = 1 << 4,
     TM_F_FINAL_SENT = 1 << 5,  /* a final reply went upstream */
@@ -100,6 +100,10 @@ typedef struct tm_cell {
     int32_t first_branch;
     int32_t relayed_branch;
     int32_t owner;       /* pid holding the cell lock */
+    int32_t deleted;     /* unlinked from the table (set by C only; the
+                          * flags are changed by Python under the cell
+                          * lock, this one by tm_delete without it) */
+    int32_t pad2;
     int64_t fr_timeout;  /* ns; 0 = the module's */
     int64_t fr_inv_timeout;
     int64_t created;

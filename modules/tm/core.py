@@ -28,6 +28,7 @@ MAGIC = "z9hG4bK"
 S = fsm.STATES
 SID = fsm.STATE_IDS
 _TERMINATED = SID[fsm.TERMINATED]
+F_ONREPLY = 1 << 16     # the blob names an onreply_route (Python-side flag)
 
 
 class Cfg:
@@ -192,6 +193,10 @@ def load_blob(cell) -> dict:
 
 def store_blob(cell, d: dict) -> None:
     tb.set_buf(cell, lib.TM_BUF_BLOB, -1, marshal.dumps(d))
+    if d.get("or"):
+        cell.flags |= F_ONREPLY
+    else:
+        cell.flags &= ~F_ONREPLY
 
 
 def _avps_copy(avps):
@@ -896,6 +901,8 @@ def run_onreply(cell, idx, msg) -> bool:
     """The main onreply_route, then the transaction's; True when one
     dropped the reply."""
     main = find_route("onreply_route", None)
+    if main is None and not cell.flags & F_ONREPLY:
+        return False
     blob = None
     name = None
     if cell.blob_len:
@@ -1102,7 +1109,7 @@ def timer_tick(ticks=None, param=None) -> None:
         try:
             with locked(cell):
                 if tb.timer_gen(cell, which, branch) != gen or \
-                        cell.flags & lib.TM_F_DELETED:
+                        cell.deleted:
                     continue
                 if which == lib.TM_TW_BR_FR:
                     on_fr_timeout(cell, branch)
