@@ -14,7 +14,7 @@ OURS = REPO / "etc" / "opensipy" / "opensipy.cfg"
 ANCHOR = REPO.parent / "shared" / "anchors" / "opensips-default.cfg"
 
 # modules of OpenSIPS's default script that later issues bring
-NOT_YET = {"tm", "rr", "usrloc", "registrar", "acc"}
+NOT_YET = {"rr", "usrloc", "registrar", "acc"}
 THEIR_FUNCTIONS = {"t_check_trans", "t_relay", "loose_route", "record_route",
                    "do_accounting", "save", "lookup", "t_reply",
                    "t_on_branch", "t_on_reply", "t_on_failure",
