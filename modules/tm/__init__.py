@@ -14,7 +14,7 @@ import time
 from opensipy import log, receive, timer
 from opensipy.parser import METHOD_ACK, METHOD_CANCEL, METHOD_INVITE
 from opensipy.script.runtime import route_exists
-from opensipy.sr_module import (BRANCH_ROUTE, CMD_PARAM_INT, CMD_PARAM_OPT,
+from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT, CMD_PARAM_OPT,
                                 CMD_PARAM_REGEX, CMD_PARAM_STR, FAILURE_ROUTE,
                                 INT_PARAM, ONREPLY_ROUTE, REQUEST_ROUTE,
                                 STAT_IS_FUNC, STAT_NO_RESET, CmdExport,
@@ -205,6 +205,45 @@ def w_t_cancel_branch(msg, which="this"):
     else:
         core.send_cancel(c, cur.branch)
     return 1
+
+
+def w_t_flush_flags(msg):
+    return core.flush_flags(msg)
+
+
+def w_t_add_hdrs(msg, hdrs):
+    """headers added to every branch t_relay sends after this (also the
+    serial-forking rounds of failure_route)"""
+    text = hdrs.replace("\\r\\n", "\r\n")
+    if not text.endswith("\r\n"):
+        text += "\r\n"
+    for ln in text.split("\r\n")[:-1]:
+        if ":" not in ln or not ln.split(":", 1)[0].strip():
+            log.LM_ERR(f"t_add_hdrs: {ln!r} is not a header line")
+            return -1
+    msg.tm_add_hdrs = text
+    return 1
+
+
+def w_t_new_request(msg, method, ruri, from_, to, body=None, ctype=None):
+    """t_new_request(method, RURI, from, to[, body[, content_type]]): a new
+    request of the server's own, sent in a transaction (the reply is not
+    waited for)."""
+    hdrs = f"From: {_nameaddr(from_)}\r\nTo: {_nameaddr(to)}\r\n"
+    if body and ctype:
+        hdrs += f"Content-Type: {ctype}\r\n"
+    try:
+        cell = core.t_uac(method, ruri, hdrs, body or b"")
+    except (core.UacError, core.ShmOutOfMemory) as e:
+        log.LM_ERR(f"t_new_request: {e}")
+        return -1
+    table.unref(cell)
+    return 1
+
+
+def _nameaddr(v):
+    v = v.strip()
+    return v if "<" in v else f"<{v}>"
 
 
 # ---- pseudo-variables -----------------------------------------------------
@@ -466,6 +505,15 @@ exports = ModuleExports(
         CmdExport("t_local_replied", w_t_local_replied,
                   [CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)],
                   FAILURE_ROUTE),
+        CmdExport("t_flush_flags", w_t_flush_flags, [], _RFB),
+        CmdExport("t_add_hdrs", w_t_add_hdrs, [CmdParam(CMD_PARAM_STR)],
+                  _RF),
+        CmdExport("t_new_request", w_t_new_request,
+                  [CmdParam(CMD_PARAM_STR), CmdParam(CMD_PARAM_STR),
+                   CmdParam(CMD_PARAM_STR), CmdParam(CMD_PARAM_STR),
+                   CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT),
+                   CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)],
+                  ALL_ROUTES),
         CmdExport("t_cancel_branch", w_t_cancel_branch,
                   [CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)], ONREPLY_ROUTE),
     ],

@@ -168,8 +168,9 @@ def req_key(msg) -> bytes:
         k = f"{br}|{v.host}|{v.port}"
     else:
         f = msg.from_
-        k = (f"2543|{(f.tag or '') if f is not None else ''}|"
-             f"{v.text if v is not None else ''}")
+        k = f"2543|{(f.tag or '') if f is not None else ''}"
+        if cfg.via1_matching and v is not None:
+            k += "|" + v.text
         if cfg.ruri_matching and msg.method_id not in (METHOD_ACK,
                                                         METHOD_CANCEL):
             k += "|" + msg.ruri
@@ -224,6 +225,8 @@ def rebuild_request(cell, blob=None):
     msg.avps = _avps_copy(blob.get("avps"))
     msg.new_uri = blob.get("ru")
     msg.dst_uri = blob.get("du")
+    if blob.get("ah"):
+        msg.tm_add_hdrs = blob["ah"]
     msg.tm_cell = cell
     return msg
 
@@ -341,6 +344,19 @@ def newtran(msg) -> int:
     return 1
 
 
+def flush_flags(msg) -> int:
+    """t_flush_flags: the request's flags (changed after the transaction
+    was made) into the transaction."""
+    cell = getattr(msg, "tm_cell", None)
+    if cell is None:
+        return -1
+    with locked(cell):
+        blob = load_blob(cell)
+        blob["flags"] = msg.flags
+        store_blob(cell, blob)
+    return 1
+
+
 def release(msg) -> None:
     """Drop the reference a request holds on its transaction (after the
     script)."""
@@ -424,11 +440,18 @@ def _uac_reply(cell, code, data) -> int:
     tb.set_buf(cell, lib.TM_BUF_RPL, -1, data)
     cell.uas_status = code
     if code < 200:
+        if cfg.pass_provisional_replies:
+            _uac_callback(cell, code, data)
         return 1
     cell.flags |= lib.TM_F_FINAL_SENT
     stats.inc(stats.by_class[min(code // 100, 6) - 1])
     cancel_branches(cell)
     _wait(cell)
+    _uac_callback(cell, code, data)
+    return 1
+
+
+def _uac_callback(cell, code, data) -> None:
     blob = load_blob(cell)
     name = blob.get("uac_cb")
     fn = _uac_callbacks.get(name) if name else None
@@ -437,7 +460,6 @@ def _uac_reply(cell, code, data) -> int:
             fn(cell, code, data, blob.get("uac_param"))
         except Exception as e:
             log.LM_ERR(f"tm: t_uac callback {name} failed: {e}")
-    return 1
 
 
 class UacError(ValueError):
@@ -701,7 +723,15 @@ def relay(msg, flags=None) -> int:
     cell = msg.tm_cell
     if flags and "allow-no-cancel" in flags:
         cell.flags |= lib.TM_F_NOCANCEL
-    return fork(cell, msg)
+    r = fork(cell, msg)
+    if r < 0 and not (flags and "no-auto-477" in flags) and \
+            not cell.flags & (lib.TM_F_FINAL_SENT | lib.TM_F_IN_FAILURE) \
+            and not _pending(cell):
+        # OpenSIPS answers a relay that failed at once by itself
+        from opensipy.error import err2reason_phrase, get_error
+        code, reason = err2reason_phrase(get_error(msg), "TM")
+        reply_local(cell, msg, code, reason)
+    return r
 
 
 def fork(cell, msg) -> int:
@@ -759,6 +789,7 @@ def fork(cell, msg) -> int:
             cell.first_branch = first
         blob["ru"] = msg.new_uri
         blob["du"] = msg.dst_uri
+        blob["ah"] = getattr(msg, "tm_add_hdrs", None)
         blob["flags"] = msg.flags
         blob["avps"] = _avps_copy(getattr(msg, "avps", None))
         store_blob(cell, blob)
@@ -786,6 +817,9 @@ def _build_branch(cell, msg, idx, uri, du, bflags, broute_f):
                 if broute_f(msg) & ACT_FL_DROP:
                     log.LM_DBG(f"tm: branch {idx} dropped by branch_route")
                     return None, None, None, None
+        extra = getattr(msg, "tm_add_hdrs", None)
+        if extra:
+            msg.append_hdr(extra)
         proto, host, port = forward.uri_dest(msg.dst_uri or msg.new_uri)
         if proto != "udp":
             raise forward.ForwardError(f"transport {proto} is not "

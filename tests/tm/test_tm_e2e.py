@@ -461,3 +461,101 @@ route {
     assert st["tm:local_replies"] == 2 and st["sl:sent_replies"] == 0
     assert st["tm:4xx_transactions"] == 1
     p.settle()
+
+
+def _reply_to(req, code, reason, tag="callee"):
+    return (f"SIP/2.0 {code} {reason}\r\n"
+            + "".join(f"Via: {v.text}\r\n" for v in req.via)
+            + f"From: {req.hdr('From')}\r\n"
+            f"To: {req.hdr('To')}{';tag=' + tag if tag else ''}\r\n"
+            f"Call-ID: {req.callid}\r\nCSeq: {req.cseq.num} "
+            f"{req.cseq.method}\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def test_t_add_hdrs_t_flush_flags_t_new_request(server):
+    callee, cport = _sock()
+    other, oport = _sock()
+    with callee, other:
+        p = Proxy(server, f"""
+route {{
+    if (is_method("ACK")) {{
+        t_check_trans();
+        exit;
+    }}
+    t_add_hdrs("X-Added: yes");
+    t_on_failure("f");
+    $du = "sip:127.0.0.1:{cport}";
+    t_relay();
+    setflag(5);
+    t_flush_flags();
+    exit;
+}}
+failure_route[f] {{
+    if (isflagset(5))
+        t_new_request("MESSAGE", "sip:n@127.0.0.1:{oport}",
+                      "sip:tm@127.0.0.1", "sip:n@127.0.0.1",
+                      "failed: $T_reply_code", "text/plain");
+}}""")
+        caller, me = _sock()
+        with caller:
+            data, br = _invite(p.port, me, 11)
+            caller.sendto(data, ("127.0.0.1", p.port))
+            inv = _recv_all(callee, time.monotonic() + 1)[0]
+            assert inv.hdr("X-Added") == "yes"
+            callee.sendto(_reply_to(inv, 486, "Busy Here"),
+                          ("127.0.0.1", p.port))
+            msg = _recv_all(other, time.monotonic() + 2)[0]
+            assert msg.method == "MESSAGE" and msg.body == b"failed: 486"
+            assert msg.content_type == "text/plain"
+            other.sendto(_reply_to(msg, 200, "OK"), ("127.0.0.1", p.port))
+            up = _recv_all(caller, time.monotonic() + 1,
+                           lambda m: m.status >= 200)
+            assert up[-1].status == 486
+            assert [m.method for m in _recv_all(callee, time.monotonic()
+                                                + 0.3)] == ["ACK"]
+            ack = (f"ACK sip:callee@127.0.0.1:{p.port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
+                   f"From: {up[-1].hdr('From')}\r\nTo: {up[-1].hdr('To')}\r\n"
+                   f"Call-ID: {up[-1].callid}\r\nCSeq: 1 ACK\r\n"
+                   f"Content-Length: 0\r\n\r\n").encode()
+            caller.sendto(ack, ("127.0.0.1", p.port))
+        st = p.stats("tm:UAC_transactions", "tm:2xx_transactions")
+        assert st["tm:UAC_transactions"] == 1
+        p.settle()
+
+
+def test_a_relay_that_fails_at_once_is_answered_unless_no_auto_477(server):
+    p = Proxy(server, """
+route {
+    if (is_method("ACK")) {
+        t_check_trans();
+        exit;
+    }
+    $du = "sip:127.0.0.1:9;transport=sctp";
+    if ($hdr(X-Quiet) == "1") {
+        if (!t_relay("no-auto-477"))
+            t_reply(503, "Quietly Failed");
+    } else {
+        t_relay();
+    }
+    exit;
+}""")
+    caller, me = _sock()
+    with caller:
+        for quiet, want in (("0", "/TM)"), ("1", "Quietly Failed")):
+            data, br = _invite(p.port, me, 20 + int(quiet))
+            data = data.replace(b"Content-Length", f"X-Quiet: {quiet}\r\n"
+                                f"Content-Length".encode())
+            caller.sendto(data, ("127.0.0.1", p.port))
+            got = _recv_all(caller, time.monotonic() + 1,
+                            lambda m: m.status >= 200)
+            assert got[-1].status >= 400 and want in got[-1].reason, \
+                got[-1].reason
+            ack = (f"ACK sip:callee@127.0.0.1:{p.port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
+                   f"From: {got[-1].hdr('From')}\r\n"
+                   f"To: {got[-1].hdr('To')}\r\n"
+                   f"Call-ID: {got[-1].callid}\r\nCSeq: 1 ACK\r\n"
+                   f"Content-Length: 0\r\n\r\n").encode()
+            caller.sendto(ack, ("127.0.0.1", p.port))
+    p.settle()
