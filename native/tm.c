@@ -651,7 +651,9 @@ int tm_timer_tick(int64_t now, tm_event_t *out, int cap)
         for (int l = 0; l < TM_NLISTS && n < BATCH; l++) {
             while (n < BATCH && T->head[l] && T->head[l]->due <= now) {
                 tm_timer_t *t = T->head[l];
-                if (t->kind == TM_K_PY && nout + n >= cap)
+                if ((t->kind == TM_K_PY ||
+                     (t->kind == TM_K_DELETE && (t->cell->flags & TM_F_DELCB)))
+                    && nout + n >= cap)
                     break;
                 tl_unlink(t);
                 __atomic_add_fetch(&t->cell->ref, 1, __ATOMIC_ACQ_REL);
@@ -665,7 +667,8 @@ int tm_timer_tick(int64_t now, tm_event_t *out, int cap)
         for (int i = 0; i < n; i++) {
             tm_timer_t *t = due[i];
             tm_cell_t *c = t->cell;
-            if (t->kind == TM_K_PY) {
+            if (t->kind == TM_K_PY ||
+                (t->kind == TM_K_DELETE && (c->flags & TM_F_DELCB))) {
                 out[nout].cell = c;
                 out[nout].which = t->which;
                 out[nout].branch = t->branch;

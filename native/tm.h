@@ -32,6 +32,8 @@ enum {
     TM_F_NOCANCEL = 1 << 6,
     TM_F_ACKED = 1 << 7,
     TM_F_LOCAL_UAC = 1 << 8,   /* started by t_uac / MI: no UAS side */
+    TM_F_DELCB = 1 << 9,       /* the end of the wait goes to Python
+                                * (TMCB_TRANS_DELETED callbacks) */
     /* branch flags */
     TM_B_USED = 1 << 0,
     TM_B_PROVISIONAL = 1 << 1, /* got a provisional reply */

@@ -21,7 +21,10 @@ from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT, CMD_PAR
                                 CmdParam, MIExport, MIRecipe, ModuleExports,
                                 ParamExport, PVExport, StatExport)
 
-from . import core, table
+from . import callbacks, core, table
+from .callbacks import (TMCB_LOCAL_COMPLETED, TMCB_LOCAL_RESPONSE_OUT,  # noqa
+                        TMCB_ON_FAILURE, TMCB_REQUEST_IN, TMCB_RESPONSE_IN,
+                        TMCB_RESPONSE_OUT, TMCB_TRANS_DELETED)
 from .core import cfg, cur, lib
 
 # ---- parameters (OpenSIPS names; times as OpenSIPS: s, T1/T2 in ms) -------
@@ -418,6 +421,17 @@ class TmApi:
     t_request = staticmethod(core.t_uac)
     register_uac_callback = staticmethod(core.register_uac_callback)
     unref = staticmethod(table.unref)
+    # transaction callbacks: register_tmcb_func(name, fn) in mod_init, then
+    # register_tmcb(cell or None, TMCB_* types, name, param)
+    register_tmcb_func = staticmethod(callbacks.register_tmcb_func)
+    register_tmcb = staticmethod(callbacks.register_tmcb)
+    TMCB_REQUEST_IN = callbacks.TMCB_REQUEST_IN
+    TMCB_RESPONSE_IN = callbacks.TMCB_RESPONSE_IN
+    TMCB_ON_FAILURE = callbacks.TMCB_ON_FAILURE
+    TMCB_RESPONSE_OUT = callbacks.TMCB_RESPONSE_OUT
+    TMCB_LOCAL_RESPONSE_OUT = callbacks.TMCB_LOCAL_RESPONSE_OUT
+    TMCB_LOCAL_COMPLETED = callbacks.TMCB_LOCAL_COMPLETED
+    TMCB_TRANS_DELETED = callbacks.TMCB_TRANS_DELETED
 
     @staticmethod
     def t_gen_totag(msg):

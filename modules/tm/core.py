@@ -20,6 +20,7 @@ from opensipy.parser import (METHOD_ACK, METHOD_CANCEL, METHOD_INVITE,
 from opensipy.script.runtime import ACT_FL_DROP, find_route
 from opensipy.shm import ShmOutOfMemory
 
+from . import callbacks as cbs
 from . import fsm
 from . import table as tb
 from .table import ffi, lib
@@ -326,6 +327,8 @@ def newtran(msg) -> int:
             _init_uas(cell, msg)
             msg.tm_cell = cell
             stats.inc(stats.UAS_transactions)
+            if cbs._request_in:
+                cbs.request_in(cell, msg)
             if msg.method_id == METHOD_INVITE and cfg.auto_100trying:
                 reply_local(cell, msg, 100, "Trying")
     except ShmOutOfMemory:
@@ -412,6 +415,9 @@ def send_upstream(cell, code: int, data: bytes, local: bool) -> int:
         _wait(cell)
     stats.inc(stats.local_replies if local else stats.relayed_replies)
     cell.uas_status = code
+    if cell.flags & cbs.F_CBS:
+        cbs.run(cell, cbs.TMCB_LOCAL_RESPONSE_OUT if local
+                else cbs.TMCB_RESPONSE_OUT, code=code)
     if code >= 200:
         cell.flags |= lib.TM_F_FINAL_SENT | (lib.TM_F_LOCAL if local else 0)
         stats.inc(stats.by_class[min(code // 100, 6) - 1])
@@ -448,6 +454,8 @@ def _uac_reply(cell, code, data) -> int:
     cancel_branches(cell)
     _wait(cell)
     _uac_callback(cell, code, data)
+    if cell.flags & cbs.F_CBS:
+        cbs.run(cell, cbs.TMCB_LOCAL_COMPLETED, code=code)
     return 1
 
 
@@ -896,6 +904,8 @@ def reply_in(msg) -> int:
 
 def on_reply(cell, idx, msg) -> None:
     code = msg.status
+    if cell.flags & cbs.F_CBS:
+        cbs.run(cell, cbs.TMCB_RESPONSE_IN, rpl=msg, code=code)
     b = cell.br[idx]
     inv = cell.flags & lib.TM_F_INVITE
     table = fsm.INVITE_CLIENT if inv else fsm.NON_INVITE_CLIENT
@@ -1040,6 +1050,8 @@ def maybe_complete(cell) -> None:
             cell.flags & lib.TM_F_IN_FAILURE:
         return
     best = best_branch(cell)
+    if cell.flags & cbs.F_CBS:
+        cbs.run(cell, cbs.TMCB_ON_FAILURE, code=_code_reason(cell, best)[0])
     blob = load_blob(cell)
     fr = blob.get("fr")
     if fr:
@@ -1147,6 +1159,8 @@ def timer_tick(ticks=None, param=None) -> None:
                     continue
                 if which == lib.TM_TW_BR_FR:
                     on_fr_timeout(cell, branch)
+                elif which == lib.TM_TW_WAIT:
+                    cbs.wait_over(cell)
         except Exception as e:   # keep the timer going
             log.LM_ERR(f"tm: timer event failed: {type(e).__name__}: {e}")
         finally:
