@@ -288,8 +288,13 @@ int tm_cell_unlock(tm_cell_t *c)
 static inline int req_match(tm_cell_t *c, const char *key, uint32_t klen,
                             uint32_t cseq, int method, int mode)
 {
-    if (c->deleted || (c->flags & TM_F_LOCAL_UAC) || c->cseq != cseq ||
-        c->key_len != klen || memcmp(c->key, key, klen))
+    if (c->deleted || c->cseq != cseq || c->key_len != klen ||
+        memcmp(c->key, key, klen))
+        return 0;
+    /* mode 3: a local (t_uac) transaction by its Call-ID (the key) */
+    if (mode == 3)
+        return (c->flags & TM_F_LOCAL_UAC) && c->method_id == method;
+    if (c->flags & TM_F_LOCAL_UAC)
         return 0;
     if (mode == 1)
         return (c->flags & TM_F_INVITE) != 0;
@@ -301,7 +306,7 @@ static inline int req_match(tm_cell_t *c, const char *key, uint32_t klen,
 tm_cell_t *tm_lookup_req(const char *callid, uint32_t clen, uint32_t cseq,
                          const char *key, uint32_t klen, int method, int mode)
 {
-    if (!T || klen > TM_MAX_KEY || mode < 0 || mode > 2)
+    if (!T || klen > TM_MAX_KEY || mode < 0 || mode > 3)
         return NULL;
     tm_bucket_t *bk = &T->b[tm_hash(callid, clen, cseq)];
     tm_cell_t *found = NULL;
@@ -366,12 +371,28 @@ tm_cell_t *tm_lookup_or_new(const char *callid, uint32_t clen, uint32_t cseq,
 tm_cell_t *tm_new_local(const char *callid, uint32_t clen, uint32_t cseq,
                         int method)
 {
-    int created;
-    tm_cell_t *c = tm_lookup_or_new(callid, clen, cseq, "", 0, method,
-                                    &created);
-    if (c && created == 1)
-        c->flags |= TM_F_LOCAL_UAC;
-    return c;
+    /* never matched against requests (LOCAL_UAC); the Call-ID is its key
+     * for tm_lookup_req mode 3 */
+    if (!T || clen > TM_MAX_KEY)
+        return NULL;
+    uint32_t h = tm_hash(callid, clen, cseq);
+    tm_bucket_t *bk = &T->b[h];
+    tm_cell_t *n = cell_new(h, cseq, callid, clen, method);
+    if (!n)
+        return NULL;
+    n->flags |= TM_F_LOCAL_UAC | (method == METHOD_INVITE ? TM_F_INVITE : 0);
+    lock_m(&bk->lock);
+    n->label = bk->next_label++;
+    n->ref = 2;
+    n->next = bk->head;
+    n->prev = NULL;
+    if (bk->head)
+        bk->head->prev = n;
+    __atomic_store_n(&bk->head, n, __ATOMIC_RELEASE);
+    bk->entries++;
+    __atomic_add_fetch(&T->inuse, 1, __ATOMIC_RELAXED);
+    unlock_m(&bk->lock);
+    return n;
 }
 
 tm_cell_t *tm_lookup_reply(uint32_t hash, uint32_t label)

@@ -378,6 +378,28 @@ def mi_t_uac_dlg(params):
     return {"Status": first.partition(" ")[2], "Message": hdrs + "\r\n"}
 
 
+def mi_t_uac_cancel(params):
+    """callid, cseq: CANCEL a pending INVITE sent with t_uac_dlg."""
+    from opensipy.mi.dispatch import MIError
+    callid = str(params["callid"]).encode("utf-8", "surrogateescape")
+    try:
+        cseq = int(params["cseq"])
+    except (TypeError, ValueError):
+        raise MIError(400, "Bad CSeq") from None
+    cell = table.lookup_req(callid, cseq, callid, METHOD_INVITE, 3)
+    if cell is None:
+        raise MIError(404, "Transaction not found")
+    try:
+        with core.locked(cell):
+            if cell.flags & lib.TM_F_FINAL_SENT:
+                raise MIError(481, "Transaction already completed")
+            cell.flags |= lib.TM_F_CANCELED
+            core.cancel_branches(cell)
+    finally:
+        table.unref(cell)
+    return "OK"
+
+
 def mi_t_reply(params):
     """code, reason, trans_id (hash:label), to_tag[, new_headers][, body]:
     a reply to a pending server transaction."""
@@ -558,6 +580,8 @@ exports = ModuleExports(
                       "body"),
                      ("method", "ruri", "headers", "body"),
                      ("method", "ruri", "headers", "next_hop", "body"))]),
+        MIExport("t_uac_cancel", "CANCEL an INVITE sent with t_uac_dlg",
+                 recipes=[MIRecipe(mi_t_uac_cancel, ("callid", "cseq"))]),
         MIExport("t_reply", "reply to a pending transaction",
                  recipes=[MIRecipe(mi_t_reply, p) for p in (
                      ("code", "reason", "trans_id", "to_tag"),

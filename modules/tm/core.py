@@ -547,6 +547,7 @@ def t_uac(method: str, ruri: str, headers: str = "", body=b"",
                         f"Via: {forward.our_via(si, branch_id(cell, 0))}\r\n"
                         + "".join(ln + "\r\n" for ln in lines)
                         + f"Content-Length: {len(body)}\r\n\r\n") + body
+            data = _local_route(cell, data)
             store_blob(cell, {"uac_cb": cb, "uac_param": param,
                               "bru": {0: ruri}, "ru": ruri})
             tb.set_buf(cell, lib.TM_BUF_BR_REQ, 0, data)
@@ -565,6 +566,23 @@ def t_uac(method: str, ruri: str, headers: str = "", body=b"",
         tb.unref(cell)
         raise
     return cell
+
+
+def _local_route(cell, data: bytes) -> bytes:
+    """local_route runs over a request the server sends itself; it may
+    change it (headers, body) or drop it (UacError)."""
+    route = find_route("local_route", None)
+    if route is None:
+        return data
+    try:
+        msg = SipMsg(data)
+    except ParseError as e:
+        raise UacError(f"the request does not parse: {e}") from None
+    with current(cell, 0, route="local"):
+        flags = route(msg)
+    if flags & ACT_FL_DROP:
+        raise UacError("dropped by local_route")
+    return msg.build()
 
 
 def _start_client(cell, idx) -> None:

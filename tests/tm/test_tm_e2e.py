@@ -581,3 +581,49 @@ route {
                    f"Content-Length: 0\r\n\r\n").encode()
             caller.sendto(ack, ("127.0.0.1", p.port))
     p.settle()
+
+
+def test_t_uac_cancel_cancels_a_local_invite_and_local_route_runs(server):
+    """A local INVITE (t_new_request from the script, as MI t_uac_dlg
+    would block its MI process until the final reply), local_route seeing
+    it, MI t_uac_cancel cancelling it while the callee rings."""
+    import re
+    callee = free_port()
+    p = Proxy(server, f"""
+route {{
+    if (is_method("OPTIONS")) {{
+        t_new_request("INVITE", "sip:bob@127.0.0.1:{callee}",
+                      "sip:tm@127.0.0.1", "sip:bob@127.0.0.1");
+        sl_send_reply(200, "Calling");
+    }}
+    exit;
+}}
+local_route {{
+    xlog("L_NOTICE", "local_route: $rm $ru $ci $cs\\n");
+}}""")
+    b = uas(SCEN / "uas_ring_cancel.xml", callee, 1)
+    try:
+        time.sleep(0.3)
+        caller, me = _sock()
+        with caller:
+            caller.sendto((f"OPTIONS sip:x@127.0.0.1:{p.port} SIP/2.0\r\n"
+                           f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKo1"
+                           f"\r\nFrom: <sip:t@127.0.0.1>;tag=o\r\n"
+                           f"To: <sip:x@127.0.0.1>\r\nCall-ID: opt-uac\r\n"
+                           f"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                           ).encode(), ("127.0.0.1", p.port))
+            assert _recv_all(caller, time.monotonic() + 2)[0].status == 200
+        m = wait_for(lambda: re.search(
+            rf"local_route: INVITE sip:bob@127.0.0.1:{callee} (\S+) (\d+)",
+            server.stderr()), 5, what="local_route ran")
+        time.sleep(0.5)        # the callee rings
+        assert mi_call(p.mi, "t_uac_cancel", {"callid": m.group(1),
+                                              "cseq": m.group(2)}) == "OK"
+        finish(b)           # the callee got the CANCEL and our ACK
+    finally:
+        stop(b)
+    with pytest.raises(AssertionError, match="not found"):
+        mi_call(p.mi, "t_uac_cancel", {"callid": "nope", "cseq": "1"})
+    st = p.stats("tm:UAC_transactions", "tm:4xx_transactions")
+    assert st == {"tm:UAC_transactions": 1, "tm:4xx_transactions": 1}
+    p.settle()
