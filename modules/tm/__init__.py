@@ -14,7 +14,7 @@ import time
 from opensipy import log, receive, timer
 from opensipy.parser import METHOD_ACK, METHOD_CANCEL, METHOD_INVITE
 from opensipy.script.runtime import route_exists
-from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT, CMD_PARAM_OPT,
+from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, STR_PARAM, CMD_PARAM_INT, CMD_PARAM_OPT,
                                 CMD_PARAM_REGEX, CMD_PARAM_STR, FAILURE_ROUTE,
                                 INT_PARAM, ONREPLY_ROUTE, REQUEST_ROUTE,
                                 STAT_IS_FUNC, STAT_NO_RESET, CmdExport,
@@ -40,7 +40,7 @@ pass_provisional_replies = 0
 disable_6xx_block = 0
 ruri_matching = 1
 via1_matching = 1
-minor_branch_flag = ""
+minor_branch_flag = ""         # a branch flag name or number
 tm_hash_size = 4096
 timer_tick = 100               # ms between two runs of the timer lists
 
@@ -489,6 +489,10 @@ def _bind_cfg():
 
 def mod_init():
     _bind_cfg()
+    cfg.minor_bit = -1
+    if str(minor_branch_flag).strip():
+        from opensipy.pvar import branch_flags
+        cfg.minor_bit = branch_flags.bit(minor_branch_flag)
     core.init_ids()
     if not table.lib.tm_ready():
         table.init(int(tm_hash_size), cfg.T1_timer, cfg.T2_timer,
@@ -553,7 +557,9 @@ exports = ModuleExports(
         CmdExport("t_cancel_branch", w_t_cancel_branch,
                   [CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)], ONREPLY_ROUTE),
     ],
-    params=[ParamExport(n, INT_PARAM, n) for n in _INT_PARAMS],
+    params=[ParamExport(n, INT_PARAM, n) for n in _INT_PARAMS]
+    + [ParamExport("minor_branch_flag", STR_PARAM | INT_PARAM,
+                   "minor_branch_flag")],
     stats=[
         StatExport("received_replies", 0, "received_replies"),
         StatExport("relayed_replies", 0, "relayed_replies"),

@@ -30,6 +30,7 @@ S = fsm.STATES
 SID = fsm.STATE_IDS
 _TERMINATED = SID[fsm.TERMINATED]
 F_ONREPLY = 1 << 16     # the blob names an onreply_route (Python-side flag)
+B_MINOR = 1 << 8        # a minor branch (minor_branch_flag): not waited for
 
 
 class Cfg:
@@ -48,6 +49,7 @@ class Cfg:
     via1_matching = 1
     minor_branch_flag = -1
     timer_tick = 100           # ms
+    minor_bit = -1             # the branch flag bit of minor_branch_flag
 
 
 cfg = Cfg()
@@ -799,6 +801,8 @@ def fork(cell, msg) -> int:
                 break
             b = cell.br[idx]
             b.flags = lib.TM_B_USED
+            if cfg.minor_bit >= 0 and bflags & (1 << cfg.minor_bit):
+                b.flags |= B_MINOR
             b.status = 0
             cell.nbranches = idx + 1
             bru[idx] = ruri
@@ -1055,10 +1059,26 @@ def best_branch(cell) -> int:
 
 
 def _pending(cell) -> bool:
+    """Some branch of this round still waits for its final reply (minor
+    branches do not count once every other one is final)."""
+    major = pend_major = pend_minor = False
     for i in range(cell.first_branch, cell.nbranches):
-        if not cell.br[i].flags & lib.TM_B_FINAL:
-            return True
-    return False
+        f = cell.br[i].flags
+        if not f & B_MINOR:
+            major = True
+        if not f & lib.TM_B_FINAL:
+            if f & B_MINOR:
+                pend_minor = True
+            else:
+                pend_major = True
+    return pend_major or (pend_minor and not major)
+
+
+def _cancel_minor(cell) -> None:
+    for i in range(cell.first_branch, cell.nbranches):
+        b = cell.br[i]
+        if b.flags & B_MINOR and not b.flags & lib.TM_B_FINAL:
+            send_cancel(cell, i)
 
 
 def maybe_complete(cell) -> None:
@@ -1067,6 +1087,7 @@ def maybe_complete(cell) -> None:
     if cell.flags & lib.TM_F_FINAL_SENT or _pending(cell) or \
             cell.flags & lib.TM_F_IN_FAILURE:
         return
+    _cancel_minor(cell)
     best = best_branch(cell)
     if cell.flags & cbs.F_CBS:
         cbs.run(cell, cbs.TMCB_ON_FAILURE, code=_code_reason(cell, best)[0])

@@ -627,3 +627,43 @@ local_route {{
     st = p.stats("tm:UAC_transactions", "tm:4xx_transactions")
     assert st == {"tm:UAC_transactions": 1, "tm:4xx_transactions": 1}
     p.settle()
+
+
+def test_a_minor_branch_is_not_waited_for(server):
+    busy, ring = free_port(), free_port()
+    p = Proxy(server, ROUTE_HEAD + f"""
+    if (is_method("INVITE")) {{
+        $ru = "sip:service@127.0.0.1:{busy}";
+        append_branch("sip:service@127.0.0.1:{ring}");
+        setbflag(1, "MINOR");
+    }}
+    t_relay();
+    exit;
+}}""", params='modparam("tm", "minor_branch_flag", "MINOR")')
+    b1 = uas(SCEN / "uas_busy.xml", busy, 1)
+    b2 = uas(SCEN / "uas_ring_cancel.xml", ring, 1)
+    try:
+        time.sleep(0.3)
+        caller, me = _sock()
+        with caller:
+            data, br = _invite(p.port, me, 31)
+            caller.sendto(data, ("127.0.0.1", p.port))
+            got = _recv_all(caller, time.monotonic() + 3,
+                            lambda m: m.status >= 200)
+            # the 486 of the main branch goes up although the minor one
+            # only rang; the minor one is cancelled (b2 checks the CANCEL)
+            assert got[-1].status == 486
+            ack = (f"ACK sip:callee@127.0.0.1:{p.port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
+                   f"From: {got[-1].hdr('From')}\r\n"
+                   f"To: {got[-1].hdr('To')}\r\n"
+                   f"Call-ID: {got[-1].callid}\r\nCSeq: 1 ACK\r\n"
+                   f"Content-Length: 0\r\n\r\n").encode()
+            caller.sendto(ack, ("127.0.0.1", p.port))
+            late = _recv_all(caller, time.monotonic() + 1)
+            assert all(m.status < 200 or m.status == 486 for m in late)
+        finish(b1, b2)
+    finally:
+        stop(b1)
+        stop(b2)
+    p.settle()
