@@ -139,6 +139,7 @@ def test_serial_forking_on_486_through_failure_route(server):
     p = Proxy(server, ROUTE_HEAD + f"""
     if (is_method("INVITE")) {{
         $du = "sip:127.0.0.1:{busy}";
+        $avp(next) = "sip:127.0.0.1:{free}";
         t_on_failure("next");
     }} else {{
         $du = "sip:127.0.0.1:{free}";
@@ -147,8 +148,9 @@ def test_serial_forking_on_486_through_failure_route(server):
     exit;
 }}
 failure_route[next] {{
-    if (t_check_status("486")) {{
-        $du = "sip:127.0.0.1:{free}";
+    # the $avp set before t_relay lives with the transaction
+    if (t_check_status("486") && $avp(next) != NULL) {{
+        $du = $avp(next);
         t_relay();
     }}
 }}""")
@@ -667,3 +669,42 @@ def test_a_minor_branch_is_not_waited_for(server):
         stop(b1)
         stop(b2)
     p.settle()
+
+
+def test_onreply_routes_see_every_reply_and_may_drop_a_provisional(server):
+    callee, cport = _sock()
+    with callee:
+        p = Proxy(server, ROUTE_HEAD + f"""
+    $du = "sip:127.0.0.1:{cport}";
+    $avp(who) = "alice";
+    t_on_reply("r");
+    t_relay();
+    exit;
+}}
+onreply_route {{
+    xlog("L_NOTICE", "main onreply $rs\\n");
+}}
+onreply_route[r] {{
+    xlog("L_NOTICE",
+         "tx onreply $rs $T_reply_code branch $T_branch_idx avp $avp(who)\\n");
+    if ($rs == 183)
+        drop;
+}}""", params='modparam("tm", "onreply_avp_mode", 1)')
+        caller, me = _sock()
+        with caller:
+            data, br = _invite(p.port, me, 41)
+            caller.sendto(data, ("127.0.0.1", p.port))
+            inv = _recv_all(callee, time.monotonic() + 1)[0]
+            for code, reason in ((183, "Session Progress"), (180, "Ringing"),
+                                 (200, "OK")):
+                callee.sendto(_reply_to(inv, code, reason),
+                              ("127.0.0.1", p.port))
+                time.sleep(0.1)
+            got = _recv_all(caller, time.monotonic() + 1,
+                            lambda m: m.status == 200)
+            assert [m.status for m in got] == [100, 180, 200]
+        err = server.stderr()
+        for code in (183, 180, 200):
+            assert f"main onreply {code}" in err
+            assert f"tx onreply {code} {code} branch 0 avp alice" in err
+        p.settle()
