@@ -367,6 +367,27 @@ tm_cell_t *tm_lookup_or_new(const char *callid, uint32_t clen, uint32_t cseq,
     return n;
 }
 
+/* the server transactions (no local ones) of a method with this CSeq
+ * number in the bucket of (callid, cseq), each with a reference for the
+ * caller (who checks the Call-ID in the stored request); at most cap */
+int tm_lookup_cseq(const char *callid, uint32_t clen, uint32_t cseq,
+                   int method, tm_cell_t **out, int cap)
+{
+    if (!T || cap <= 0)
+        return 0;
+    tm_bucket_t *bk = &T->b[tm_hash(callid, clen, cseq)];
+    int n = 0;
+    lock_m(&bk->lock);
+    for (tm_cell_t *c = bk->head; c && n < cap; c = c->next)
+        if (!c->deleted && !(c->flags & TM_F_LOCAL_UAC) && c->cseq == cseq &&
+            c->method_id == method) {
+            __atomic_add_fetch(&c->ref, 1, __ATOMIC_ACQ_REL);
+            out[n++] = c;
+        }
+    unlock_m(&bk->lock);
+    return n;
+}
+
 /* a cell for a request this server sends itself (t_uac): no UAS side */
 tm_cell_t *tm_new_local(const char *callid, uint32_t clen, uint32_t cseq,
                         int method)

@@ -153,6 +153,8 @@ tm_cell_t *tm_lookup_or_new(const char *callid, uint32_t clen, uint32_t cseq,
 tm_cell_t *tm_new_local(const char *callid, uint32_t clen, uint32_t cseq,
                         int method);
 tm_cell_t *tm_lookup_reply(uint32_t hash, uint32_t label);
+int tm_lookup_cseq(const char *callid, uint32_t clen, uint32_t cseq,
+                   int method, tm_cell_t **out, int cap);
 int tm_set_buf(tm_cell_t *c, int which, int branch, const char *data,
                uint32_t len);
 int tm_set_dst(tm_cell_t *c, int branch, int fd, const uint8_t *sa,

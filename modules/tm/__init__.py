@@ -210,6 +210,35 @@ def w_t_cancel_branch(msg, which="this"):
     return 1
 
 
+def w_t_reply_by_callid(msg, code, reason, callid=None, cseq=None):
+    """t_reply_by_callid(code, reason[, callid, cseq]): reply to the INVITE
+    transaction of that Call-ID and CSeq number (by default the current
+    request's: in a CANCEL's route, its INVITE)."""
+    if not 100 <= code <= 699:
+        log.LM_ERR(f"t_reply_by_callid: bad code {code}")
+        return -1
+    if (callid is None) != (cseq is None):
+        log.LM_ERR("t_reply_by_callid: give both callid and cseq, or none")
+        return -1
+    if callid is None:
+        callid = msg.callid
+        cseq = msg.cseq.num if msg.cseq is not None else None
+    try:
+        cseq = int(cseq)
+    except (TypeError, ValueError):
+        log.LM_ERR(f"t_reply_by_callid: bad CSeq {cseq!r}")
+        return -1
+    cell = core.by_callid(callid or "", cseq)
+    if cell is None:
+        log.LM_DBG(f"t_reply_by_callid: no INVITE transaction {callid} "
+                   f"{cseq}")
+        return -1
+    try:
+        return core.reply_local(cell, None, code, reason)
+    finally:
+        table.unref(cell)
+
+
 def w_t_flush_flags(msg):
     return core.flush_flags(msg)
 
@@ -546,6 +575,10 @@ exports = ModuleExports(
                   [CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)],
                   FAILURE_ROUTE),
         CmdExport("t_flush_flags", w_t_flush_flags, [], _RFB),
+        CmdExport("t_reply_by_callid", w_t_reply_by_callid,
+                  [CmdParam(CMD_PARAM_INT), CmdParam(CMD_PARAM_STR),
+                   CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT),
+                   CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)], _RF),
         CmdExport("t_add_hdrs", w_t_add_hdrs, [CmdParam(CMD_PARAM_STR)],
                   _RF),
         CmdExport("t_new_request", w_t_new_request,

@@ -630,6 +630,22 @@ def reply_local(cell, msg, code: int, reason=None, headers=(),
         return send_upstream(cell, code, data, True)
 
 
+def by_callid(callid: str, cseq: int, method: int = METHOD_INVITE):
+    """The server transaction of a Call-ID and CSeq number (a reference
+    for the caller), or None."""
+    found = None
+    for c in tb.lookup_cseq(_enc(callid), cseq, method):
+        if found is None:
+            try:
+                if SipMsg(tb.buf(c.req, c.req_len)).callid == callid:
+                    found = c
+                    continue
+            except ParseError:
+                pass
+        tb.unref(c)
+    return found
+
+
 def match_ack(msg) -> bool:
     """An ACK for the INVITE transaction of a non-2xx final: absorbed
     (True).  An ACK for a 2xx or for nothing: False (end to end)."""

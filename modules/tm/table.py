@@ -74,6 +74,14 @@ def new_local(callid: bytes, cseq: int, method: int):
     return None if c == NULL else c
 
 
+def lookup_cseq(callid: bytes, cseq: int, method: int, cap: int = 16):
+    """Server transactions of ``method`` with this CSeq number that may
+    have this Call-ID (same bucket): each holds a reference."""
+    out = ffi.new("tm_cell_t *[]", cap)
+    n = lib.tm_lookup_cseq(callid, len(callid), cseq, method, out, cap)
+    return [out[i] for i in range(n)]
+
+
 def lookup_reply(hash_index: int, label: int):
     c = lib.tm_lookup_reply(hash_index, label)
     return None if c == NULL else c

@@ -708,3 +708,56 @@ onreply_route[r] {{
             assert f"main onreply {code}" in err
             assert f"tx onreply {code} {code} branch 0 avp alice" in err
         p.settle()
+
+
+def test_t_reply_by_callid_answers_the_invite_from_its_cancel(server):
+    p = Proxy(server, """
+route {
+    if (is_method("ACK")) {
+        t_check_trans();
+        exit;
+    }
+    if (is_method("CANCEL")) {
+        if (t_reply_by_callid(487, "Gone By Call-ID"))
+            sl_send_reply(200, "Canceled");
+        exit;
+    }
+    if ($hdr(X-Other) != NULL) {
+        if (!t_reply_by_callid(486, "Nope", "$hdr(X-Other)", "1"))
+            sl_send_reply(481, "No Such Call");
+        exit;
+    }
+    t_newtran();         # the INVITE waits, answered 100 only
+    exit;
+}""")
+    caller, me = _sock()
+    with caller:
+        data, br = _invite(p.port, me, 51)
+        caller.sendto(data, ("127.0.0.1", p.port))
+        assert _recv_all(caller, time.monotonic() + 1)[0].status == 100
+        inv = SipMsg(data)
+        miss = (f"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKoth\r\n"
+                f"From: <sip:a@127.0.0.1>;tag=9\r\nTo: <sip:x@127.0.0.1>\r\n"
+                f"Call-ID: other\r\nCSeq: 1 OPTIONS\r\nX-Other: no-such\r\n"
+                f"Content-Length: 0\r\n\r\n").encode()
+        caller.sendto(miss, ("127.0.0.1", p.port))
+        assert _recv_all(caller, time.monotonic() + 1)[0].status == 481
+        cancel = (f"CANCEL {inv.ruri} SIP/2.0\r\n"
+                  f"Via: {inv.via1.text}\r\nFrom: {inv.hdr('From')}\r\n"
+                  f"To: {inv.hdr('To')}\r\nCall-ID: {inv.callid}\r\n"
+                  f"CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n").encode()
+        caller.sendto(cancel, ("127.0.0.1", p.port))
+        got = _recv_all(caller, time.monotonic() + 1)
+        # (the 487 may come twice: timer G until the ACK)
+        assert sorted({(m.status, m.reason, m.cseq.method)
+                       for m in got}) == [
+            (200, "Canceled", "CANCEL"),
+            (487, "Gone By Call-ID", "INVITE")]
+        r = next(m for m in got if m.status == 487)
+        ack = (f"ACK {inv.ruri} SIP/2.0\r\nVia: {inv.via1.text}\r\n"
+               f"From: {r.hdr('From')}\r\nTo: {r.hdr('To')}\r\n"
+               f"Call-ID: {r.callid}\r\nCSeq: 1 ACK\r\n"
+               f"Content-Length: 0\r\n\r\n").encode()
+        caller.sendto(ack, ("127.0.0.1", p.port))
+    p.settle()
