@@ -90,6 +90,8 @@ int64_t tm_timer_gen(tm_cell_t *c, int which, int branch);
 int tm_delete(tm_cell_t *c);
 int tm_timer_tick(int64_t now, tm_event_t *out, int cap);
 int64_t tm_timers_linked(void);
+int tm_reap_dead(void);
+int64_t tm_zombies(void);
 """
 
 

@@ -20,6 +20,7 @@
 #include "tm.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -47,10 +48,24 @@ typedef struct {
     pthread_mutex_t timer_lock;
     tm_timer_t *head[TM_NLISTS], *tail[TM_NLISTS];
     int64_t retransmissions;
+    pthread_mutex_t zombie_lock;
+    tm_cell_t *zombies;
+    int64_t nzombies;
     tm_bucket_t b[];
 } tm_table_t;
 
 static tm_table_t *T;
+
+static pid_t pid_cache; /* reset in every child by the atfork handler */
+
+static void pid_after_fork(void) { pid_cache = getpid(); }
+
+static inline pid_t my_pid(void)
+{
+    if (!pid_cache)
+        pid_cache = getpid();
+    return pid_cache;
+}
 static malloc_f mem_alloc;
 static free_f mem_free;
 static int mem_mod;
@@ -121,6 +136,12 @@ int tm_init(uint32_t size, uintptr_t alloc_fn, uintptr_t free_fn, int mod,
     if (!size || size > (1u << 20) || !alloc_fn || !free_fn || t1 <= 0 ||
         t2 < t1)
         return -2;
+    static int atfork_done;
+    if (!atfork_done) {
+        pthread_atfork(NULL, NULL, pid_after_fork);
+        atfork_done = 1;
+    }
+    pid_cache = getpid();
     mem_alloc = (malloc_f)alloc_fn;
     mem_free = (free_f)free_fn;
     mem_mod = mod;
@@ -133,7 +154,7 @@ int tm_init(uint32_t size, uintptr_t alloc_fn, uintptr_t free_fn, int mod,
     t->t2 = t2;
     int64_t d[TM_NLISTS] = {t1, 2 * t1, 4 * t1, t2, fr, fr_inv, wt, 0};
     memcpy(t->list_delay, d, sizeof(d));
-    if (robust_init(&t->timer_lock)) {
+    if (robust_init(&t->timer_lock) || robust_init(&t->zombie_lock)) {
         mem_free(t);
         return -3;
     }
@@ -166,6 +187,49 @@ uint32_t tm_bucket_entries(uint32_t i)
 /* ------------------------------------------------------------------ cells */
 
 static inline int cell_ok(tm_cell_t *c) { return c && c->magic == CELL_MAGIC; }
+
+
+/* one reference more, attributed to this process */
+static void ref_take(tm_cell_t *c)
+{
+    int32_t pid = my_pid();
+    for (int i = 0; i < TM_HOLDERS; i++)
+        if (__atomic_load_n(&c->holders[i].pid, __ATOMIC_ACQUIRE) == pid) {
+            __atomic_add_fetch(&c->holders[i].n, 1, __ATOMIC_ACQ_REL);
+            goto done;
+        }
+    for (int i = 0; i < TM_HOLDERS; i++) {
+        int32_t zero = 0;
+        if (__atomic_load_n(&c->holders[i].pid, __ATOMIC_ACQUIRE) == 0 &&
+            __atomic_compare_exchange_n(&c->holders[i].pid, &zero, pid, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            __atomic_add_fetch(&c->holders[i].n, 1, __ATOMIC_ACQ_REL);
+            goto done;
+        }
+    }
+    __atomic_add_fetch(&c->anon, 1, __ATOMIC_ACQ_REL);
+done:
+    __atomic_add_fetch(&c->ref, 1, __ATOMIC_ACQ_REL);
+}
+
+/* the attribution of one reference of this process goes (the count of
+ * references itself is changed by the caller) */
+static void ref_unattribute(tm_cell_t *c)
+{
+    int32_t pid = my_pid();
+    for (int i = 0; i < TM_HOLDERS; i++)
+        if (__atomic_load_n(&c->holders[i].pid, __ATOMIC_ACQUIRE) == pid) {
+            int32_t n = __atomic_load_n(&c->holders[i].n, __ATOMIC_ACQUIRE);
+            while (n > 0 && !__atomic_compare_exchange_n(
+                       &c->holders[i].n, &n, n - 1, 0, __ATOMIC_ACQ_REL,
+                       __ATOMIC_ACQUIRE))
+                ;
+            if (n > 0)
+                return;
+            break;
+        }
+    __atomic_sub_fetch(&c->anon, 1, __ATOMIC_ACQ_REL);
+}
 
 static void timer_init(tm_timer_t *t, tm_cell_t *c, int which, int branch)
 {
@@ -224,6 +288,17 @@ static void cell_free(tm_cell_t *c)
     lock_m(&T->timer_lock);
     stop_all_locked(c);
     unlock_m(&T->timer_lock);
+    if (c->deleted) {
+        lock_m(&T->zombie_lock);
+        if (c->zprev)
+            c->zprev->znext = c->znext;
+        else if (T->zombies == c)
+            T->zombies = c->znext;
+        if (c->znext)
+            c->znext->zprev = c->zprev;
+        T->nzombies--;
+        unlock_m(&T->zombie_lock);
+    }
     c->magic = 0;
     char *bufs[] = {c->key, c->req, c->rpl, c->blob};
     for (unsigned i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
@@ -247,17 +322,27 @@ int tm_ref(tm_cell_t *c)
 {
     if (!cell_ok(c))
         return -1;
-    return __atomic_add_fetch(&c->ref, 1, __ATOMIC_ACQ_REL);
+    ref_take(c);
+    return __atomic_load_n(&c->ref, __ATOMIC_ACQUIRE);
 }
 
 int tm_unref(tm_cell_t *c)
 {
     if (!cell_ok(c))
         return -1;
+    ref_unattribute(c);
     int r = __atomic_sub_fetch(&c->ref, 1, __ATOMIC_ACQ_REL);
     if (r == 0)
         cell_free(c);
     return r;
+}
+
+/* drop the table's own reference (anonymous) */
+static void unref_table(tm_cell_t *c)
+{
+    __atomic_sub_fetch(&c->anon, 1, __ATOMIC_ACQ_REL);
+    if (__atomic_sub_fetch(&c->ref, 1, __ATOMIC_ACQ_REL) == 0)
+        cell_free(c);
 }
 
 int tm_cell_lock(tm_cell_t *c)
@@ -314,7 +399,7 @@ tm_cell_t *tm_lookup_req(const char *callid, uint32_t clen, uint32_t cseq,
     for (tm_cell_t *c = bk->head; c; c = c->next)
         if (req_match(c, key, klen, cseq, method, mode)) {
             found = c;
-            __atomic_add_fetch(&c->ref, 1, __ATOMIC_ACQ_REL);
+            ref_take(c);
             break;
         }
     unlock_m(&bk->lock);
@@ -337,12 +422,15 @@ tm_cell_t *tm_lookup_or_new(const char *callid, uint32_t clen, uint32_t cseq,
     lock_m(&bk->lock);
     for (tm_cell_t *c = bk->head; c; c = c->next)
         if (req_match(c, key, klen, cseq, method, 0)) {
-            __atomic_add_fetch(&c->ref, 1, __ATOMIC_ACQ_REL);
+            ref_take(c);
             unlock_m(&bk->lock);
             if (n) {
                 __atomic_add_fetch(&T->inuse, 1, __ATOMIC_RELAXED);
                 n->ref = 1;
-                tm_unref(n);
+                n->anon = 1;
+                __atomic_sub_fetch(&n->anon, 1, __ATOMIC_ACQ_REL);
+                if (__atomic_sub_fetch(&n->ref, 1, __ATOMIC_ACQ_REL) == 0)
+                    cell_free(n);
             }
             *created = 0;
             return c;
@@ -354,7 +442,9 @@ tm_cell_t *tm_lookup_or_new(const char *callid, uint32_t clen, uint32_t cseq,
     if (method == METHOD_INVITE)
         n->flags |= TM_F_INVITE;
     n->label = bk->next_label++;
-    n->ref = 2; /* the table's and the caller's */
+    n->ref = 1; /* the table's (anon) */
+    n->anon = 1;
+    ref_take(n); /* and the caller's */
     n->next = bk->head;
     n->prev = NULL;
     if (bk->head)
@@ -381,7 +471,7 @@ int tm_lookup_cseq(const char *callid, uint32_t clen, uint32_t cseq,
     for (tm_cell_t *c = bk->head; c && n < cap; c = c->next)
         if (!c->deleted && !(c->flags & TM_F_LOCAL_UAC) && c->cseq == cseq &&
             c->method_id == method) {
-            __atomic_add_fetch(&c->ref, 1, __ATOMIC_ACQ_REL);
+            ref_take(c);
             out[n++] = c;
         }
     unlock_m(&bk->lock);
@@ -404,7 +494,9 @@ tm_cell_t *tm_new_local(const char *callid, uint32_t clen, uint32_t cseq,
     n->flags |= TM_F_LOCAL_UAC | (method == METHOD_INVITE ? TM_F_INVITE : 0);
     lock_m(&bk->lock);
     n->label = bk->next_label++;
-    n->ref = 2;
+    n->ref = 1;
+    n->anon = 1;
+    ref_take(n);
     n->next = bk->head;
     n->prev = NULL;
     if (bk->head)
@@ -426,7 +518,7 @@ tm_cell_t *tm_lookup_reply(uint32_t hash, uint32_t label)
     for (tm_cell_t *c = bk->head; c; c = c->next)
         if (c->label == label && !c->deleted) {
             found = c;
-            __atomic_add_fetch(&c->ref, 1, __ATOMIC_ACQ_REL);
+            ref_take(c);
             break;
         }
     unlock_m(&bk->lock);
@@ -671,8 +763,61 @@ int tm_delete(tm_cell_t *c)
     lock_m(&T->timer_lock);
     stop_all_locked(c);
     unlock_m(&T->timer_lock);
-    tm_unref(c);
+    lock_m(&T->zombie_lock);
+    c->zprev = NULL;
+    c->znext = T->zombies;
+    if (T->zombies)
+        T->zombies->zprev = c;
+    T->zombies = c;
+    T->nzombies++;
+    unlock_m(&T->zombie_lock);
+    unref_table(c);
     return 0;
+}
+
+int64_t tm_zombies(void)
+{
+    return T ? __atomic_load_n(&T->nzombies, __ATOMIC_RELAXED) : -1;
+}
+
+/* Deleted cells still referenced by a process that is gone: take those
+ * references back (the timer runs this now and then).  Returns how many
+ * references were taken back. */
+int tm_reap_dead(void)
+{
+    enum { MAXR = 64 };
+    tm_cell_t *cells[MAXR];
+    int32_t counts[MAXR];
+    int n = 0, total = 0;
+    if (!T)
+        return -1;
+    lock_m(&T->zombie_lock);
+    for (tm_cell_t *c = T->zombies; c && n < MAXR; c = c->znext) {
+        int32_t got = 0;
+        for (int i = 0; i < TM_HOLDERS; i++) {
+            int32_t pid = __atomic_load_n(&c->holders[i].pid, __ATOMIC_ACQUIRE);
+            if (pid <= 0 ||
+                __atomic_load_n(&c->holders[i].n, __ATOMIC_ACQUIRE) <= 0)
+                continue;
+            if (kill(pid, 0) == 0 || errno != ESRCH)
+                continue;
+            got += __atomic_exchange_n(&c->holders[i].n, 0, __ATOMIC_ACQ_REL);
+        }
+        if (got > 0) {
+            /* keep it alive until the zombie lock is let go */
+            __atomic_add_fetch(&c->anon, 1, __ATOMIC_ACQ_REL);
+            __atomic_add_fetch(&c->ref, 1, __ATOMIC_ACQ_REL);
+            cells[n] = c;
+            counts[n++] = got;
+        }
+    }
+    unlock_m(&T->zombie_lock);
+    for (int i = 0; i < n; i++) {
+        __atomic_sub_fetch(&cells[i]->ref, counts[i], __ATOMIC_ACQ_REL);
+        total += counts[i];
+        unref_table(cells[i]); /* the temporary one: may free */
+    }
+    return total;
 }
 
 /* What fires: retransmissions are sent here; deletions done here; other
@@ -698,7 +843,7 @@ int tm_timer_tick(int64_t now, tm_event_t *out, int cap)
                     && nout + n >= cap)
                     break;
                 tl_unlink(t);
-                __atomic_add_fetch(&t->cell->ref, 1, __ATOMIC_ACQ_REL);
+                ref_take(t->cell);
                 gens[n] = t->gen;
                 due[n++] = t;
             }

@@ -22,6 +22,7 @@ enum {
     TM_MAX_BUF = 1 << 20,      /* largest buffer a cell keeps */
     TM_MAX_KEY = 4096,
     TM_NLISTS = 8,
+    TM_HOLDERS = 8,            /* processes whose references are tracked */
     /* cell flags */
     TM_F_INVITE = 1 << 0,
     TM_F_CANCELED = 1 << 1,
@@ -119,6 +120,13 @@ typedef struct tm_cell {
     tm_timer_t uas_retr;
     tm_timer_t wait;
     pthread_mutex_t lock;
+    /* who holds the references: a process that dies holding some has
+     * them taken back by tm_reap_dead() (refs beyond the slots, and the
+     * table's own, are counted in anon) */
+    struct { int32_t pid; int32_t n; } holders[TM_HOLDERS];
+    int32_t anon;
+    int32_t pad3;
+    struct tm_cell *znext, *zprev; /* zombie list: deleted, still held */
     tm_branch_t br[TM_MAX_BRANCHES];
 } tm_cell_t;
 
@@ -168,5 +176,7 @@ int64_t tm_timer_gen(tm_cell_t *c, int which, int branch);
 int tm_delete(tm_cell_t *c);
 int tm_timer_tick(int64_t now, tm_event_t *out, int cap);
 int64_t tm_timers_linked(void);
+int tm_reap_dead(void);
+int64_t tm_zombies(void);
 
 #endif

@@ -1204,8 +1204,21 @@ def _merge_challenges(cell, best, m) -> None:
 
 # ---------------------------------------------------------------- timers
 
+_reap_every = 10
+_ticks = 0
+
+
 def timer_tick(ticks=None, param=None) -> None:
-    """The utimer: C retransmits and deletes; the rest comes back here."""
+    """The utimer: C retransmits and deletes; the rest comes back here.
+    Every tenth run, references held by processes that died are taken
+    back from deleted cells (lib.tm_reap_dead)."""
+    global _ticks
+    _ticks += 1
+    if _ticks % _reap_every == 0 and lib.tm_zombies() > 0:
+        n = lib.tm_reap_dead()
+        if n > 0:
+            log.LM_WARN(f"tm: took back {n} transaction reference(s) held "
+                        f"by processes that died")
     for cell, which, branch, gen in tb.tick():
         try:
             with locked(cell):
