@@ -447,7 +447,8 @@ def mi_t_reply(params):
         hdrs = [x for x in (params.get("new_headers") or "").replace(
             "\r\n", "\n").split("\n") if x.strip()]
         rc = core.reply_local(cell, None, code, params["reason"], hdrs,
-                              params.get("body") or b"")
+                              params.get("body") or b"",
+                              str(params.get("to_tag") or "") or None)
     finally:
         table.unref(cell)
     if rc < 0:

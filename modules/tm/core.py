@@ -603,7 +603,7 @@ def _start_client(cell, idx) -> None:
 
 
 def reply_local(cell, msg, code: int, reason=None, headers=(),
-                body=b"") -> int:
+                body=b"", to_tag=None) -> int:
     """t_reply: a local reply to the transaction's request."""
     if not 100 <= code <= 699:
         log.LM_ERR(f"tm: bad reply code {code}")
@@ -617,7 +617,7 @@ def reply_local(cell, msg, code: int, reason=None, headers=(),
         if code > 100:
             to = msg.to
             if to is not None and not to.tag:
-                tag = totag(cell)
+                tag = to_tag or totag(cell)
         hdrs = list(getattr(msg, "reply_hdrs", None) or ())
         if isinstance(headers, (str, bytes)):
             headers = [headers]

@@ -203,14 +203,16 @@ def test_no_answer_gives_408_and_failure_route(server):
         cport = callee.getsockname()[1]
         p = Proxy(server, ROUTE_HEAD + f"""
     $du = "sip:127.0.0.1:{cport}";
+    $T_fr_timeout = 2;          # this transaction's timer B
     t_on_failure("timeout");
     t_relay();
     exit;
 }}
 failure_route[timeout] {{
+    xlog("L_NOTICE", "fr $T_ruri $T_branch_last_reply_code $T_fr_timeout\\n");
     if (t_check_status("408") && !t_local_replied("all"))
         t_reply(408, "Nobody Home");
-}}""", params='modparam("tm", "fr_timeout", 2)')
+}}""")
         caller, me = _sock()
         with caller:
             data, _ = _invite(p.port, me)
@@ -238,6 +240,7 @@ failure_route[timeout] {{
             time.sleep(0.3)
             _recv_all(caller, time.monotonic() + 0.1)
             assert _recv_all(caller, time.monotonic() + 2.5) == []
+        assert f"fr sip:callee@127.0.0.1:{p.port} 408 2" in server.stderr()
         st = p.stats("tm:", "core:fwd_requests")
         assert st["core:fwd_requests"] == 0      # the ACK was absorbed
         assert st["tm:4xx_transactions"] == 1
@@ -760,4 +763,46 @@ route {
                f"Call-ID: {r.callid}\r\nCSeq: 1 ACK\r\n"
                f"Content-Length: 0\r\n\r\n").encode()
         caller.sendto(ack, ("127.0.0.1", p.port))
+    p.settle()
+
+
+def test_mi_t_reply_and_t_hash_on_a_pending_transaction(server):
+    import re
+    p = Proxy(server, """
+route {
+    if (is_method("ACK")) {
+        t_check_trans();
+        exit;
+    }
+    t_newtran();
+    xlog("L_NOTICE", "pending $T_id\\n");
+    exit;
+}""")
+    caller, me = _sock()
+    with caller:
+        data, br = _invite(p.port, me, 61)
+        caller.sendto(data, ("127.0.0.1", p.port))
+        assert _recv_all(caller, time.monotonic() + 1)[0].status == 100
+        m = wait_for(lambda: re.search(r"pending (\d+):(\d+)",
+                                       server.stderr()), 5, what="$T_id")
+        buckets = mi_call(p.mi, "t_hash")
+        assert {"index": int(m.group(1)), "entries": 1} in buckets
+        assert mi_call(p.mi, "t_reply", {
+            "code": "603", "reason": "Declined By MI",
+            "trans_id": f"{m.group(1)}:{m.group(2)}", "to_tag": "mi",
+            "new_headers": "X-MI: yes\r\n"}) == "OK"
+        r = _recv_all(caller, time.monotonic() + 1,
+                      lambda x: x.status >= 200)[-1]
+        assert (r.status, r.reason, r.hdr("X-MI"), r.to.tag) == (
+            603, "Declined By MI", "yes", "mi")
+        with pytest.raises(AssertionError, match="not found"):
+            mi_call(p.mi, "t_reply", {"code": "500", "reason": "x",
+                                      "trans_id": "1:99999", "to_tag": "x"})
+        ack = (f"ACK sip:callee@127.0.0.1:{p.port} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
+               f"From: {r.hdr('From')}\r\nTo: {r.hdr('To')}\r\n"
+               f"Call-ID: {r.callid}\r\nCSeq: 1 ACK\r\n"
+               f"Content-Length: 0\r\n\r\n").encode()
+        caller.sendto(ack, ("127.0.0.1", p.port))
+    assert p.stat("tm:6xx_transactions") == 1
     p.settle()
