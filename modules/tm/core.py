@@ -108,27 +108,38 @@ def current(cell, branch=-1, code=None, reason=None, route=None):
 # ---------------------------------------------------------------- locking
 
 _held = {}
+_cast = ffi.cast
 
 
 def _addr(cell) -> int:
-    return int(ffi.cast("uintptr_t", cell))
+    return int(_cast("uintptr_t", cell))
 
 
-@contextmanager
-def locked(cell):
-    a = _addr(cell)
-    n = _held.get(a, 0)
-    if n == 0:
-        tb.lock(cell)
-    _held[a] = n + 1
-    try:
-        yield cell
-    finally:
+class locked:
+    """``with locked(cell):`` the cell lock, re-entrant in this process
+    (a class, not a generator: it is on every message's path)."""
+    __slots__ = ("cell", "a", "n")
+
+    def __init__(self, cell):
+        self.cell = cell
+
+    def __enter__(self):
+        cell = self.cell
+        a = self.a = int(_cast("uintptr_t", cell))
+        n = self.n = _held.get(a, 0)
         if n == 0:
-            del _held[a]
-            tb.unlock(cell)
+            tb.lock(cell)
+        _held[a] = n + 1
+        return cell
+
+    def __exit__(self, *exc):
+        n = self.n
+        if n == 0:
+            del _held[self.a]
+            tb.unlock(self.cell)
         else:
-            _held[a] = n
+            _held[self.a] = n
+        return False
 
 
 # ---------------------------------------------------------------- ids
@@ -866,7 +877,7 @@ def _build_branch(cell, msg, idx, uri, du, bflags, broute_f):
         extra = getattr(msg, "tm_add_hdrs", None)
         if extra:
             msg.append_hdr(extra)
-        proto, host, port = forward.uri_dest(msg.dst_uri or msg.new_uri)
+        proto, host, port = _uri_dest(msg.dst_uri or msg.new_uri)
         if proto != "udp":
             raise forward.ForwardError(f"transport {proto} is not "
                                        f"supported yet")
@@ -882,6 +893,22 @@ def _build_branch(cell, msg, idx, uri, du, bflags, broute_f):
     finally:
         msg.lump_rollback(cp)
         msg.new_uri, msg.dst_uri, msg.ruri_bflags = saved
+
+
+_dests = {}
+
+
+def _uri_dest(uri):
+    """forward.uri_dest, remembered per URI text (a constant $du is the
+    common case)."""
+    if type(uri) is not str:
+        return forward.uri_dest(uri)
+    d = _dests.get(uri)
+    if d is None:
+        d = forward.uri_dest(uri)
+        if len(_dests) < 1024:
+            _dests[uri] = d
+    return d
 
 
 def relay_cancel(msg, flags=None) -> int:

@@ -107,8 +107,21 @@ def buf(ptr, length) -> bytes:
     return ffi.unpack(ptr, length) if length else b""
 
 
+_sa_cache = {}
+
+
 def sockaddr(ip: str, port: int) -> bytes:
-    """A packed struct sockaddr for C's sendto."""
+    """A packed struct sockaddr for C's sendto (remembered)."""
+    key = (ip, port)
+    sa = _sa_cache.get(key)
+    if sa is None:
+        sa = _sockaddr(ip, port)
+        if len(_sa_cache) < 4096:
+            _sa_cache[key] = sa
+    return sa
+
+
+def _sockaddr(ip: str, port: int) -> bytes:
     if ":" in ip:
         return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, 0)
                 + socket.inet_pton(socket.AF_INET6, ip) + b"\0\0\0\0")
