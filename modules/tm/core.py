@@ -434,7 +434,8 @@ def send_upstream(cell, code: int, data: bytes, local: bool) -> int:
     if code >= 200:
         cell.flags |= lib.TM_F_FINAL_SENT | (lib.TM_F_LOCAL if local else 0)
         stats.inc(stats.by_class[min(code // 100, 6) - 1])
-        cancel_branches(cell)
+        if code >= 300 or not cell.flags & lib.TM_F_NOCANCEL:
+            cancel_branches(cell)
     return 1
 
 
@@ -771,18 +772,23 @@ def relay(msg, flags=None) -> int:
     if msg.method_id == METHOD_CANCEL and getattr(msg, "tm_cell",
                                                   None) is None:
         return relay_cancel(msg, flags)
+    created = False
     if getattr(msg, "tm_cell", None) is None:
         r = newtran(msg)
         if r <= 0:
             return r
+        created = True
     cell = msg.tm_cell
-    if flags and "allow-no-cancel" in flags:
+    if flags and "allow-no-cancel" in flags and \
+            "no-cancel" in (msg.hdr("Request-Disposition") or "").lower():
+        # RFC 3841 §9.1: a 2xx does not cancel the other branches
         cell.flags |= lib.TM_F_NOCANCEL
     r = fork(cell, msg)
-    if r < 0 and not (flags and "no-auto-477" in flags) and \
+    # OpenSIPS answers a relay that failed at once itself, when t_relay
+    # made the transaction (not after t_newtran) and no-auto-477 is unset
+    if r < 0 and created and not (flags and "no-auto-477" in flags) and \
             not cell.flags & (lib.TM_F_FINAL_SENT | lib.TM_F_IN_FAILURE) \
             and not _pending(cell):
-        # OpenSIPS answers a relay that failed at once by itself
         from opensipy.error import err2reason_phrase, get_error
         code, reason = err2reason_phrase(get_error(msg), "TM")
         reply_local(cell, msg, code, reason)
@@ -1056,7 +1062,9 @@ def proxy_reply(cell, idx, msg) -> None:
         b.flags |= lib.TM_B_PROVISIONAL
         if cell.flags & lib.TM_F_CANCELED or \
                 b.flags & lib.TM_B_CANCEL_PENDING or \
-                cell.flags & lib.TM_F_FINAL_SENT:
+                (cell.flags & lib.TM_F_FINAL_SENT and not (
+                    cell.flags & lib.TM_F_NOCANCEL
+                    and cell.uas_status < 300)):
             b.flags &= ~lib.TM_B_CANCEL_PENDING
             send_cancel(cell, idx)
         if code == 100 or cell.flags & lib.TM_F_FINAL_SENT:

@@ -806,3 +806,41 @@ route {
         caller.sendto(ack, ("127.0.0.1", p.port))
     assert p.stat("tm:6xx_transactions") == 1
     p.settle()
+
+
+def test_allow_no_cancel_keeps_the_other_branches_after_a_200(server):
+    fast, fport = _sock()
+    slow, sport = _sock()
+    with fast, slow:
+        p = Proxy(server, ROUTE_HEAD + f"""
+    $ru = "sip:a@127.0.0.1:{fport}";
+    append_branch("sip:b@127.0.0.1:{sport}");
+    t_relay("allow-no-cancel");
+    exit;
+}}""")
+        caller, me = _sock()
+        with caller:
+            data, br = _invite(p.port, me, 71)
+            data = data.replace(b"Content-Length",
+                                b"Request-Disposition: no-cancel\r\n"
+                                b"Content-Length")
+            caller.sendto(data, ("127.0.0.1", p.port))
+            s_inv = _recv_all(slow, time.monotonic() + 1)[0]
+            slow.sendto(_reply_to(s_inv, 180, "Ringing", "s"),
+                        ("127.0.0.1", p.port))
+            f_inv = _recv_all(fast, time.monotonic() + 1)[0]
+            fast.sendto(_reply_to(f_inv, 200, "OK", "f"),
+                        ("127.0.0.1", p.port))
+            got = _recv_all(caller, time.monotonic() + 1,
+                            lambda m: m.status == 200)
+            assert got[-1].status == 200
+            # RFC 3841 §9.1: the ringing branch is not cancelled
+            assert _recv_all(slow, time.monotonic() + 0.8) == []
+            slow.sendto(_reply_to(s_inv, 486, "Busy Here", "s"),
+                        ("127.0.0.1", p.port))
+            assert [m.method for m in _recv_all(
+                slow, time.monotonic() + 0.5)] == ["ACK"]
+            # the 486 is not relayed after the 200
+            assert all(m.status < 300 for m in _recv_all(
+                caller, time.monotonic() + 0.3))
+        p.settle()
