@@ -844,3 +844,37 @@ def test_allow_no_cancel_keeps_the_other_branches_after_a_200(server):
             assert all(m.status < 300 for m in _recv_all(
                 caller, time.monotonic() + 0.3))
         p.settle()
+
+
+def test_no_transaction_cancel_and_reply_go_statelessly(server):
+    callee, cport = _sock()
+    with callee:
+        p = Proxy(server, f"""
+route {{
+    $du = "sip:127.0.0.1:{cport}";
+    t_relay();
+    exit;
+}}""")
+        caller, me = _sock()
+        with caller:
+            # a CANCEL whose INVITE we never saw: relayed statelessly
+            cancel = (f"CANCEL sip:x@127.0.0.1 SIP/2.0\r\n"
+                      f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKlost\r\n"
+                      f"Max-Forwards: 70\r\n"
+                      f"From: <sip:a@127.0.0.1>;tag=1\r\n"
+                      f"To: <sip:x@127.0.0.1>\r\nCall-ID: lost-cancel\r\n"
+                      f"CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n").encode()
+            caller.sendto(cancel, ("127.0.0.1", p.port))
+            got = _recv_all(callee, time.monotonic() + 1)
+            assert [m.method for m in got] == ["CANCEL"]
+            assert _recv_all(caller, time.monotonic() + 0.2) == []
+            # its reply matches no transaction: stateless relay too
+            callee.sendto(_reply_to(got[0], 481, "No Such Call"),
+                          ("127.0.0.1", p.port))
+            back = _recv_all(caller, time.monotonic() + 1)
+            assert [(m.status, len(m.via)) for m in back] == [(481, 1)]
+        st = p.stats("tm:UAS_transactions", "core:fwd_requests",
+                     "core:fwd_replies", "tm:received_replies")
+        assert st == {"tm:UAS_transactions": 0, "core:fwd_requests": 1,
+                      "core:fwd_replies": 1, "tm:received_replies": 0}
+        p.settle()
