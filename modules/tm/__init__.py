@@ -14,10 +14,11 @@ import time
 from opensipy import log, receive, timer
 from opensipy.parser import METHOD_ACK, METHOD_CANCEL, METHOD_INVITE
 from opensipy.script.runtime import route_exists
-from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, STR_PARAM, CMD_PARAM_INT, CMD_PARAM_OPT,
-                                CMD_PARAM_REGEX, CMD_PARAM_STR, FAILURE_ROUTE,
-                                INT_PARAM, ONREPLY_ROUTE, REQUEST_ROUTE,
-                                STAT_IS_FUNC, STAT_NO_RESET, CmdExport,
+from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT,
+                                CMD_PARAM_OPT, CMD_PARAM_REGEX, CMD_PARAM_STR,
+                                FAILURE_ROUTE, INT_PARAM, ONREPLY_ROUTE,
+                                REQUEST_ROUTE, STAT_IS_FUNC, STAT_NO_RESET,
+                                STR_PARAM, CmdExport,
                                 CmdParam, MIExport, MIRecipe, ModuleExports,
                                 ParamExport, PVExport, StatExport)
 
