@@ -408,9 +408,11 @@ def test_t_uac_dlg_over_mi_sends_a_message(server):
     try:
         time.sleep(0.3)
         r = mi_call(p.mi, "t_uac_dlg", {
-            "method": "MESSAGE", "ruri": f"sip:bob@127.0.0.1:{callee}",
+            "method": "MESSAGE", "ruri": "sip:bob@example.invalid",
             "headers": "From: <sip:mi@127.0.0.1>\r\nTo: <sip:bob@127.0.0.1>"
                        "\r\nContent-Type: text/plain\r\n",
+            "next_hop": f"sip:127.0.0.1:{callee}",
+            "socket": f"udp:127.0.0.1:{p.port}",
             "body": "hello from MI"}, timeout=10)
         assert r["Status"] == "200 OK"
         assert "X-Got: it" in r["Message"]
