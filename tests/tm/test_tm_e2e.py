@@ -880,3 +880,65 @@ route {{
         assert st == {"tm:UAS_transactions": 0, "core:fwd_requests": 1,
                       "core:fwd_replies": 1, "tm:received_replies": 0}
         p.settle()
+
+
+def _reply_hdrs(req, code, reason, tag, extra=""):
+    r = _reply_to(req, code, reason, tag)
+    return r.replace(b"Content-Length", extra.encode() + b"Content-Length")
+
+
+def test_best_reply_of_two_branches(server):
+    a, aport = _sock()
+    b, bport = _sock()
+    with a, b:
+        p = Proxy(server, ROUTE_HEAD + f"""
+    $ru = "sip:a@127.0.0.1:{aport}";
+    append_branch("sip:b@127.0.0.1:{bport}");
+    t_relay();
+    exit;
+}}""")
+        caller, me = _sock()
+        cases = [
+            # (reply of a, reply of b) -> what goes up
+            ((503, "Service Unavailable", ""), (486, "Busy Here", ""),
+             (486, "Busy Here")),
+            ((503, "Service Unavailable", ""), (504, "Timeout", ""),
+             (500, "Server Internal Error")),     # §16.7 step 6
+            ((401, "Unauthorized",
+              'WWW-Authenticate: Digest realm="a", nonce="1"\r\n'),
+             (407, "Proxy Authentication Required",
+              'Proxy-Authenticate: Digest realm="b", nonce="2"\r\n'),
+             (401, "Unauthorized")),
+            ((302, "Moved", "Contact: <sip:x@127.0.0.1>\r\n"),
+             (603, "Decline", ""), (603, "Decline")),
+        ]
+        with caller:
+            for i, (ra, rb, want) in enumerate(cases):
+                data, br = _invite(p.port, me, 80 + i)
+                caller.sendto(data, ("127.0.0.1", p.port))
+                ia = _recv_all(a, time.monotonic() + 1, bool)[0]
+                ib = _recv_all(b, time.monotonic() + 1, bool)[0]
+                a.sendto(_reply_hdrs(ia, ra[0], ra[1], "a", ra[2]),
+                         ("127.0.0.1", p.port))
+                time.sleep(0.05)
+                b.sendto(_reply_hdrs(ib, rb[0], rb[1], "b", rb[2]),
+                         ("127.0.0.1", p.port))
+                cid = SipMsg(data).callid
+                up = _recv_all(caller, time.monotonic() + 1,
+                               lambda m: m.status >= 200 and
+                               m.callid == cid)[-1]
+                assert (up.status, up.reason) == want, (i, up)
+                if want[0] == 401:
+                    # the challenges of both branches, merged
+                    assert 'realm="a"' in up.hdr("WWW-Authenticate")
+                    assert 'realm="b"' in up.hdr("Proxy-Authenticate")
+                for s in (a, b):     # hop-by-hop ACKs
+                    assert [m.method for m in _recv_all(
+                        s, time.monotonic() + 0.3)] == ["ACK"]
+                ack = (f"ACK sip:callee@127.0.0.1:{p.port} SIP/2.0\r\n"
+                       f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
+                       f"From: {up.hdr('From')}\r\nTo: {up.hdr('To')}\r\n"
+                       f"Call-ID: {up.callid}\r\nCSeq: 1 ACK\r\n"
+                       f"Content-Length: 0\r\n\r\n").encode()
+                caller.sendto(ack, ("127.0.0.1", p.port))
+        p.settle()
