@@ -794,12 +794,20 @@ def relay(msg, flags=None) -> int:
     return r
 
 
+# t_relay's failures, as OpenSIPS numbers them
+RELAY_ERROR, RELAY_NO_DEST, RELAY_BAD_DEST, RELAY_SEND_FAILED = -1, -3, -4, -6
+
+
 def fork(cell, msg) -> int:
+    """Send one branch per target; 1, or RELAY_* when none went out."""
     with locked(cell):
         if cell.flags & lib.TM_F_FINAL_SENT and not \
                 cell.flags & lib.TM_F_INVITE:
             log.LM_ERR("tm: the transaction was already answered")
-            return -1
+            return RELAY_ERROR
+        if cell.flags & lib.TM_F_CANCELED:
+            log.LM_DBG("tm: no new branch for a cancelled transaction")
+            return RELAY_NO_DEST
         blob = load_blob(cell)
         on = getattr(msg, "tm_on", None)
         if on:
@@ -813,7 +821,7 @@ def fork(cell, msg) -> int:
         first = cell.nbranches
         bru = blob.setdefault("bru", {})
         sent = 0
-        inv = cell.flags & lib.TM_F_INVITE
+        bad_dest = send_failed = False
         for uri, du, bflags in targets:
             idx = cell.nbranches
             if idx >= tb.MAX_BRANCHES:
@@ -823,6 +831,8 @@ def fork(cell, msg) -> int:
             data, si, addr, ruri = _build_branch(cell, msg, idx, uri, du,
                                                  bflags, broute_f)
             if data is None:
+                if si is not None:          # not dropped: it failed
+                    bad_dest = True
                 continue
             try:
                 tb.set_buf(cell, lib.TM_BUF_BR_REQ, idx, data)
@@ -841,6 +851,7 @@ def fork(cell, msg) -> int:
             if not tb.send(ffi.addressof(b, "dst"), data):
                 log.LM_ERR(f"tm: sending branch {idx} to {addr[0]}:"
                            f"{addr[1]} failed")
+                send_failed = True
                 b.flags |= lib.TM_B_FINAL
                 b.status = 503
                 b.state = _TERMINATED
@@ -858,12 +869,14 @@ def fork(cell, msg) -> int:
         if not cell.flags & lib.TM_F_FINAL_SENT:
             _wait(cell, _lifetime(cell))
         if not sent:
-            set_error(msg, E_SEND)
+            if send_failed:
+                set_error(msg, E_SEND)
             if cell.nbranches > first and not cell.flags & \
                     lib.TM_F_IN_FAILURE:
                 # every new branch failed at once: answer with the best
                 maybe_complete(cell)
-            return -1
+            return RELAY_SEND_FAILED if send_failed else \
+                RELAY_BAD_DEST if bad_dest else RELAY_NO_DEST
         return 1
 
 
@@ -894,7 +907,7 @@ def _build_branch(cell, msg, idx, uri, du, bflags, broute_f):
     except (forward.ForwardError, ValueError) as e:
         log.LM_ERR(f"tm: branch {idx} to {uri}: {e}")
         set_error(msg, getattr(e, "code", E_UNSPEC))
-        return None, None, None, None
+        return None, False, None, None     # False: failed, not dropped
     finally:
         msg.lump_rollback(cp)
         msg.new_uri, msg.dst_uri, msg.ruri_bflags = saved

@@ -562,7 +562,8 @@ route {
     }
     $du = "sip:127.0.0.1:9;transport=sctp";
     if ($hdr(X-Quiet) == "1") {
-        if (!t_relay("no-auto-477"))
+        t_relay("no-auto-477");
+        if ($rc == -4)          # OpenSIPS's "bad destination"
             t_reply(503, "Quietly Failed");
     } else {
         t_relay();
