@@ -128,8 +128,9 @@ def test_a_stateful_call(server):
     assert st["tm:UAS_transactions"] == 2 * n
     assert st["tm:2xx_transactions"] == 2 * n
     assert st["core:fwd_requests"] == n        # the ACKs, statelessly
-    # 180, 200 (INVITE) and 200 (BYE) relayed; 100 absorbed when sent
-    assert st["tm:relayed_replies"] >= 3 * n
+    # 200 (INVITE) and 200 (BYE) relayed, and the 180 unless a receiver
+    # got it after the 200 (then it is late and not sent); 100 absorbed
+    assert 2 * n <= st["tm:relayed_replies"] <= 3 * n
     assert st["tm:local_replies"] == n        # our 100 Trying
     p.settle()
 
