@@ -96,7 +96,9 @@ INVITE_CLIENT: Table = {
     (PROCEEDING, R2XX): (TERMINATED, ("stop_C", "pass_up")),
     (PROCEEDING, RFINAL): (COMPLETED, ("stop_C", "send_ack", "pass_up",
                                        "start_D")),
-    (PROCEEDING, timer("C")): (TERMINATED, ("timeout",)),
+    # §16.8: timer C cancels the branch; the transaction stays to take
+    # (and ACK) the 487 that the CANCEL brings
+    (PROCEEDING, timer("C")): (PROCEEDING, ("timeout",)),
     (COMPLETED, RFINAL): (COMPLETED, ("send_ack",)),
     (COMPLETED, TRANSPORT_ERR): (TERMINATED, ("stop_D", "transport_err")),
     (COMPLETED, timer("D")): (TERMINATED, ()),

@@ -43,7 +43,7 @@ EXPECTED = {
         (PROCEEDING, R2XX, TERMINATED, {"pass_up", "stop_C"}),
         (PROCEEDING, RFINAL, COMPLETED, {"send_ack", "pass_up", "start_D",
                                          "stop_C"}),
-        (PROCEEDING, timer("C"), TERMINATED, {"timeout"}),
+        (PROCEEDING, timer("C"), PROCEEDING, {"timeout"}),
         (COMPLETED, RFINAL, COMPLETED, {"send_ack"}),
         (COMPLETED, "transport_err", TERMINATED, {"transport_err",
                                                   "stop_D"}),
@@ -161,8 +161,14 @@ def test_provisional_stops_a_and_timer_c_times_out():
     m.advance(10599, c.set)
     assert m.state == PROCEEDING
     m.advance(10600, c.set)
-    assert m.state == TERMINATED and m.done[-1] == (10600, "timeout")
+    # RFC 3261 §16.8: the branch is cancelled, the transaction waits for
+    # the 487 and ACKs it
+    assert m.state == PROCEEDING and m.done[-1] == (10600, "timeout")
+    assert m.timers == {}
     assert [a for _, a in m.done].count("retransmit") == 1
+    m.feed(RFINAL)
+    assert m.state == COMPLETED and m.done[-1][1] == "pass_up"
+    assert "send_ack" in [a for _, a in m.done]
 
 
 def test_invite_client_final_acks_and_waits_timer_d():

@@ -944,3 +944,52 @@ def test_best_reply_of_two_branches(server):
                        f"Content-Length: 0\r\n\r\n").encode()
                 caller.sendto(ack, ("127.0.0.1", p.port))
         p.settle()
+
+
+def test_fr_inv_timeout_cancels_a_ringing_branch_restarted_by_each_1xx(
+        server):
+    callee, cport = _sock()
+    with callee:
+        p = Proxy(server, ROUTE_HEAD + f"""
+    $du = "sip:127.0.0.1:{cport}";
+    t_relay();
+    exit;
+}}""", params='modparam("tm", "fr_inv_timeout", 2)\n'
+               'modparam("tm", "restart_fr_on_each_reply", 1)')
+        caller, me = _sock()
+        with caller:
+            data, br = _invite(p.port, me, 91)
+            caller.sendto(data, ("127.0.0.1", p.port))
+            inv = _recv_all(callee, time.monotonic() + 1, bool)[0]
+            t0 = time.monotonic()
+            callee.sendto(_reply_to(inv, 180, "Ringing", "c"),
+                          ("127.0.0.1", p.port))
+            time.sleep(1.5)
+            callee.sendto(_reply_to(inv, 180, "Ringing", "c"),
+                          ("127.0.0.1", p.port))
+            # timer C restarted at 1.5 s: nothing final before 3.5 s
+            early = _recv_all(caller, t0 + 3.2)
+            assert all(m.status < 200 for m in early)
+            got = _recv_all(caller, t0 + 5, lambda m: m.status >= 200)
+            assert (got[-1].status, got[-1].reason) == (408,
+                                                        "Request Timeout")
+            assert 3.3 < time.monotonic() - t0 < 5
+            # the ringing branch was cancelled
+            c = _recv_all(callee, time.monotonic() + 1,
+                          lambda m: m.method == "CANCEL")
+            assert c and c[-1].method == "CANCEL"
+            assert c[-1].via1.branch == inv.via1.branch
+            callee.sendto(_reply_to(c[-1], 200, "OK", "c"),
+                          ("127.0.0.1", p.port))
+            callee.sendto(_reply_to(inv, 487, "Request Terminated", "c"),
+                          ("127.0.0.1", p.port))
+            assert "ACK" in [m.method for m in _recv_all(
+                callee, time.monotonic() + 0.5)]
+            up = got[-1]
+            ack = (f"ACK sip:callee@127.0.0.1:{p.port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
+                   f"From: {up.hdr('From')}\r\nTo: {up.hdr('To')}\r\n"
+                   f"Call-ID: {up.callid}\r\nCSeq: 1 ACK\r\n"
+                   f"Content-Length: 0\r\n\r\n").encode()
+            caller.sendto(ack, ("127.0.0.1", p.port))
+        p.settle()
