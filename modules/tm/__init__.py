@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from opensipy import log, receive, timer
+from opensipy import forward, log, receive, timer
 from opensipy.parser import METHOD_ACK, METHOD_CANCEL, METHOD_INVITE
 from opensipy.script.runtime import route_exists
 from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT,
@@ -63,7 +63,18 @@ def _inuse():
 
 # ---- script functions ----------------------------------------------------
 
-def w_t_relay(msg, flags=None):
+def w_t_relay(msg, flags=None, proxy=None):
+    """t_relay([flags][, outbound_proxy]): the proxy ("[proto:]host[:port]")
+    is the next hop unless $du is set."""
+    if proxy is not None and not msg.dst_uri:
+        try:
+            proto, host, port = forward.parse_dest(proxy)
+        except (forward.ForwardError, ValueError) as e:
+            log.LM_ERR(f"t_relay: bad outbound proxy {proxy!r}: {e}")
+            return core.RELAY_BAD_DEST
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        msg.dst_uri = f"sip:{host}:{port};transport={proto}"
     return core.relay(msg, _flags(flags))
 
 
@@ -547,7 +558,8 @@ exports = ModuleExports(
     cmds=[
         CmdExport("t_relay", w_t_relay,
                   [CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT,
-                            fixup=fixup_relay_flags)], _RF),
+                            fixup=fixup_relay_flags),
+                   CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT)], _RF),
         CmdExport("t_newtran", w_t_newtran, [], _R),
         CmdExport("t_reply", w_t_reply, [CmdParam(CMD_PARAM_INT),
                                          CmdParam(CMD_PARAM_STR)], _RF),

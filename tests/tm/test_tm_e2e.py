@@ -252,9 +252,8 @@ failure_route[timeout] {{
 def test_cancel_while_ringing(server):
     callee = free_port()
     p = Proxy(server, ROUTE_HEAD + f"""
-    $du = "sip:127.0.0.1:{callee}";
     t_on_failure("f");
-    t_relay();
+    t_relay("", "udp:127.0.0.1:{callee}");    # the outbound proxy form
     exit;
 }}
 failure_route[f] {{
