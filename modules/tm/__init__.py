@@ -199,14 +199,23 @@ def w_t_check_status(msg, rx):
     return 1 if rx.search(str(code)) else -1
 
 
-def w_t_local_replied(msg, which="last"):
-    c = cur.cell if cur.cell is not None else getattr(msg, "tm_cell", None)
-    if c is None:
+def w_t_local_replied(msg, which="all"):
+    """In failure_route: "all": every branch of the round ended with a
+    local reply (a timeout), "branch"/"last": the chosen branch did."""
+    c = cur.cell
+    if c is None or cur.route != "failure":
+        log.LM_ERR("t_local_replied: only in failure_route")
         return -1
-    if which in ("all", "last", "branch"):
-        return 1 if c.flags & lib.TM_F_LOCAL else -1
-    log.LM_ERR(f"t_local_replied: unknown type {which!r}")
-    return -1
+    which = (which or "all").lower()
+    if which == "all":
+        local = all(not c.br[i].rpl_len
+                    for i in range(c.first_branch, c.nbranches))
+    elif which in ("branch", "last"):
+        local = cur.branch >= 0 and not c.br[cur.branch].rpl_len
+    else:
+        log.LM_ERR(f"t_local_replied: unknown type {which!r}")
+        return -1
+    return 1 if local else -1
 
 
 def w_t_cancel_branch(msg, which="this"):

@@ -149,8 +149,10 @@ def test_serial_forking_on_486_through_failure_route(server):
     exit;
 }}
 failure_route[next] {{
-    # the $avp set before t_relay lives with the transaction
-    if (t_check_status("486") && $avp(next) != NULL) {{
+    # the $avp set before t_relay lives with the transaction; the 486 came
+    # from the callee, it is no local reply
+    if (t_check_status("486") && $avp(next) != NULL &&
+            !t_local_replied("last")) {{
         $du = $avp(next);
         t_relay();
     }}
@@ -211,7 +213,7 @@ def test_no_answer_gives_408_and_failure_route(server):
 }}
 failure_route[timeout] {{
     xlog("L_NOTICE", "fr $T_ruri $T_branch_last_reply_code $T_fr_timeout\\n");
-    if (t_check_status("408") && !t_local_replied("all"))
+    if (t_check_status("408") && t_local_replied("all"))
         t_reply(408, "Nobody Home");
 }}""")
         caller, me = _sock()
@@ -989,6 +991,65 @@ def test_fr_inv_timeout_cancels_a_ringing_branch_restarted_by_each_1xx(
                    f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
                    f"From: {up.hdr('From')}\r\nTo: {up.hdr('To')}\r\n"
                    f"Call-ID: {up.callid}\r\nCSeq: 1 ACK\r\n"
+                   f"Content-Length: 0\r\n\r\n").encode()
+            caller.sendto(ack, ("127.0.0.1", p.port))
+        p.settle()
+
+
+def test_t_reply_with_body_and_t_cancel_branch(server):
+    a, aport = _sock()
+    b, bport = _sock()
+    with a, b:
+        p = Proxy(server, ROUTE_HEAD + f"""
+    if (is_method("MESSAGE")) {{
+        t_reply_with_body(200, "Got It", "stored: $rb", "text/plain");
+        exit;
+    }}
+    $ru = "sip:a@127.0.0.1:{aport}";
+    append_branch("sip:b@127.0.0.1:{bport}");
+    t_on_reply("r");
+    t_relay();
+    exit;
+}}
+onreply_route[r] {{
+    if ($rs == 180 && $T_branch_idx == 1)
+        t_cancel_branch();
+}}""")
+        caller, me = _sock()
+        with caller:
+            caller.sendto((
+                f"MESSAGE sip:x@127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKmsg\r\n"
+                f"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\n"
+                f"Call-ID: msg-body\r\nCSeq: 1 MESSAGE\r\n"
+                f"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+            ).encode(), ("127.0.0.1", p.port))
+            r = _recv_all(caller, time.monotonic() + 1, bool)[0]
+            assert (r.status, r.reason, r.content_type, r.body) == (
+                200, "Got It", "text/plain", b"stored: hi")
+            data, br = _invite(p.port, me, 95)
+            caller.sendto(data, ("127.0.0.1", p.port))
+            ia = _recv_all(a, time.monotonic() + 1, bool)[0]
+            ib = _recv_all(b, time.monotonic() + 1, bool)[0]
+            a.sendto(_reply_to(ia, 180, "Ringing", "a"), ("127.0.0.1", p.port))
+            b.sendto(_reply_to(ib, 180, "Ringing", "b"), ("127.0.0.1", p.port))
+            # only branch 1 (b) is cancelled from its onreply_route
+            cb = _recv_all(b, time.monotonic() + 1, lambda m: m.method ==
+                           "CANCEL")
+            assert cb and cb[-1].method == "CANCEL"
+            assert all(m.method != "CANCEL" for m in _recv_all(
+                a, time.monotonic() + 0.3))
+            b.sendto(_reply_to(cb[-1], 200, "OK", "b"), ("127.0.0.1", p.port))
+            b.sendto(_reply_to(ib, 487, "Request Terminated", "b"),
+                     ("127.0.0.1", p.port))
+            a.sendto(_reply_to(ia, 200, "OK", "a"), ("127.0.0.1", p.port))
+            up = _recv_all(caller, time.monotonic() + 1,
+                           lambda m: m.status == 200)
+            assert up[-1].status == 200 and up[-1].to.tag == "a"
+            ack = (f"ACK sip:a@127.0.0.1:{aport} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKack2\r\n"
+                   f"From: {up[-1].hdr('From')}\r\nTo: {up[-1].hdr('To')}\r\n"
+                   f"Call-ID: {up[-1].callid}\r\nCSeq: 1 ACK\r\n"
                    f"Content-Length: 0\r\n\r\n").encode()
             caller.sendto(ack, ("127.0.0.1", p.port))
         p.settle()
