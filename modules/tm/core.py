@@ -285,6 +285,7 @@ def _init_uas(cell, msg) -> None:
     blob = {"rcv": (r.src_ip, r.src_port, r.dst_ip, r.dst_port, r.proto,
                     _socket_index(r.socket))}
     store_blob(cell, blob)
+    msg.tm_blob = blob          # fork() uses it instead of reading it back
     inv = msg.method_id == METHOD_INVITE
     table = fsm.INVITE_SERVER if inv else fsm.NON_INVITE_SERVER
     st, _ = fsm.step(table, fsm.INIT, fsm.REQUEST)
@@ -341,6 +342,8 @@ def newtran(msg) -> int:
             stats.inc(stats.UAS_transactions)
             if cbs._request_in:
                 cbs.request_in(cell, msg)
+                # callbacks may have stored more in the cell's blob
+                msg.__dict__.pop("tm_blob", None)
             if msg.method_id == METHOD_INVITE and cfg.auto_100trying:
                 reply_local(cell, msg, 100, "Trying")
     except ShmOutOfMemory:
@@ -369,6 +372,7 @@ def flush_flags(msg) -> int:
         blob = load_blob(cell)
         blob["flags"] = msg.flags
         store_blob(cell, blob)
+        msg.__dict__.pop("tm_blob", None)
     return 1
 
 
@@ -808,8 +812,11 @@ def fork(cell, msg) -> int:
         if cell.flags & lib.TM_F_CANCELED:
             log.LM_DBG("tm: no new branch for a cancelled transaction")
             return RELAY_NO_DEST
-        blob = load_blob(cell)
-        on = getattr(msg, "tm_on", None)
+        d = msg.__dict__
+        blob = d.pop("tm_blob", None)
+        if blob is None:
+            blob = load_blob(cell)
+        on = d.get("tm_on")
         if on:
             blob.update(on)
             msg.tm_on = {}
