@@ -14,7 +14,7 @@ with open(os.path.join(HERE, "opensipy", "__init__.py")) as f:
 # exist so that the tree stays installable while a library is being added.
 CFFI_MODULES = [
     f"native/{name}:ffibuilder"
-    for name in ("build_sipparser.py", "build_shm.py")
+    for name in ("build_sipparser.py", "build_shm.py", "build_tm.py")
     if os.path.exists(os.path.join(HERE, "native", name))
 ]
 

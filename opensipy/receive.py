@@ -42,6 +42,7 @@ compiled = None
 rank: Optional[int] = None
 _response_fs = ()
 _pre_script_cbs: List[Callable] = []
+_post_script_cbs: List[Callable] = []
 
 # Proxy-Require option tags this proxy supports (none yet)
 SUPPORTED_PROXY_REQUIRE = ()
@@ -59,6 +60,13 @@ def register_pre_script_cb(fn: Callable) -> None:
     """fn(msg) runs for every request before the script (mod_init only);
     returning 0 stops the request there (it was absorbed)."""
     _pre_script_cbs.append(fn)
+
+
+def register_post_script_cb(fn: Callable) -> None:
+    """fn(msg) runs after request_route returned (mod_init only), even
+    when the script failed: tm drops the request's hold on its
+    transaction there."""
+    _post_script_cbs.append(fn)
 
 
 class _Stats:
@@ -266,7 +274,14 @@ def _dispatch(msg) -> None:
         if route is None:
             stats.drop_requests.inc()
             return
-        route(msg)
+        if not _post_script_cbs:
+            route(msg)
+            return
+        try:
+            route(msg)
+        finally:
+            for cb in _post_script_cbs:
+                cb(msg)
         return
     stats.rcv_replies.inc()
     for f in _response_fs:
