@@ -68,13 +68,16 @@ def w_t_relay(msg, flags=None, proxy=None):
     is the next hop unless $du is set."""
     if proxy is not None and not msg.dst_uri:
         try:
-            proto, host, port = forward.parse_dest(proxy)
+            proto, host, port, secure = forward.parse_dest(proxy)
         except (forward.ForwardError, ValueError) as e:
             log.LM_ERR(f"t_relay: bad outbound proxy {proxy!r}: {e}")
             return core.RELAY_BAD_DEST
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        msg.dst_uri = f"sip:{host}:{port};transport={proto}"
+        # port and transport only when given: RFC 3263 picks the rest
+        msg.dst_uri = f"{'sips' if secure else 'sip'}:{host}" + \
+            (f":{port}" if port else "") + \
+            (f";transport={proto}" if proto else "")
     return core.relay(msg, _flags(flags))
 
 

@@ -538,18 +538,17 @@ def t_uac(method: str, ruri: str, headers: str = "", body=b"",
              if ln.split(":", 1)[0].strip().lower() != "content-length"]
     body = _enc(body) if isinstance(body, str) else (body or b"")
     try:
-        proto, host, port = forward.uri_dest(next_hop or ruri)
-        if proto != "udp":
-            raise UacError(f"transport {proto} is not supported yet")
-        af, addr = forward.resolve(host, port)
+        dest = forward.uri_dest(next_hop or ruri)
+        if dest[0] is not None and dest[0] != "udp":
+            raise UacError(f"transport {dest[0]} is not supported yet")
+        target, si = forward.pick_target(forward.dest_targets(dest))
+        addr = target.addr
         if send_socket:
             si = next((x for x in config.settings.sockets
                        if str(x) == send_socket or
                        f"{x.proto}:{x.host}:{x.port}" == send_socket), None)
             if si is None:
                 raise UacError(f"{send_socket} is not one of our sockets")
-        else:
-            si = forward.send_socket(proto, af)
     except forward.ForwardError as e:
         raise UacError(str(e)) from None
     mid = METHODS.get("METHOD_" + method, METHOD_OTHER)
@@ -902,12 +901,13 @@ def _build_branch(cell, msg, idx, uri, du, bflags, broute_f):
         extra = getattr(msg, "tm_add_hdrs", None)
         if extra:
             msg.append_hdr(extra)
-        proto, host, port = _uri_dest(msg.dst_uri or msg.new_uri)
-        if proto != "udp":
-            raise forward.ForwardError(f"transport {proto} is not "
+        dest = _uri_dest(msg.dst_uri or msg.new_uri)
+        if dest[0] is not None and dest[0] != "udp":
+            raise forward.ForwardError(f"transport {dest[0]} is not "
                                        f"supported yet")
-        af, addr = forward.resolve(host, port)
-        si = forward.send_socket(proto, af, msg)
+        # RFC 3263: the first target we have a socket for
+        target, si = forward.pick_target(forward.dest_targets(dest), msg)
+        addr = target.addr
         msg.add_via(forward.our_via(si, branch_id(cell, idx)))
         ruri = msg.new_uri
         return msg.build(), si, addr, ruri
