@@ -106,7 +106,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Tuple
 
-__all__ = ["PVError", "PVSpec", "Format", "RunContext", "ctx", "script_vars",
+__all__ = ["PVError", "StrInt", "PVSpec", "Format", "RunContext", "ctx",
+           "script_vars",
            "parse_pv", "parse_format", "register_core_pv", "core_pv_names",
            "Branch", "FlagTable", "msg_flags", "branch_flags", "get_avps",
            "get_branches", "NULL_TEXT"]
@@ -116,6 +117,15 @@ NULL_TEXT = "<null>"
 
 class PVError(Exception):
     """A pseudo-variable cannot be parsed, or cannot be written."""
+
+
+class StrInt(str):
+    """A string value that also carries an integer, OpenSIPS's
+    ``PV_VAL_STR|PV_VAL_INT`` without ``PV_TYPE_INT`` (``$rp`` when the
+    R-URI names its port): it prints and concatenates as its text, it
+    compares with an integer as the number ``int(self)``.  See
+    docs/script-typing.md."""
+    __slots__ = ()
 
 
 class RunContext:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from typing import List, Optional
 
-from . import (_ALL, _NO, _REQ, PVError, _as_int, _def, _simple, _txt,
-               branch_flags, msg_flags)
+from . import (_ALL, _NO, _REQ, PVError, StrInt, _as_int, _def, _simple,
+               _txt, branch_flags, msg_flags)
 from ..parser.uri import SipUri, UriError, parse_nameaddr, parse_uri
 from ..transformations import split_top
 
@@ -116,11 +116,17 @@ def _get_rd(msg):
     return (u.host or None) if u is not None else None
 
 
+def _default_port(u) -> int:
+    return 5061 if (u.scheme or "").lower() == "sips" else 5060
+
+
 def _get_rp(msg):
     u = _cur_uri(msg)
     if u is None:
         return None
-    return str(u.port) if u.port else "5060"
+    # OpenSIPS: the port as written, a string carrying its number
+    # (pv_get_strintval); the default port as an integer (pv_get_uintval)
+    return StrInt(u.port_str) if u.port_str else _default_port(u)
 
 
 def _get_rP(msg):
@@ -167,7 +173,7 @@ def _get_op(msg):
     u = _orig_uri(msg)
     if u is None:
         return None
-    return u.port_str or "5060"
+    return StrInt(u.port_str) if u.port_str else _default_port(u)
 
 
 # --- first line ------------------------------------------------------------------
@@ -251,7 +257,7 @@ def _get_dp(msg):
     u = _du_uri(msg)
     if u is None:
         return None
-    return u.port_str or "5060"
+    return StrInt(u.port_str) if u.port_str else _default_port(u)
 
 
 @_simple("dP")
