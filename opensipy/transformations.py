@@ -10,8 +10,13 @@ A transformation given NULL returns NULL, every one of them, ``s.len``
 included (OpenSIPS fails the transformation and the variable prints as
 ``<null>``); so does one whose variable argument is NULL.  A string
 transformation given an int works on its decimal text.  A transformation
-that cannot be applied (``s.substr`` out of range, ``s.int`` of a word,
-``s.decode.hexa`` of odd text ...) gives NULL.
+that cannot be applied (``s.substr`` out of range, ``s.index`` of an
+absent substring, ``s.decode.hexa`` of a non-hex digit ...) gives NULL,
+and so does an empty or absent URI or name-addr part (``{uri.user}`` of
+``sip:host``, ``{nameaddr.name}`` without a display name), as OpenSIPS's
+transformations.c sets PV_VAL_NULL there.  Bad constant arguments
+(``{s.width,0}``, a ``{re.subst}`` that does not compile) are refused when
+the script is parsed, so ``opensipy -c`` reports them.
 
 URIs and name-addrs are read by :mod:`opensipy.parser` (the C parser the
 message goes through), so ``{uri.*}`` and ``{nameaddr.*}`` understand a
@@ -21,7 +26,11 @@ helpers the pseudo-variables share: :func:`parse_params`,
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import hmac
+import re
 from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -172,6 +181,10 @@ def unescape_common(s: str) -> str:
 
 
 # --- the transformations -----------------------------------------------------------
+#
+# Each follows OpenSIPS's transformations.c (tr_eval_string, tr_eval_uri,
+# tr_eval_paramlist, tr_eval_nameaddr, tr_eval_csv, tr_eval_re): a value
+# that cannot be transformed, and an empty URI or name-addr part, is NULL.
 
 def _s(v) -> str:
     return v if isinstance(v, str) else str(v)
@@ -187,35 +200,57 @@ def _int_arg(v, what) -> int:
 
 
 def _to_int(text):
+    """The whole text as a signed decimal integer, or None."""
     t = text.strip()
     if t[:1] in "+-":
         sign, digits = t[0], t[1:]
     else:
         sign, digits = "", t
-    if not digits.isdigit():
+    if not digits.isdigit() or not digits.isascii():
         return None
     return int(sign + digits)
 
 
+def _str2sint_prefix(text: str) -> int:
+    """OpenSIPS's str2sint as {s.int} uses it: an optional sign and the
+    digits up to the first other character (none: 0)."""
+    i, sign, n = 0, 1, 0
+    if text[:1] == "+":
+        i = 1
+    elif text[:1] == "-":
+        i, sign = 1, -1
+    while i < len(text) and "0" <= text[i] <= "9":
+        n = n * 10 + ord(text[i]) - 48
+        i += 1
+    return _w32(sign * n)
+
+
+def _w32(n: int) -> int:
+    return ((n + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+
+def _s_int(v):
+    return v if isinstance(v, int) else _str2sint_prefix(v)
+
+
 def _substr(v, offset, length):
     s = _s(v)
-    off = _int_arg(offset, "s.substr offset")
-    ln = _int_arg(length, "s.substr length")
+    i = _int_arg(offset, "s.substr offset")
+    j = _int_arg(length, "s.substr length")
     n = len(s)
-    if off < 0:
-        off += n
-        if off < 0:
+    if i < 0:
+        if -i > n:
             return None
-    if off >= n and n:
+        i += n
+    if i >= n:
         return None
-    if ln == 0:
-        return s[off:]
-    if ln > 0:
-        return s[off:off + ln]
-    end = n + ln
-    if end <= off:
+    if j < 1:
+        j = n + j - i
+    if i + j > n:
+        j = n - i
+    if j < 0:
         return None
-    return s[off:end]
+    return s[i:i + j]
 
 
 def _select(v, idx, sep):
@@ -226,32 +261,180 @@ def _select(v, idx, sep):
     return None
 
 
+def _encode_hexa(v):
+    return _s(v).encode("utf-8", "surrogateescape").hex()
+
+
 def _decode_hexa(v):
     s = _s(v)
+    s = s[:len(s) // 2 * 2]             # an odd last digit is ignored
     try:
-        return bytes.fromhex(s).decode("utf-8", "replace")
+        return bytes.fromhex(s).decode("utf-8", "replace") if all(
+            c in _HEXDIGITS for c in s) else None
     except ValueError:
         return None
 
 
-def _index(v, needle, start=0):
+def _index(v, needle, start=None):
     s, nd = _s(v), _s(needle)
-    st = _int_arg(start, "s.index offset")
-    if st < 0:
-        st = max(0, len(s) + st)
-    return s.find(nd, st)
+    n = len(s)
+    i = 0 if start is None else _int_arg(start, "s.index offset")
+    if i < 0:
+        i = (-i) % n if n else 0
+        if i > 0:
+            i = n - i
+    if i >= n or len(nd) > n - i or not nd:
+        return None
+    r = s.find(nd, i)
+    return None if r < 0 else r
 
 
 def _rindex(v, needle, start=None):
     s, nd = _s(v), _s(needle)
-    if start is None:
-        return s.rfind(nd)
-    st = _int_arg(start, "s.rindex offset")
-    if st < 0:
-        st = len(s) + st
-    if st < 0:
-        return -1
-    return s.rfind(nd, 0, st + len(nd))
+    n = len(s)
+    i = n - 1 if start is None else _int_arg(start, "s.rindex offset")
+    if i < 0:
+        i = (-i) % n if n else 0
+        if i > 0:
+            i = n - i
+    if len(nd) > n or not nd:
+        return None
+    if i >= n:
+        i = n - 1
+    if len(nd) > n - i:
+        i = n - len(nd)
+    r = s.rfind(nd, 0, i + len(nd))
+    return None if r < 0 else r
+
+
+def _fill_left(v, pad, length):
+    s, pad = _s(v), _s(pad)
+    k = _int_arg(length, "s.fill.left length") - len(s)
+    if k < 0 or not pad:
+        return s
+    r = k % len(pad)
+    head = pad[len(pad) - r:] if r else ""
+    return head + pad * ((k - r) // len(pad)) + s
+
+
+def _fill_right(v, pad, length):
+    s, pad = _s(v), _s(pad)
+    k = _int_arg(length, "s.fill.right length") - len(s)
+    if k < 0 or not pad:
+        return s
+    return s + (pad * (k // len(pad) + 1))[:k]
+
+
+def _width(v, length):
+    s = _s(v)
+    w = _int_arg(length, "s.width length")
+    if w <= 0:
+        return None
+    return s[:w] if w <= len(s) else s + " " * (w - len(s))
+
+
+def _dec2hex(v):
+    if isinstance(v, int):
+        n = v
+    else:
+        n = _to_int(v)
+        if n is None:
+            return None
+    return "%x" % (n & 0xFFFFFFFF)
+
+
+def _hex2dec(v):
+    if isinstance(v, int):
+        return v
+    s = _s(v)
+    if not all(c in _HEXDIGITS for c in s):
+        return None
+    return int(s, 16) & 0xFFFFFFFF if s else 0
+
+
+def _date2unix(v):
+    from email.utils import parsedate_to_datetime
+    try:
+        d = parsedate_to_datetime(_s(v).strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if d is None:
+        return None
+    if d.tzinfo is None:
+        import datetime as _dt
+        d = d.replace(tzinfo=_dt.timezone.utc)
+    return int(d.timestamp())
+
+
+def _bytes(v) -> bytes:
+    return _s(v).encode("utf-8", "surrogateescape")
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+def _b64encode(v):
+    return base64.b64encode(_bytes(v)).decode("ascii")
+
+
+def _b64decode(v):
+    s = _s(v).strip()
+    try:
+        return _text(base64.b64decode(s + "=" * (-len(s) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+
+
+def _xor(v, secret):
+    data, key = _bytes(v), _bytes(secret)
+    if not key:
+        return None
+    return _text(bytes(b ^ key[i % len(key)] for i, b in enumerate(data)))
+
+
+def _crc32(v):
+    return str(binascii.crc32(_bytes(v)) & 0xFFFFFFFF)
+
+
+def _hash(algo):
+    def f(v):
+        return hashlib.new(algo, _bytes(v)).hexdigest()
+    return f
+
+
+def _hmac(algo):
+    def f(v, key):
+        return hmac.new(_bytes(key), _bytes(v), algo).hexdigest()
+    return f
+
+
+def _ascii_lower(v):
+    return _s(v).translate(_LOWER)
+
+
+def _ascii_upper(v):
+    return _s(v).translate(_UPPER)
+
+
+_LOWER = {c: c + 32 for c in range(65, 91)}
+_UPPER = {c + 32: c for c in range(65, 91)}
+
+
+@lru_cache(maxsize=256)
+def _eval_format(text: str):
+    from .pvar import parse_format
+    return parse_format(text)
+
+
+def _s_eval(msg, v):
+    """{s.eval}: the value read as a format string, its variables
+    evaluated (OpenSIPS's pv_printf)."""
+    try:
+        fmt = _eval_format(_s(v))
+    except Exception:
+        return None
+    return fmt.eval(msg)
 
 
 @lru_cache(maxsize=1024)
@@ -267,23 +450,41 @@ def _uri_of(v) -> Optional[SipUri]:
 
 
 def _uri_field(field):
-    """A URI part; "" when the URI has none (OpenSIPS's empty string)."""
+    """A URI part; NULL when the URI has none or it is empty (OpenSIPS
+    sets PV_VAL_NULL on an empty part)."""
     def f(v):
         u = _uri_of(v)
         if u is None:
             return None
-        return getattr(u, field) or ""
+        return getattr(u, field) or None
     return f
 
 
+def _uri_port(v):
+    """The port as written, an integer with its text; NULL when the URI
+    writes none."""
+    u = _uri_of(v)
+    if u is None or not u.port_str:
+        return None
+    return u.port
+
+
+def _uri_schema(v):
+    u = _uri_of(v)
+    if u is None:
+        return None
+    t = _s(v)
+    c = t.find(":", 0, 5)
+    return t[:c] if c > 0 else None
+
+
 def _uri_p(pname):
-    """A well-known URI parameter; "" when absent, as in OpenSIPS."""
+    """A well-known URI parameter's value; NULL when absent or empty."""
     def f(v):
         u = _uri_of(v)
         if u is None:
             return None
-        r = u.param(pname)
-        return "" if r is None else r
+        return u.param(pname) or None
     return f
 
 
@@ -297,13 +498,16 @@ def _uri_param(v, name):
 
 
 def _plist(v, sep):
-    return parse_params(_s(v), _s(sep)[:1] or ";")
+    s = _s(v)
+    if not s:
+        raise ValueError("empty parameter list")
+    return parse_params(s, _s(sep)[:1] or ";")
 
 
 def _param_value(v, name, sep=";"):
-    name = _s(name)
+    name = _s(name).lower()
     for k, val in _plist(v, sep):
-        if k == name:
+        if k.lower() == name:
             return val
     return None
 
@@ -325,12 +529,14 @@ def _param_name(v, idx, sep=";"):
 
 
 def _param_count(v, sep=";"):
+    if _s(v) == "":
+        return 0
     return len(_plist(v, sep))
 
 
 def _param_exist(v, name, sep=";"):
-    name = _s(name)
-    return 1 if any(k == name for k, _ in _plist(v, sep)) else 0
+    name = _s(name).lower()
+    return 1 if any(k.lower() == name for k, _ in _plist(v, sep)) else 0
 
 
 @lru_cache(maxsize=512)
@@ -341,26 +547,38 @@ def _na_of_text(text: str):
         return None
 
 
-def _na(v):
-    return _na_of_text(_s(v))
+def _na(v, index=0):
+    """The name-addr at index of a comma-separated list (OpenSIPS 3.3+
+    {nameaddr.N.x}); index 0 is the whole value when it is one."""
+    text = _s(v)
+    if index:
+        parts = split_top(text)
+        if not -len(parts) <= index < len(parts):
+            return None
+        text = parts[index]
+    elif "," in text:
+        parts = split_top(text)
+        if parts:
+            text = parts[0]
+    return _na_of_text(text)
 
 
-def _na_name(v):
-    na = _na(v)
+def _na_name(v, index=0):
+    na = _na(v, index)
     if na is None:
         return None
-    return (na.display_raw or "").strip()
+    return (na.display_raw or "").strip() or None
 
 
-def _na_uri(v):
-    na = _na(v)
-    return None if na is None else na.uri
+def _na_uri(v, index=0):
+    na = _na(v, index)
+    return None if na is None else (na.uri or None)
 
 
-def _na_len(v):
+def _na_len(v, index=0):
     """The length of the name-addr part: up to '>' (or the bare URI),
     header parameters left out."""
-    na = _na(v)
+    na = _na(v, index)
     if na is None:
         return None
     text = na.text
@@ -369,18 +587,18 @@ def _na_len(v):
     return len(text.rstrip(" \t;"))
 
 
-def _na_param(v, name):
-    na = _na(v)
+def _na_param(v, name, index=0):
+    na = _na(v, index)
     if na is None:
         return None
     return na.param(_s(name))
 
 
-def _na_params(v):
-    na = _na(v)
+def _na_params(v, index=0):
+    na = _na(v, index)
     if na is None:
         return None
-    return (na.params_str or "").lstrip(";").strip()
+    return (na.params_str or "").lstrip(";").strip() or None
 
 
 def _csv(v):
@@ -395,20 +613,78 @@ def _csv_value(v, idx):
     return None
 
 
+class _Subst:
+    """A sed-like ``/re/replacement/flags`` (OpenSIPS's subst_parser):
+    any delimiter, flags i (ignore case) and g (every match), \\0-\\9 in
+    the replacement for the groups."""
+    __slots__ = ("rx", "repl", "count")
+
+    def __init__(self, text: str):
+        if len(text) < 3:
+            raise ValueError(f"bad substitution {text!r}")
+        d = text[0]
+        parts, cur, i = [], [], 1
+        while i < len(text):
+            c = text[i]
+            if c == "\\" and i + 1 < len(text):
+                if text[i + 1] == d:
+                    cur.append(d)
+                else:
+                    cur.append(text[i:i + 2])
+                i += 2
+                continue
+            if c == d:
+                parts.append("".join(cur))
+                cur = []
+            else:
+                cur.append(c)
+            i += 1
+        parts.append("".join(cur))
+        if len(parts) != 3:
+            raise ValueError(f"bad substitution {text!r}: expected "
+                             f"{d}regex{d}replacement{d}flags")
+        rx, repl, flags = parts
+        bad = set(flags) - set("igs")
+        if bad:
+            raise ValueError(f"bad substitution flag(s) {''.join(bad)!r}")
+        f = re.IGNORECASE if "i" in flags else 0
+        try:
+            self.rx = re.compile(rx, f)
+        except re.error as e:
+            raise ValueError(f"bad regular expression {rx!r}: {e}") \
+                from None
+        self.repl = re.sub(r"\\([0-9])", r"\\g<\1>", repl)
+        self.count = 0 if "g" in flags else 1
+
+
+@lru_cache(maxsize=256)
+def _subst_of(text: str) -> _Subst:
+    return _Subst(text)
+
+
+def _re_subst(v, expr):
+    s = _s(v)
+    if not s:
+        return None
+    try:
+        sub = _subst_of(_s(expr))
+        return sub.rx.sub(sub.repl, s, count=sub.count)
+    except (ValueError, re.error, IndexError):
+        return None
+
+
 _WS = " \t\r\n"
 
 # name -> (function(value, *args), min args, max args)
 TRANSFORMATIONS: Dict[str, Tuple[Callable, int, int]] = {
     "s.len": (lambda v: len(_s(v)), 0, 0),
-    "s.int": (lambda v: v if isinstance(v, int) else _to_int(v), 0, 0),
+    "s.int": (_s_int, 0, 0),
+    "s.md5": (_hash("md5"), 0, 0),
+    "s.crc32": (_crc32, 0, 0),
+    "s.reverse": (lambda v: _s(v)[::-1], 0, 0),
     "s.substr": (_substr, 2, 2),
     "s.select": (_select, 2, 2),
-    "s.tolower": (lambda v: _s(v).lower(), 0, 0),
-    "s.toupper": (lambda v: _s(v).upper(), 0, 0),
-    "s.trim": (lambda v: _s(v).strip(_WS), 0, 0),
-    "s.trimr": (lambda v: _s(v).rstrip(_WS), 0, 0),
-    "s.triml": (lambda v: _s(v).lstrip(_WS), 0, 0),
-    "s.encode.hexa": (lambda v: _s(v).encode("utf-8").hex(), 0, 0),
+    "s.encode.hexa": (_encode_hexa, 0, 0),
     "s.decode.hexa": (_decode_hexa, 0, 0),
     "s.escape.common": (lambda v: escape_common(_s(v)), 0, 0),
     "s.unescape.common": (lambda v: unescape_common(_s(v)), 0, 0),
@@ -416,17 +692,30 @@ TRANSFORMATIONS: Dict[str, Tuple[Callable, int, int]] = {
     "s.unescape.user": (lambda v: unescape_user(_s(v)), 0, 0),
     "s.escape.param": (lambda v: escape_param(_s(v)), 0, 0),
     "s.unescape.param": (lambda v: unescape_param(_s(v)), 0, 0),
-    "s.md5": (lambda v: hashlib.md5(_s(v).encode("utf-8")).hexdigest(),
-              0, 0),
+    "s.tolower": (_ascii_lower, 0, 0),
+    "s.toupper": (_ascii_upper, 0, 0),
     "s.index": (_index, 1, 2),
     "s.rindex": (_rindex, 1, 2),
+    "s.fill.left": (_fill_left, 2, 2),
+    "s.fill.right": (_fill_right, 2, 2),
+    "s.width": (_width, 1, 1),
+    "s.trim": (lambda v: _s(v).strip(_WS), 0, 0),
+    "s.trimr": (lambda v: _s(v).rstrip(_WS), 0, 0),
+    "s.triml": (lambda v: _s(v).lstrip(_WS), 0, 0),
+    "s.dec2hex": (_dec2hex, 0, 0),
+    "s.hex2dec": (_hex2dec, 0, 0),
+    "s.date2unix": (_date2unix, 0, 0),
+    "s.b64encode": (_b64encode, 0, 0),
+    "s.b64decode": (_b64decode, 0, 0),
+    "s.xor": (_xor, 1, 1),
+    "s.eval": (_s_eval, 0, 0),
     "uri.user": (_uri_field("user"), 0, 0),
     "uri.host": (_uri_field("host"), 0, 0),
     "uri.passwd": (_uri_field("passwd"), 0, 0),
-    "uri.port": (_uri_field("port_str"), 0, 0),
+    "uri.port": (_uri_port, 0, 0),
     "uri.params": (_uri_field("params_str"), 0, 0),
     "uri.headers": (_uri_field("headers"), 0, 0),
-    "uri.schema": (_uri_field("scheme"), 0, 0),
+    "uri.schema": (_uri_schema, 0, 0),
     "uri.param": (_uri_param, 1, 1),
     "uri.transport": (_uri_p("transport"), 0, 0),
     "uri.ttl": (_uri_p("ttl"), 0, 0),
@@ -448,7 +737,19 @@ TRANSFORMATIONS: Dict[str, Tuple[Callable, int, int]] = {
     "nameaddr.tag": (lambda v: _na_param(v, "tag"), 0, 0),
     "csv.count": (lambda v: len(_csv(v)), 0, 0),
     "csv.value": (_csv_value, 1, 1),
+    "re.subst": (_re_subst, 1, 1),
 }
+for _a in ("sha1", "sha224", "sha256", "sha384", "sha512"):
+    TRANSFORMATIONS[f"s.{_a}"] = (_hash(_a), 0, 0)
+    TRANSFORMATIONS[f"s.{_a}_hmac"] = (_hmac(_a), 1, 1)
+del _a
+
+# transformations that read the message: fn(msg, value, *args)
+_WITH_MSG = {"s.eval"}
+# the nameaddr transformations OpenSIPS 3.3+ also accepts with an index
+# of the name-addr in a list: {nameaddr.1.uri}, {nameaddr.-1.name}
+_NA_INDEXED = {"name", "uri", "len", "param", "params"}
+_NA_RE = re.compile(r"nameaddr\.(-?[0-9]+)\.([a-z]+)\Z")
 
 
 def _split_args(text: str, maxsplit: int) -> List[str]:
@@ -475,27 +776,45 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
 
     ``parse_pv(text)`` parses an argument that is a variable (it returns an
     object with ``get(msg)``).  Raises :class:`TrError`."""
-    body = body.strip()
+    body = body.lstrip()            # {s.select,0, }: a trailing space counts
     comma = body.find(",")
     name = (body if comma < 0 else body[:comma]).strip()
     spec = TRANSFORMATIONS.get(name)
     if spec is None:
+        m = _NA_RE.match(name)
+        if m and m.group(2) in _NA_INDEXED:
+            base, idx = TRANSFORMATIONS["nameaddr." + m.group(2)], \
+                int(m.group(1))
+            f0 = base[0]
+            spec = ((lambda v, *a: f0(v, *a, index=idx)),) + base[1:]
+    if spec is None:
         raise TrError(f"unknown transformation {{{name}}}")
     fn, amin, amax = spec
+    if name in _WITH_MSG:
+        fn0 = fn
     args: list = []
     if comma >= 0:
         if amax == 0:
             raise TrError(f"transformation {{{name}}} takes no argument")
         raw = _split_args(body[comma + 1:], amax - 1)
         for a in raw:
-            if a.startswith("$"):
+            if a.strip(" \t").startswith("$"):
+                a = a.strip(" \t")
                 try:
                     args.append(parse_pv(a))
                 except Exception as e:
                     raise TrError(f"bad argument {a!r} of {{{name}}}: {e}") \
                         from None
             else:
-                if len(a) >= 2 and a[0] == a[-1] == '"':
+                # OpenSIPS trims the white space around an argument
+                # ({s.fill.left, 0, 5}); quotes keep it ({s.select,1," "})
+                # ... but {s.select,0, } separates on a space: its
+                # separator is the one character after the comma
+                raw_a = a
+                a = a.strip(" \t")
+                if not a and raw_a and name == "s.select" and len(args) == 1:
+                    a = raw_a[0]
+                if len(a) >= 2 and a[0] == a[-1] and a[0] in "\"'":
                     a = a[1:-1]
                 args.append(a)
     if not amin <= len(args) <= amax:
@@ -508,6 +827,14 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
             raise TrError(f"argument {i + 1} of {{{name}}} must be an "
                           f"integer, not {a!r}")
     dyn = [hasattr(a, "get") for a in args]
+    _check_const(name, args, dyn)
+
+    if name in _WITH_MSG:
+        def tr_msg(msg, value):
+            if value is None:
+                return None
+            return fn0(msg, value)
+        return tr_msg
 
     if not any(dyn):
         const = tuple(_to_int(a) if _numeric_arg(name, i) else a
@@ -543,7 +870,27 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
 
 _NUMERIC_ARGS = {"s.substr": (0, 1), "s.select": (0,), "s.index": (1,),
                  "s.rindex": (1,), "param.valueat": (0,), "param.name": (0,),
-                 "csv.value": (0,)}
+                 "csv.value": (0,), "s.fill.left": (1,),
+                 "s.fill.right": (1,), "s.width": (0,)}
+
+
+def _check_const(name, args, dyn):
+    """Constant arguments OpenSIPS refuses when it parses the script."""
+    def const(i):
+        return None if dyn[i] else args[i]
+    if name == "s.width" and const(0) is not None and _to_int(const(0)) <= 0:
+        raise TrError("the width of {s.width} must be at least 1")
+    if name in ("s.fill.left", "s.fill.right") and const(0) == "":
+        raise TrError(f"the padding of {{{name}}} may not be empty")
+    if name in ("s.select",) and const(1) == "":
+        raise TrError("the separator of {s.select} may not be empty")
+    if (name == "s.xor" or name.endswith("_hmac")) and const(0) == "":
+        raise TrError(f"the key of {{{name}}} may not be empty")
+    if name == "re.subst" and const(0) is not None:
+        try:
+            _subst_of(const(0))
+        except ValueError as e:
+            raise TrError(f"{{re.subst}}: {e}") from None
 
 
 def _numeric_arg(name: str, i: int) -> bool:

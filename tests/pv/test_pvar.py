@@ -154,7 +154,7 @@ READS = [
     ("INVITE", "$fs", None),
     # transformations on real values
     ("INVITE", "$(ru{uri.user})", "bob"),
-    ("INVITE", "$(ru{uri.port})", "5070"),
+    ("INVITE", "$(ru{uri.port})", 5070),        # tr_eval_uri: an integer
     ("INVITE", "$(ru{uri.transport})", "tcp"),
     ("INVITE", "$(hdr(Via)[1]{s.len})", 66),
     ("INVITE", "$(hdr(Via)[1]{param.value,received})", "192.0.2.3"),
