@@ -78,7 +78,9 @@ method) ``$rs`` (int) ``$rr`` ``$rv``; ``$du`` (w; NULL clears
 msg.dst_uri) ``$dd`` ``$dp`` (w, change $du) ``$dP``; ``$fu $fU $fd $fn $ft``
 and ``$tu $tU $td $tn $tt`` (``$fn``/``$tn`` as written, quotes kept);
 ``$ci`` ``$cs`` (str) ``$cl`` (int) ``$ua`` ``$cT`` ``$rb`` ``$mb`` ``$ml``
-(int); ``$hdr(name)[i|-i|*]`` ``$hdrcnt(name)`` (int); ``$ct[i]``,
+(int); ``$hdr(name)[i|-i|*]`` (the body as OpenSIPS keeps it: leading
+white space dropped, trailing spaces and folding kept) ``$hdrcnt(name)``
+(int); ``$ct[i]``,
 ``$ct.fields(name|uri|q|expires|methods|received|params)[i]``; ``$ai``
 ``$pi`` ``$re`` ``$rt`` ``$di`` (URIs of P-Asserted-Identity,
 P-Preferred-Identity, Remote-Party-ID, Refer-To, Diversion); ``$si``

@@ -466,12 +466,46 @@ def _hdr_name(arg):
     return arg
 
 
+def _os_body(raw, hd) -> str:
+    """A header's body as OpenSIPS keeps it (parse_hdr.c get_hdr_field):
+    the white space after the colon eaten (line folding included), the
+    line end (CR, LF, NUL) cut, but white space before it kept and a
+    folded line kept as written."""
+    line = raw[hd.start:hd.end]
+    i = line.find(b":") + 1
+    n = len(line)
+    while i < n:
+        c = line[i]
+        if c == 32 or c == 9:
+            i += 1
+        elif c == 13 and line[i + 1:i + 2] == b"\n" and i + 2 < n \
+                and line[i + 2] in (32, 9):
+            i += 3
+        elif c == 10 and i + 1 < n and line[i + 1] in (32, 9):
+            i += 2
+        else:
+            break
+    return line[i:].rstrip(b"\r\n\0").decode("utf-8", "replace")
+
+
+def _os_bodies(msg, h):
+    try:
+        idx = msg._indexes(h)
+        hs = msg.headers
+        raw = msg.raw
+    except AttributeError:          # not a parsed SipMsg (a dummy message)
+        return msg.hdrs(h)
+    return [_os_body(raw, hs[i]) for i in idx]
+
+
 @_def("hdr", _REQ, True)
 def _build_hdr(arg, index, name):
+    """$hdr(name): bodies as OpenSIPS exposes them (see _os_body), so
+    {s.len} and {s.trim} count what OpenSIPS counts."""
     h = _hdr_name(arg)
 
     def values(msg):
-        return msg.hdrs(h)
+        return _os_bodies(msg, h)
 
     def first(msg):
         # the parsed view of a message does not change (edits are lumps),
@@ -484,7 +518,8 @@ def _build_hdr(arg, index, name):
         try:
             return cache[h]
         except KeyError:
-            v = cache[h] = msg.hdr(h)
+            vs = _os_bodies(msg, h)
+            v = cache[h] = vs[0] if vs else None
             return v
     return _index_getter(values, index, first), None
 
