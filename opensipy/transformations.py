@@ -1,5 +1,9 @@
 """Transformations: ``{s.len}``, ``{uri.user}``, ``{param.value,name}`` ...
 
+Every core transformation class of OpenSIPS 3.x/4.x: ``s.*``, ``uri.*``,
+``via.*``, ``param.*``, ``nameaddr.*`` (also ``nameaddr.N.x``), ``ip.*``,
+``csv.*``, ``sdp.*`` and ``re.subst``; names match in any case.
+
 A transformation is applied to the value of a variable:
 ``$(ru{uri.user}{s.toupper})``.  :func:`compile_tr` turns the text between
 the braces into a function ``f(msg, value) -> value`` once, at parse time;
@@ -673,6 +677,196 @@ def _re_subst(v, expr):
         return None
 
 
+# --- via.* (tr_eval_via) ------------------------------------------------------
+
+_VIA_RE = re.compile(
+    r"\s*([^/\s]+)\s*/\s*([^/\s]+)\s*/\s*([^\s]+)\s+"     # SIP / 2.0 / UDP
+    r"(\[[^\]]*\]|[^\s:;,(]+)"                              # host
+    r"(?:\s*:\s*([0-9]+))?"                                 # port
+    r"\s*((?:;[^,(]*)?)"                                    # ;params
+    r"\s*(?:\(([^)]*)\))?\s*(?:,|\Z)")                      # (comment)
+
+
+@lru_cache(maxsize=256)
+def _via_of_text(text: str):
+    m = _VIA_RE.match(text)
+    return m
+
+
+def _via(v):
+    m = _via_of_text(_s(v))
+    if m is None:
+        raise ValueError("not a Via body")
+    return m
+
+
+def _via_group(i):
+    def f(v):
+        return _via(v).group(i) or None
+    return f
+
+
+def _via_port(v):
+    p = _via(v).group(5)
+    return int(p) if p else None
+
+
+def _via_params(v):
+    return _via(v).group(6).lstrip(";").strip() or None
+
+
+def _via_param(v, name):
+    name = _s(name).lower()
+    for k, val in parse_params(_via(v).group(6)):
+        if k.lower() == name:
+            return val
+    return None
+
+
+def _via_p(pname):
+    def f(v):
+        return _via_param(v, pname) or None
+    return f
+
+
+# --- ip.* (tr_eval_ip) --------------------------------------------------------
+
+def _ip_obj(text):
+    import ipaddress
+    t = _s(text)
+    if t.startswith("[") and t.endswith("]"):
+        t = t[1:-1]
+    try:
+        return ipaddress.ip_address(t)
+    except ValueError:
+        return None
+
+
+def _binary(v) -> bytes:
+    return _s(v).encode("latin-1", "replace")
+
+
+def _ip_family(v):
+    n = len(_binary(v))
+    if n == 4:
+        return "INET"
+    if n == 16:
+        return "INET6"
+    return None
+
+
+def _ip_ntop(v):
+    import ipaddress
+    b = _binary(v)
+    if len(b) not in (4, 16):
+        return None
+    return str(ipaddress.ip_address(b))
+
+
+def _ip_pton(v):
+    ip = _ip_obj(v)
+    return None if ip is None else ip.packed.decode("latin-1")
+
+
+def _ip_is(version=None):
+    def f(v):
+        ip = _ip_obj(v)
+        return int(ip is not None and (version is None or
+                                       ip.version == version))
+    return f
+
+
+def _ip_matches(v, net):
+    import ipaddress
+    ip = _ip_obj(v)
+    text = _s(net)
+    if ip is None or "/" not in text:
+        return None
+    addr, _, bits = text.partition("/")
+    base = _ip_obj(addr)
+    if base is None or not bits.isdigit() or \
+            int(bits) > base.max_prefixlen or base.version != ip.version:
+        return None
+    return int(ip in ipaddress.ip_network(f"{base}/{bits}", strict=False))
+
+
+def _ip_isprivate(v):
+    import ipaddress
+    ip = _ip_obj(v)
+    nets = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    return int(ip is not None and ip.version == 4 and any(
+        ip in ipaddress.ip_network(n) for n in nets))
+
+
+def _ip_resolve(v):
+    import socket
+    t = _s(v)
+    if _ip_obj(t) is not None:
+        return str(_ip_obj(t))
+    try:
+        return socket.getaddrinfo(t, None)[0][4][0]
+    except (OSError, IndexError, UnicodeError):
+        return None
+
+
+# --- sdp.* (tr_eval_sdp) ------------------------------------------------------
+
+def _sdp_lines(v):
+    return _s(v).replace("\r\n", "\n").split("\n")
+
+
+def _sdp_line(v, kind, idx=0):
+    k = _s(kind)[:1]
+    n = _int_arg(idx, "sdp.line index")
+    if n < 0:
+        return None
+    found = [ln for ln in _sdp_lines(v) if ln.startswith(k + "=")]
+    return found[n] if n < len(found) else None
+
+
+def _sdp_streams(v):
+    """(session head lines, [(media, lines) ...]) of an SDP."""
+    head, streams = [], []
+    for ln in _sdp_lines(v):
+        if ln.startswith("m="):
+            streams.append((ln[2:].split(" ", 1)[0], [ln]))
+        elif streams:
+            streams[-1][1].append(ln)
+        else:
+            head.append(ln)
+    return head, streams
+
+
+def _pick_stream(streams, which):
+    i = _to_int(_s(which)) if not isinstance(which, int) else which
+    if i is not None:
+        if i < 0:
+            i += len(streams)
+        return [i] if 0 <= i < len(streams) else []
+    name = _s(which).lower()
+    return [k for k, (media, _) in enumerate(streams)
+            if media.lower() == name]
+
+
+def _sdp_stream(v, which):
+    _, streams = _sdp_streams(v)
+    picked = _pick_stream(streams, which)
+    if not picked:
+        return None
+    lines = streams[picked[0]][1]
+    return "\r\n".join(ln for ln in lines if ln) + "\r\n"
+
+
+def _sdp_stream_delete(v, which):
+    head, streams = _sdp_streams(v)
+    picked = set(_pick_stream(streams, which))
+    if not picked:
+        return None
+    keep = head + [ln for k, (_, lines) in enumerate(streams)
+                   if k not in picked for ln in lines]
+    return "\r\n".join(ln for ln in keep if ln) + "\r\n"
+
+
 _WS = " \t\r\n"
 
 # name -> (function(value, *args), min args, max args)
@@ -734,10 +928,33 @@ TRANSFORMATIONS: Dict[str, Tuple[Callable, int, int]] = {
     "nameaddr.len": (_na_len, 0, 0),
     "nameaddr.param": (_na_param, 1, 1),
     "nameaddr.params": (_na_params, 0, 0),
-    "nameaddr.tag": (lambda v: _na_param(v, "tag"), 0, 0),
     "csv.count": (lambda v: len(_csv(v)), 0, 0),
     "csv.value": (_csv_value, 1, 1),
     "re.subst": (_re_subst, 1, 1),
+    "via.name": (_via_group(1), 0, 0),
+    "via.version": (_via_group(2), 0, 0),
+    "via.transport": (_via_group(3), 0, 0),
+    "via.host": (_via_group(4), 0, 0),
+    "via.domain": (_via_group(4), 0, 0),
+    "via.port": (_via_port, 0, 0),
+    "via.params": (_via_params, 0, 0),
+    "via.param": (_via_param, 1, 1),
+    "via.comment": (_via_group(7), 0, 0),
+    "via.branch": (_via_p("branch"), 0, 0),
+    "via.received": (_via_p("received"), 0, 0),
+    "via.rport": (_via_p("rport"), 0, 0),
+    "ip.family": (_ip_family, 0, 0),
+    "ip.ntop": (_ip_ntop, 0, 0),
+    "ip.pton": (_ip_pton, 0, 0),
+    "ip.isip": (_ip_is(), 0, 0),
+    "ip.isip4": (_ip_is(4), 0, 0),
+    "ip.isip6": (_ip_is(6), 0, 0),
+    "ip.resolve": (_ip_resolve, 0, 0),
+    "ip.matches": (_ip_matches, 1, 1),
+    "ip.isprivate": (_ip_isprivate, 0, 0),
+    "sdp.line": (_sdp_line, 1, 2),
+    "sdp.stream": (_sdp_stream, 1, 1),
+    "sdp.stream-delete": (_sdp_stream_delete, 1, 1),
 }
 for _a in ("sha1", "sha224", "sha256", "sha384", "sha512"):
     TRANSFORMATIONS[f"s.{_a}"] = (_hash(_a), 0, 0)
@@ -778,7 +995,8 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
     object with ``get(msg)``).  Raises :class:`TrError`."""
     body = body.lstrip()            # {s.select,0, }: a trailing space counts
     comma = body.find(",")
-    name = (body if comma < 0 else body[:comma]).strip()
+    # OpenSIPS matches the names in any case (strncasecmp)
+    name = (body if comma < 0 else body[:comma]).strip().lower()
     spec = TRANSFORMATIONS.get(name)
     if spec is None:
         m = _NA_RE.match(name)
@@ -871,7 +1089,7 @@ def compile_tr(body: str, parse_pv: Callable[[str], object]) -> Callable:
 _NUMERIC_ARGS = {"s.substr": (0, 1), "s.select": (0,), "s.index": (1,),
                  "s.rindex": (1,), "param.valueat": (0,), "param.name": (0,),
                  "csv.value": (0,), "s.fill.left": (1,),
-                 "s.fill.right": (1,), "s.width": (0,)}
+                 "s.fill.right": (1,), "s.width": (0,), "sdp.line": (1,)}
 
 
 def _check_const(name, args, dyn):

@@ -158,7 +158,7 @@ READS = [
     ("INVITE", "$(ru{uri.transport})", "tcp"),
     ("INVITE", "$(hdr(Via)[1]{s.len})", 66),
     ("INVITE", "$(hdr(Via)[1]{param.value,received})", "192.0.2.3"),
-    ("INVITE", "$(hdr(From){nameaddr.tag})", "1928301774"),
+    ("INVITE", "$(hdr(From){nameaddr.param,tag})", "1928301774"),
     ("INVITE", "$(hdr(From){nameaddr.uri}{uri.host}{s.toupper})",
      "ATLANTA.EXAMPLE.COM"),
     ("INVITE", "$(ci{s.select,1,@})", "pc33.atlanta.example.com"),

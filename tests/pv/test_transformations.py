@@ -17,6 +17,11 @@ from opensipy.pvar import PVError, parse_pv
 from opensipy.transformations import (TrError, compile_tr, parse_nameaddr,
                                       parse_params, parse_uri)
 
+VIA = "SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK77;rport;received=1.2.3.4" \
+      " (note)"
+SDP = ("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 0 8\r\n"
+       "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+       "m=video 5002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n")
 URI = "sip:alice:secret@atlanta.example.com:5070;transport=TCP;ttl=15;" \
       "user=phone;maddr=10.0.0.1;method=INVITE;lr;r2=on?Subject=hi&X=1"
 
@@ -119,15 +124,15 @@ TABLE = [
     # nameaddr.*
     ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.name", '"Alice"'),
     ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.uri", "sip:a@x.com"),
-    ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.tag", "88"),
+    ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.param,tag", "88"),
     ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.param,foo", "bar"),
     ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.params",
      "tag=88;foo=bar"),
     ('"Alice" <sip:a@x.com>;tag=88;foo=bar', "nameaddr.len", 21),
     ("Bob <sip:b@y>", "nameaddr.name", "Bob"),
     ("sip:b@y;tag=1", "nameaddr.uri", "sip:b@y"),
-    ("sip:b@y;tag=1", "nameaddr.tag", "1"),
-    ("sip:b@y", "nameaddr.tag", None),
+    ("sip:b@y;tag=1", "nameaddr.param,tag", "1"),
+    ("sip:b@y", "nameaddr.param,tag", None),
     # csv.*
     ("a, b ,c", "csv.count", 3),
     ("a, b ,c", "csv.value,1", "b"),
@@ -184,6 +189,44 @@ TABLE = [
     ('"first" <sip:first@o.org>, "second" <sip:second@o.org>',
      "nameaddr.0.uri", "sip:first@o.org"),
     ('"first" <sip:first@o.org>', "nameaddr.2.uri", None),
+    # names in any case (tr_parse_*: strncasecmp)
+    ("abc", "S.LEN", 3), ("sip:U@h", "uri.USER", "U"),
+    # via.* (tr_parse_via / tr_eval_via)
+    (VIA, "via.name", "SIP"), (VIA, "via.version", "2.0"),
+    (VIA, "via.transport", "UDP"), (VIA, "via.host", "10.0.0.1"),
+    (VIA, "via.domain", "10.0.0.1"), (VIA, "via.port", 5062),
+    (VIA, "via.params", "branch=z9hG4bK77;rport;received=1.2.3.4"),
+    (VIA, "via.param,received", "1.2.3.4"), (VIA, "via.param,x", None),
+    (VIA, "via.branch", "z9hG4bK77"), (VIA, "via.received", "1.2.3.4"),
+    (VIA, "via.rport", None), (VIA, "via.comment", "note"),
+    ("SIP/2.0/TCP h.example", "via.port", None),
+    ("SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bK1", "via.host",
+     "[2001:db8::1]"),
+    ("garbage", "via.host", None),
+    # ip.* (tr_eval_ip)
+    ("10.1.2.3", "ip.isip", 1), ("::1", "ip.isip", 1), ("x", "ip.isip", 0),
+    ("10.1.2.3", "ip.isip4", 1), ("::1", "ip.isip4", 0),
+    ("::1", "ip.isip6", 1), ("10.1.2.3", "ip.isprivate", 1),
+    ("8.8.8.8", "ip.isprivate", 0), ("192.168.1.9", "ip.isprivate", 1),
+    ("10.1.2.3", "ip.matches,10.0.0.0/8", 1),
+    ("11.1.2.3", "ip.matches,10.0.0.0/8", 0),
+    ("10.1.2.3", "ip.matches,10.0.0.0", None),
+    ("10.1.2.3", "ip.pton", "\n\x01\x02\x03"),
+    ("\n\x01\x02\x03", "ip.ntop", "10.1.2.3"),
+    ("\n\x01\x02\x03", "ip.family", "INET"), ("abc", "ip.family", None),
+    ("127.0.0.1", "ip.resolve", "127.0.0.1"),
+    # sdp.* (tr_eval_sdp)
+    (SDP, "sdp.line,c", "c=IN IP4 10.0.0.1"),
+    (SDP, "sdp.line,a,1", "a=rtpmap:8 PCMA/8000"),
+    (SDP, "sdp.line,a,9", None), (SDP, "sdp.line,z", None),
+    (SDP, "sdp.stream,video", "m=video 5002 RTP/AVP 96\r\n"
+     "a=rtpmap:96 H264/90000\r\n"),
+    (SDP, "sdp.stream,0", "m=audio 5000 RTP/AVP 0 8\r\n"
+     "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"),
+    (SDP, "sdp.stream,text", None),
+    (SDP, "sdp.stream-delete,video", "v=0\r\nc=IN IP4 10.0.0.1\r\n"
+     "m=audio 5000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n"
+     "a=rtpmap:8 PCMA/8000\r\n"),
     # NULL in, NULL out
     (None, "s.toupper", None),
     (None, "uri.user", None),
@@ -260,6 +303,7 @@ def test_chains_and_indexes_over_avp_and_hdr():
     ("re.subst,/a/b/z", "flag"),
     ("s.sha1_hmac", "takes 1 argument"),
     ("nameaddr.x.uri", "unknown transformation"),
+    ("nameaddr.tag", "unknown transformation"),    # not OpenSIPS's
     ("via.nope", "unknown transformation"),
     ("uri.user,x", "takes no argument"),
     ("s.substr,1", "takes 2 argument"),

@@ -1,6 +1,7 @@
 """``opensipy -c`` accepts every transformation OpenSIPS 3.x/4.x accepts
-(its manual's list: s.*, uri.*, param.*, nameaddr.* with and without an
-index, csv.*, re.subst) and rejects an unknown one, or bad constant
+(its manual's list: s.*, uri.*, via.*, param.*, nameaddr.* with and
+without an index, ip.*, csv.*, sdp.*, re.subst; names in any case) and
+rejects an unknown one, or bad constant
 arguments, with FILE:LINE:COL."""
 from opensipy.transformations import TRANSFORMATIONS
 from tests.server import run_opensipy
@@ -23,6 +24,10 @@ uri.schema
 param.value param.valueat param.name param.count param.exist
 nameaddr.name nameaddr.uri nameaddr.len nameaddr.param nameaddr.params
 csv.count csv.value re.subst
+via.name via.version via.transport via.host via.domain via.port via.params
+via.param via.comment via.branch via.received via.rport
+ip.family ip.ntop ip.pton ip.isip ip.isip4 ip.isip6 ip.resolve ip.matches
+ip.isprivate sdp.line sdp.stream sdp.stream-delete
 """.split()
 
 ARGS = {"s.substr": ",1,2", "s.select": ",1,;", "s.index": ",a",
@@ -30,7 +35,9 @@ ARGS = {"s.substr": ",1,2", "s.select": ",1,;", "s.index": ",a",
         "s.width": ",5", "s.xor": ",k", "uri.param": ",lr",
         "param.value": ",a", "param.valueat": ",0", "param.name": ",0",
         "param.exist": ",a", "nameaddr.param": ",tag", "csv.value": ",0",
-        "re.subst": ",/a/b/g"}
+        "re.subst": ",/a/b/g", "via.param": ",branch",
+        "ip.matches": ",10.0.0.0/8", "sdp.line": ",a,1",
+        "sdp.stream": ",audio", "sdp.stream-delete": ",0"}
 
 
 def _args(name):
@@ -46,7 +53,8 @@ def test_every_opensips_transformation_passes_check_mode(tmp_path):
     lines += ['    $var(r) = $(var(v){nameaddr.1.uri});',
               '    $var(r) = $(var(v){nameaddr.-1.name}{s.len});',
               '    $var(r) = $(avp(a)[1]{uri.user}{s.toupper}{s.len});',
-              '    $var(r) = $(hdr(Via)[-1]{s.select,0, }{s.trim});']
+              '    $var(r) = $(hdr(Via)[-1]{s.select,0, }{s.trim});',
+              '    $var(r) = $(hdr(Via){via.BRANCH});']
     cfg = tmp_path / "tr.cfg"
     cfg.write_text(HEAD + "route {\n" + "\n".join(lines) + "\n}\n")
     r = run_opensipy(["-c", "-f", str(cfg)])
@@ -61,6 +69,7 @@ def test_unknown_and_bad_transformations_fail_with_the_location(tmp_path):
                    '    xlog("L_INFO", "x=$(var(v){s.width,0})\\n");\n'
                    '    $var(r) = $(var(v){re.subst,/*a/b/});\n'
                    '    if ($(ru{uri.nope}) == "a") exit;\n'
+                   '    $var(r) = $(hdr(From){nameaddr.tag});\n'
                    "}\n")
     r = run_opensipy(["-c", "-f", str(cfg)])
     assert r.returncode == 1
@@ -69,3 +78,4 @@ def test_unknown_and_bad_transformations_fail_with_the_location(tmp_path):
     assert f"{cfg}:5:" in err and "{s.width} must be at least 1" in err
     assert f"{cfg}:6:15: {{re.subst}}: bad regular expression" in err
     assert f"{cfg}:7:9: unknown transformation {{uri.nope}}" in err
+    assert f"{cfg}:8:15: unknown transformation {{nameaddr.tag}}" in err
