@@ -14,6 +14,15 @@ statements; ``switch`` to a one-pass ``while True`` whose cases are
     ctx.retcode = _t3 = _k2(msg, 'INVITE')
     if not _t3: return 1              # a function returning 0 stops all
 
+OpenSIPS's typing rules live in :mod:`.runtime` (docs/script-typing.md):
+an operation with no value raises ``NoValue``, caught where OpenSIPS
+decides what it means (an assignment is skipped and logged, a condition
+is false, a route() argument is NULL); a comparison error is false in a
+condition and -1 as a value.  The ``try`` blocks are only generated where
+the operand kinds allow such an error, and comparisons alone (or under
+``&&``) use helpers that answer false themselves, so else-if chains stay
+flat.
+
 Expressions compile to ``(prelude, python expression, kind)``: the prelude
 holds the statements that must run first (function calls, route calls),
 and ``&&``/``||`` whose right side has a prelude become nested ``if``s to
