@@ -249,3 +249,26 @@ def test_variables_carry_opensips_types(body, want):
     _, logged = run_script("route {\n" + body + "\n}\n",
                            msg=sip_msg(PORT_MSG))
     assert logged == [want]
+
+
+@pytest.mark.parametrize("stmt,msg", [
+    # cfg.y assign_cmd: "script_var EQUAL NULLV", and COLONEQ NULLV only for
+    # an AVP ("invalid left operand in NULL assignment")
+    ("$var(a) := NULL;", "test.cfg:2:12: NULL cannot be assigned with ':='"),
+    ("$var(a) += NULL;", "test.cfg:2:12: NULL cannot be assigned with '+='"),
+    # cfg.y: matchop only in "script_var strop (script_var|STRING)"
+    ('if ($var(a) =~ 5) exit;', "test.cfg:2:16: '=~' needs a regular "
+     "expression"),
+])
+def test_operator_misuse_is_a_check_error(stmt, msg):
+    from opensipy.script import ScriptErrors
+    from script_helpers import compile_snippet
+    with pytest.raises(ScriptErrors) as ei:
+        compile_snippet("route {\n" + stmt + "\n}\n")
+    assert msg in str(ei.value)
+
+
+def test_null_deletes_with_colon_eq_on_an_avp():
+    _, logged = run_script('route {\n$avp(x) = 1; $avp(x) = 2; '
+                           '$avp(x) := NULL; log("[$avp(x)]");\n}\n')
+    assert logged == ["[<null>]"]
