@@ -592,10 +592,16 @@ def _na_len(v, index=0):
 
 
 def _na_param(v, name, index=0):
+    """A header parameter's value: the name matches exactly (strncmp
+    there); absent, or without a value, is NULL (tr_eval_nameaddr)."""
     na = _na(v, index)
     if na is None:
         return None
-    return na.param(_s(name))
+    name = _s(name)
+    for k, val in parse_params(na.params_str or ""):
+        if k == name:
+            return val or None
+    return None
 
 
 def _na_params(v, index=0):

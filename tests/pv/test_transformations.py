@@ -182,6 +182,9 @@ TABLE = [
     # nameaddr.*: absent parts are NULL; {nameaddr.N.x} picks from a list
     ("<sip:a@b>", "nameaddr.name", None),
     ("<sip:a@b>", "nameaddr.params", None),
+    ("<sip:a@b>;flag;x=1", "nameaddr.param,flag", None),   # no value
+    ("<sip:a@b>;x=1", "nameaddr.param,X", None),         # strncmp
+    ("<sip:a@b>;x=1", "nameaddr.param,x", "1"),
     ('"first" <sip:first@o.org>, "second" <sip:second@o.org>',
      "nameaddr.1.name", '"second"'),
     ('"first" <sip:first@o.org>, "second" <sip:second@o.org>',
