@@ -612,7 +612,35 @@ def _na_params(v, index=0):
 
 
 def _csv(v):
-    return [p.strip() for p in _s(v).split(",")]
+    """The fields of one RFC 4180 record (OpenSIPS's _parse_csv_record
+    with CSV_RFC_4180): a quoted field may hold commas, "" is a quote;
+    an empty value is no record."""
+    text = _s(v)
+    if not text:
+        raise ValueError("empty CSV record")
+    out, cur, i, n = [], [], 0, len(text)
+    quoted = False
+    while i < n:
+        c = text[i]
+        if quoted:
+            if c == '"':
+                if text[i + 1:i + 2] == '"':
+                    cur.append('"')
+                    i += 1
+                else:
+                    quoted = False
+            else:
+                cur.append(c)
+        elif c == '"' and not "".join(cur).strip():
+            quoted, cur = True, []
+        elif c == ",":
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    out.append("".join(cur).strip())
+    return out
 
 
 def _csv_value(v, idx):

@@ -138,6 +138,11 @@ TABLE = [
     ("a, b ,c", "csv.value,1", "b"),
     ("a, b ,c", "csv.value,-1", "c"),
     ("a, b ,c", "csv.value,3", None),
+    # RFC 4180 (tr_eval_csv: _parse_csv_record(CSV_RFC_4180)); an empty
+    # value is an error
+    ('"x,y",z', "csv.count", 2), ('"x,y",z', "csv.value,0", "x,y"),
+    ('"say ""hi""",z', "csv.value,0", 'say "hi"'), ("", "csv.count", None),
+    ("a,b", "csv.value,-3", None),
     # s.* added in 2.x-4.x (transformations.c tr_eval_string; manual 3.5 for
     # the hashes, 4.x for date2unix)
     ("abc", "s.reverse", "cba"), (123, "s.reverse", "321"),
