@@ -112,29 +112,44 @@ def split_top(text: str, sep: str = ",") -> List[str]:
     return [p for p in out if p]
 
 
-# --- escaping (RFC 3261 grammar) ------------------------------------------------
+# --- escaping (OpenSIPS's strcommon.c) ----------------------------------------------
+#
+# escape_user keeps letters, digits and -_.!~*'()&=+$,;? (so '/' is
+# escaped); escape_param escapes only space ? & = , ; and the double
+# quote; both write lower-case hex and refuse a character outside
+# printable ASCII (32..126).  unescape_user/param need two hex digits after
+# '%' and a printable result.
 
-_UNRESERVED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                        "0123456789-_.!~*'()")
-_USER_OK = _UNRESERVED | frozenset("&=+$,;?/")
-_PARAM_OK = _UNRESERVED | frozenset("[]/:&+$")
-_HEX = "0123456789ABCDEF"
+_USER_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789-_.!~*'()&=+$,;?")
+_PARAM_ESC = frozenset(' ?&=,;"')
+_HEX = "0123456789abcdef"
 _HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 
 
-def _escape_set(s: str, ok) -> str:
-    out = []
-    for b in s.encode("utf-8"):
-        ch = chr(b)
-        if b < 128 and ch in ok:
-            out.append(ch)
-        else:
-            out.append("%" + _HEX[b >> 4] + _HEX[b & 15])
-    return "".join(out)
+def _pct(c: str) -> str:
+    b = ord(c)
+    return "%" + _HEX[b >> 4] + _HEX[b & 15]
+
+
+def _printable(s: str) -> None:
+    for c in s:
+        if not 32 <= ord(c) <= 126:
+            raise ValueError(f"cannot escape the character {c!r}")
+
+
+def escape_user(s: str) -> str:
+    _printable(s)
+    return "".join(c if c in _USER_OK else _pct(c) for c in s)
+
+
+def escape_param(s: str) -> str:
+    _printable(s)
+    return "".join(_pct(c) if c in _PARAM_ESC else c for c in s)
 
 
 def _unescape_pct(s: str) -> str:
-    out = bytearray()
+    out = []
     i, n = 0, len(s)
     while i < n:
         ch = s[i]
@@ -142,20 +157,15 @@ def _unescape_pct(s: str) -> str:
             h = s[i + 1:i + 3]
             if len(h) != 2 or not all(c in _HEXDIGITS for c in h):
                 raise ValueError(f"bad %-escape {s[i:i + 3]!r}")
-            out.append(int(h, 16))
+            c = int(h, 16)
+            if not 32 <= c <= 126:
+                raise ValueError(f"%-escape of a non-printable {s[i:i + 3]!r}")
+            out.append(chr(c))
             i += 3
         else:
-            out += ch.encode("utf-8")
+            out.append(ch)
             i += 1
-    return out.decode("utf-8", "replace")
-
-
-def escape_user(s: str) -> str:
-    return _escape_set(s, _USER_OK)
-
-
-def escape_param(s: str) -> str:
-    return _escape_set(s, _PARAM_OK)
+    return "".join(out)
 
 
 unescape_user = _unescape_pct

@@ -54,9 +54,19 @@ TABLE = [
     ("4G", "s.decode.hexa", None),
     ("it's \"q\" \\", "s.escape.common", "it\\'s \\\"q\\\" \\\\"),
     ("it\\'s \\\"q\\\" \\\\", "s.unescape.common", "it's \"q\" \\"),
+    # strcommon.c: escape_user keeps alnum -_.!~*'()&=+$,;? ('/' is
+    # escaped), escape_param escapes only space ? & = , ; and '"'; hex is
+    # lower case; a non-printable character, a bad or non-printable %XX is
+    # an error
     ("a b@c#d;e", "s.escape.user", "a%20b%40c%23d;e"),
+    ("a/b?c", "s.escape.user", "a%2fb?c"),
+    ("a\tb", "s.escape.user", None), ("\u00e9", "s.escape.user", None),
     ("a%20b%40c", "s.unescape.user", "a b@c"),
-    ("a b;c=d", "s.escape.param", "a%20b%3Bc%3Dd"),
+    ("a%2Fb%2f", "s.unescape.user", "a/b/"),
+    ("a%zz", "s.unescape.user", None), ("a%0a", "s.unescape.user", None),
+    ("a%2", "s.unescape.user", None),
+    ("a b;c=d", "s.escape.param", "a%20b%3bc%3dd"),
+    ('x"y@z/[]', "s.escape.param", "x%22y@z/[]"),
     ("a%20b%3Bc%3Dd", "s.unescape.param", "a b;c=d"),
     ("abc", "s.md5", hashlib.md5(b"abc").hexdigest()),
     ("hello world", "s.index,o", 4),
