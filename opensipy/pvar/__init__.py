@@ -78,7 +78,9 @@ method) ``$rs`` (int) ``$rr`` ``$rv``; ``$du`` (w; NULL clears
 msg.dst_uri) ``$dd`` ``$dp`` (w, change $du) ``$dP``; ``$fu $fU $fd $fn $ft``
 and ``$tu $tU $td $tn $tt`` (``$fn``/``$tn`` as written, quotes kept);
 ``$ci`` ``$cs`` (str) ``$cl`` (int) ``$ua`` ``$cT`` ``$rb`` ``$mb`` ``$ml``
-(int); ``$hdr(name)[i|-i|*]`` ``$hdrcnt(name)`` (int); ``$ct[i]``,
+(int); ``$hdr(name)[i|-i|*]`` (the body as OpenSIPS keeps it: leading
+white space dropped, trailing spaces and folding kept) ``$hdrcnt(name)``
+(int); ``$ct[i]``,
 ``$ct.fields(name|uri|q|expires|methods|received|params)[i]``; ``$ai``
 ``$pi`` ``$re`` ``$rt`` ``$di`` (URIs of P-Asserted-Identity,
 P-Preferred-Identity, Remote-Party-ID, Refer-To, Diversion); ``$si``
@@ -106,7 +108,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Tuple
 
-__all__ = ["PVError", "PVSpec", "Format", "RunContext", "ctx", "script_vars",
+__all__ = ["PVError", "StrInt", "PVSpec", "Format", "RunContext", "ctx",
+           "script_vars",
            "parse_pv", "parse_format", "register_core_pv", "core_pv_names",
            "Branch", "FlagTable", "msg_flags", "branch_flags", "get_avps",
            "get_branches", "NULL_TEXT"]
@@ -116,6 +119,15 @@ NULL_TEXT = "<null>"
 
 class PVError(Exception):
     """A pseudo-variable cannot be parsed, or cannot be written."""
+
+
+class StrInt(str):
+    """A string value that also carries an integer, OpenSIPS's
+    ``PV_VAL_STR|PV_VAL_INT`` without ``PV_TYPE_INT`` (``$rp`` when the
+    R-URI names its port): it prints and concatenates as its text, it
+    compares with an integer as the number ``int(self)``.  See
+    docs/script-typing.md."""
+    __slots__ = ()
 
 
 class RunContext:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from typing import List, Optional
 
-from . import (_ALL, _NO, _REQ, PVError, _as_int, _def, _simple, _txt,
-               branch_flags, msg_flags)
+from . import (_ALL, _NO, _REQ, PVError, StrInt, _as_int, _def, _simple,
+               _txt, branch_flags, msg_flags)
 from ..parser.uri import SipUri, UriError, parse_nameaddr, parse_uri
 from ..transformations import split_top
 
@@ -116,11 +116,17 @@ def _get_rd(msg):
     return (u.host or None) if u is not None else None
 
 
+def _default_port(u) -> int:
+    return 5061 if (u.scheme or "").lower() == "sips" else 5060
+
+
 def _get_rp(msg):
     u = _cur_uri(msg)
     if u is None:
         return None
-    return str(u.port) if u.port else "5060"
+    # OpenSIPS: the port as written, a string carrying its number
+    # (pv_get_strintval); the default port as an integer (pv_get_uintval)
+    return StrInt(u.port_str) if u.port_str else _default_port(u)
 
 
 def _get_rP(msg):
@@ -167,7 +173,7 @@ def _get_op(msg):
     u = _orig_uri(msg)
     if u is None:
         return None
-    return u.port_str or "5060"
+    return StrInt(u.port_str) if u.port_str else _default_port(u)
 
 
 # --- first line ------------------------------------------------------------------
@@ -251,7 +257,7 @@ def _get_dp(msg):
     u = _du_uri(msg)
     if u is None:
         return None
-    return u.port_str or "5060"
+    return StrInt(u.port_str) if u.port_str else _default_port(u)
 
 
 @_simple("dP")
@@ -460,12 +466,46 @@ def _hdr_name(arg):
     return arg
 
 
+def _os_body(raw, hd) -> str:
+    """A header's body as OpenSIPS keeps it (parse_hdr.c get_hdr_field):
+    the white space after the colon eaten (line folding included), the
+    line end (CR, LF, NUL) cut, but white space before it kept and a
+    folded line kept as written."""
+    line = raw[hd.start:hd.end]
+    i = line.find(b":") + 1
+    n = len(line)
+    while i < n:
+        c = line[i]
+        if c == 32 or c == 9:
+            i += 1
+        elif c == 13 and line[i + 1:i + 2] == b"\n" and i + 2 < n \
+                and line[i + 2] in (32, 9):
+            i += 3
+        elif c == 10 and i + 1 < n and line[i + 1] in (32, 9):
+            i += 2
+        else:
+            break
+    return line[i:].rstrip(b"\r\n\0").decode("utf-8", "replace")
+
+
+def _os_bodies(msg, h):
+    try:
+        idx = msg._indexes(h)
+        hs = msg.headers
+        raw = msg.raw
+    except AttributeError:          # not a parsed SipMsg (a dummy message)
+        return msg.hdrs(h)
+    return [_os_body(raw, hs[i]) for i in idx]
+
+
 @_def("hdr", _REQ, True)
 def _build_hdr(arg, index, name):
+    """$hdr(name): bodies as OpenSIPS exposes them (see _os_body), so
+    {s.len} and {s.trim} count what OpenSIPS counts."""
     h = _hdr_name(arg)
 
     def values(msg):
-        return msg.hdrs(h)
+        return _os_bodies(msg, h)
 
     def first(msg):
         # the parsed view of a message does not change (edits are lumps),
@@ -478,7 +518,8 @@ def _build_hdr(arg, index, name):
         try:
             return cache[h]
         except KeyError:
-            v = cache[h] = msg.hdr(h)
+            vs = _os_bodies(msg, h)
+            v = cache[h] = vs[0] if vs else None
             return v
     return _index_getter(values, index, first), None
 

@@ -188,7 +188,7 @@ class ExprStmt:
 class Assign:
     loc: Loc
     target: PVar
-    op: str          # "=", ":=", "+=", "-="
+    op: str          # = := += -= /= *= %= &= |= ^=
     value: Any
 
 

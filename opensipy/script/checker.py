@@ -186,6 +186,13 @@ class Checker:
             if s.target.spec is not None and not s.target.spec.writable:
                 self.error(s.target.loc, f"variable {s.target.text} is "
                            f"read-only")
+            if isinstance(s.value, A.Null) and s.op != "=" and not (
+                    s.op == ":=" and s.target.spec is not None
+                    and s.target.spec.name == "avp"):
+                # cfg.y: only "= NULL", and ":= NULL" on an AVP
+                self.error(s.value.loc, f"NULL cannot be assigned with "
+                           f"'{s.op}'" + (" (':= NULL' only deletes "
+                                          "AVPs)" if s.op == ":=" else ""))
             self.expr(s.value)
         elif isinstance(s, A.If):
             self.expr(s.cond)
@@ -237,6 +244,12 @@ class Checker:
         elif isinstance(e, A.Binary):
             self.expr(e.left)
             self.expr(e.right)
+            if e.op in ("=~", "!~") and isinstance(e.right, (A.Int,
+                                                             A.Null)):
+                # cfg.y: a regex is matched against a string or a variable
+                self.error(e.right.loc, f"'{e.op}' needs a regular "
+                           f"expression (a string or a variable) on its "
+                           f"right")
             if e.op in ("=~", "!~") and isinstance(e.right, A.Str) \
                     and e.right.fmt is not None and e.right.fmt.is_constant:
                 try:

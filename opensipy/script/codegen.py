@@ -14,6 +14,15 @@ statements; ``switch`` to a one-pass ``while True`` whose cases are
     ctx.retcode = _t3 = _k2(msg, 'INVITE')
     if not _t3: return 1              # a function returning 0 stops all
 
+OpenSIPS's typing rules live in :mod:`.runtime` (docs/script-typing.md):
+an operation with no value raises ``NoValue``, caught where OpenSIPS
+decides what it means (an assignment is skipped and logged, a condition
+is false, a route() argument is NULL); a comparison error is false in a
+condition and -1 as a value.  The ``try`` blocks are only generated where
+the operand kinds allow such an error, and comparisons alone (or under
+``&&``) use helpers that answer false themselves, so else-if chains stay
+flat.
+
 Expressions compile to ``(prelude, python expression, kind)``: the prelude
 holds the statements that must run first (function calls, route calls),
 and ``&&``/``||`` whose right side has a prelude become nested ``if``s to
@@ -34,20 +43,29 @@ SOURCE_NAME = "<opensipy-script>"
 
 # helpers of runtime.py the generated code uses, under these names
 _HELPERS = {
-    "_eq": runtime.eq, "_eq_str": runtime.eq_str, "_eq_int": runtime.eq_int,
-    "_lt": runtime.lt, "_gt": runtime.gt, "_le": runtime.le,
-    "_ge": runtime.ge, "_match": runtime.match,
-    "_match_dyn": runtime.match_dyn, "_add": runtime.add,
-    "_div": runtime.div, "_mod": runtime.mod, "_to_int": runtime.to_int,
-    "_shl": runtime.shl, "_shr": runtime.shr,
-    "_truth": runtime.truth, "_values": runtime.values,
-    "_switch_index": runtime.switch_index,
+    "_eq_str": runtime.eq_str, "_eq_int": runtime.eq_int,
+    "_cmp_vv": runtime.cmp_vv, "_cmp_vn": runtime.cmp_vn,
+    "_cmp_vs": runtime.cmp_vs, "_low": runtime._low,
+    "_match": runtime.match, "_match_dyn": runtime.match_dyn,
+    "_add": runtime.add, "_add_c": runtime.add_c, "_arith": runtime.arith,
+    "_bnot": runtime.bnot, "_neg": runtime.neg, "_w32": runtime.w32,
+    "_compound": runtime.compound, "_plain": runtime.plain,
+    "_to_int": runtime.to_int, "_truth": runtime.truth,
+    "_values": runtime.values, "_switch_index": runtime.switch_index,
     "_too_deep": runtime.too_deep, "_loop_limit": runtime.loop_limit,
     "_param_error": runtime.param_error,
+    "_cond_error": runtime.cond_error, "_novalue": runtime.novalue,
+    "_set_error": runtime.set_error,
+    "_NoValue": runtime.NoValue,
+    "_cmp_vn_s": runtime.cmp_vn_s, "_eq_int_s": runtime.eq_int_s,
+    "_ne_int_s": runtime.ne_int_s, "_match_dyn_s": runtime.match_dyn_s,
+    "_nmatch_dyn_s": runtime.nmatch_dyn_s,
 }
-_CMP_HELPER = {"<": "_lt", ">": "_gt", "<=": "_le", ">=": "_ge"}
-_INT_OPS = ("-", "*", "|", "&", "^")
-_SHIFT = {"<<": "_shl", ">>": "_shr"}
+_COMPARE = ("==", "!=", "<", ">", "<=", ">=")
+_MIRROR = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=",
+           ">=": "<="}
+_ARITH = ("+", "-", "*", "/", "%", "|", "&", "^", "<<", ">>")
+_WRAP = ("+", "-", "*", "<<")            # may leave the C int range
 
 
 class _Func:
@@ -73,7 +91,10 @@ class Generator:
         self.env["ctx"] = None           # bound at factory call time
         self.env["_depth"] = [0]
         self.env["_ParamError"] = mod_fix.ParamError
+        from ..pvar import PVError
+        self.env["_PVError"] = PVError
         self._const_ids: Dict[int, str] = {}
+        self.soft = 0
         self.errors: List[ScriptError] = []
         self.prepared: List[Any] = []
         self.route_fn: Dict[int, str] = {}     # id(RouteBlock) -> name
@@ -182,10 +203,7 @@ class Generator:
                 pre, _ = self.route_call(e, want_value=False)
             self.emit_pre(ind, pre, loc)
         elif isinstance(s, A.Assign):
-            pre, code = self.value(s.value)
-            self.emit_pre(ind, pre, loc)
-            setter = self.const(s.target.spec.set)
-            self.emit(ind, f"{setter}(msg, {code}, {s.op!r})", loc)
+            self.assign(s, ind)
         elif isinstance(s, A.If):
             self.if_stmt(s, ind, tail)
         elif isinstance(s, A.Switch):
@@ -197,8 +215,11 @@ class Generator:
                 # every value of $avp(x)[*], $hdr(Via)[*] ...
                 pre = []
                 code = f"{self.const(s.iterable.spec.get_all)}(msg)"
+            elif isinstance(s.iterable, A.ExprList):
+                pre, codes = self.values_in_order(s.iterable.items, True)
+                code = "(" + "".join(c + ", " for c in codes) + ")"
             else:
-                pre, code = self.value(s.iterable)
+                pre, code = self.value_or_null(s.iterable, s.loc)
                 code = f"_values({code})"
             self.emit_pre(ind, pre, loc)
             v = self.f.tmp("_v")
@@ -217,6 +238,30 @@ class Generator:
         else:                                   # pragma: no cover
             raise TypeError(f"unknown statement {s!r}")
 
+    def assign(self, s: A.Assign, ind: int):
+        """``$x = v``: as OpenSIPS's do_assign, a value that is none (an
+        operation with no result) or a compound assignment OpenSIPS refuses
+        is logged and skipped, the script goes on; so is a value the
+        variable cannot store."""
+        loc = s.loc
+        pre, code = self.value(s.value)
+        if isinstance(s.value, A.PVar):
+            code = f"_plain({code})"
+        setter = self.const(s.target.spec.set)
+        op = s.op
+        if op not in ("=", ":="):
+            getter = self.const(s.target.spec.get)
+            code = f"_compound({op!r}, {getter}(msg), {code})"
+            op = "="
+        where = self.literal(loc)
+        self.emit(ind, "try:", loc)
+        self.emit_pre(ind + 1, pre, loc)
+        self.emit(ind + 1, f"{setter}(msg, {code}, {op!r})", loc)
+        self.emit(ind, "except _NoValue as _e:", loc)
+        self.emit(ind + 1, f"_novalue({where}, _e)", loc)
+        self.emit(ind, "except _PVError as _e:", loc)
+        self.emit(ind + 1, f"_set_error({where}, _e)", loc)
+
     def if_stmt(self, s: A.If, ind: int, tail: bool = False):
         """An else-if chain whose conditions need no prelude becomes one
         if/elif/else (a long chain must not nest deeper at each step)."""
@@ -226,7 +271,8 @@ class Generator:
         self.block(s.then.stmts, ind + 1, tail)
         while s.orelse is not None:
             nxt = s.orelse.stmts[0] if len(s.orelse.stmts) == 1 else None
-            if isinstance(nxt, A.If) and not _has_call(nxt.cond):
+            if isinstance(nxt, A.If) and not _has_call(nxt.cond) and (
+                    _soft(nxt.cond) or not _may_raise(nxt.cond)):
                 _, cond = self.cond(nxt.cond)
                 self.emit(ind, f"elif {cond}:", nxt.loc)
                 self.block(nxt.then.stmts, ind + 1, tail)
@@ -256,7 +302,7 @@ class Generator:
         self.block(s.body.stmts, ind + 1)
 
     def switch_stmt(self, s: A.Switch, ind: int):
-        pre, code = self.value(s.expr)
+        pre, code = self.value_or_null(s.expr, s.loc)
         self.emit_pre(ind, pre, s.loc)
         table: Dict[Any, int] = {}
         default = len(s.cases)
@@ -288,15 +334,18 @@ class Generator:
             self.emit(ind, "return 0" if s.value.value
                       else f"return {ACT_FL_EXIT}", s.loc)
             return
-        pre, code, kind = self.expr(s.value)
-        self.emit_pre(ind, pre, s.loc)
+        kind = _kind(s.value)
         t = self.f.tmp()
-        if kind in ("rc", "int"):
-            self.emit(ind, f"{t} = {code}", s.loc)
-        elif kind == "bool":
+        if kind == "bool":
+            pre, code = self.cond(s.value)
+            self.emit_pre(ind, pre, s.loc)
             self.emit(ind, f"{t} = 1 if {code} else -1", s.loc)
         else:
-            self.emit(ind, f"{t} = _to_int({code})", s.loc)
+            pre, code = self.value_or_null(s.value, s.loc)
+            self.emit_pre(ind, pre, s.loc)
+            if kind != "int":
+                code = f"_to_int({code})"
+            self.emit(ind, f"{t} = {code}", s.loc)
         self.emit(ind, f"ctx.retcode = {t}", s.loc)
         self.emit(ind, f"return 0 if {t} else {ACT_FL_EXIT}", s.loc)
 
@@ -362,7 +411,7 @@ class Generator:
         return pre, r
 
     def route_call(self, e: A.RouteCall, want_value: bool = True):
-        pre, vals = self.values_in_order(e.args)
+        pre, vals = self.values_in_order(e.args, null=True)
         fn = self.sub_fn[e.name]
         saved, st = self.f.tmp("_p"), self.f.tmp("_st")
         tup = "(" + "".join(v + ", " for v in vals) + ")"
@@ -408,15 +457,7 @@ class Generator:
             pre, r = self.route_call(e)
             return pre, r, "rc"
         if isinstance(e, A.Unary):
-            if e.op == "!":
-                pre, code, kind = self.expr(e.operand)
-                if kind == "rc":            # 0 has already stopped the script
-                    return pre, f"{code} < 0", "bool"
-                return pre, f"(not {self._truth(code, kind)})", "bool"
-            pre, code, kind = self.expr(e.operand)
-            if kind not in ("int", "rc"):
-                code = f"_to_int({code})"
-            return pre, f"({e.op}{code})", "int"
+            return self.unary(e)
         if isinstance(e, A.Binary):
             return self.binary(e)
         if isinstance(e, A.ExprList):
@@ -425,16 +466,57 @@ class Generator:
         raise TypeError(f"unknown expression {e!r}")   # pragma: no cover
 
     def value(self, e):
-        """(prelude, expression giving an int, str or None)."""
+        """(prelude, expression giving an int, str or None); the
+        expression may raise NoValue (an operation OpenSIPS gives no value:
+        the caller decides what that means).  A comparison or a logical
+        operator used as a value is 1, 0, or -1 when OpenSIPS cannot
+        evaluate it."""
         pre, code, kind = self.expr(e)
         if kind == "bool":
+            if _may_raise(e):
+                t = self.f.tmp()
+                pre = [(0, "try:")] + [(r + 1, x) for r, x in pre]
+                pre += [(1, f"{t} = 1 if {code} else 0"),
+                        (0, "except _NoValue:"), (1, f"{t} = -1")]
+                return pre, t
             code = f"(1 if {code} else 0)"
         return pre, code
 
+    def value_or_null(self, e, loc):
+        """A value where no value is NULL (logged): route() arguments,
+        return, switch, for lists."""
+        pre, code = self.value(e)
+        if not _may_raise(e):
+            return pre, code
+        t = self.f.tmp()
+        out = [(0, "try:")] + [(r + 1, x) for r, x in pre]
+        out += [(1, f"{t} = {code}"), (0, "except _NoValue as _e:"),
+                (1, f"{t} = None"),
+                (1, f"_cond_error({self.literal(loc)}, _e)")]
+        return out, t
+
     def cond(self, e):
-        """(prelude, python expression that is true when e is)."""
+        """(prelude, python expression that is true when e is).  As in
+        OpenSIPS, an error in a comparison makes the whole condition
+        false (logged)."""
+        if _soft(e):
+            # an error can only end the condition as false: the helpers
+            # that log it and answer false need no try block
+            self.soft += 1
+            try:
+                pre, code, kind = self.expr(e)
+            finally:
+                self.soft -= 1
+            return pre, self._truth(code, kind)
         pre, code, kind = self.expr(e)
-        return pre, self._truth(code, kind)
+        code = self._truth(code, kind)
+        if not _may_raise(e):
+            return pre, code
+        t = self.f.tmp("_c")
+        out = [(0, "try:")] + [(r + 1, x) for r, x in pre]
+        out += [(1, f"{t} = {code}"), (0, "except _NoValue as _e:"),
+                (1, f"{t} = _cond_error({self.literal(e.loc)}, _e)")]
+        return out, t
 
     @staticmethod
     def _truth(code: str, kind: str) -> str:
@@ -448,12 +530,16 @@ class Generator:
             return "False"
         return f"_truth({code})"
 
-    def values_in_order(self, items):
-        """Values of several expressions evaluated left to right."""
+    def values_in_order(self, items, null: bool = False):
+        """Values of several expressions evaluated left to right (with
+        null, an operation with no value gives NULL)."""
         pre: List[Tuple[int, str]] = []
         codes: List[str] = []
         for item in items:
-            p, code = self.value(item)
+            if null:
+                p, code = self.value_or_null(item, item.loc)
+            else:
+                p, code = self.value(item)
             if p and codes:
                 for i, c in enumerate(codes):
                     if not _simple(c):
@@ -464,11 +550,42 @@ class Generator:
             codes.append(code)
         return pre, codes
 
+    def truth_of(self, e):
+        """(prelude, code) of e's truth inside a condition: an operation
+        with no value is false there (OpenSIPS's eval_elem gives 0)."""
+        pre, code, kind = self.expr(e)
+        code = self._truth(code, kind)
+        if kind == "bool" or not _may_raise(e):
+            return pre, code
+        t = self.f.tmp("_c")
+        out = [(0, "try:")] + [(r + 1, x) for r, x in pre]
+        out += [(1, f"{t} = {code}"), (0, "except _NoValue:"),
+                (1, f"{t} = False")]
+        return out, t
+
+    def unary(self, e: A.Unary):
+        if e.op == "!":
+            if isinstance(e.operand, (A.Call, A.RouteCall)):
+                # 0 has already stopped the script
+                pre, code, _ = self.expr(e.operand)
+                return pre, f"{code} < 0", "bool"
+            pre, code = self.truth_of(e.operand)
+            return pre, f"(not {code})", "bool"
+        pre, code, kind = self.expr(e.operand)
+        if kind == "bool":
+            code, kind = f"(1 if {code} else 0)", "int"
+        if kind in ("int", "rc"):
+            if e.op == "~":
+                return pre, f"(~{code})", "int"
+            return pre, f"_w32(-{code})", "int"
+        fn = "_bnot" if e.op == "~" else "_neg"
+        return pre, f"{fn}({code})", "int"
+
     def binary(self, e: A.Binary):
         op = e.op
         if op in ("&&", "||"):
-            pl, cl = self.cond(e.left)
-            pr, cr = self.cond(e.right)
+            pl, cl = self.truth_of(e.left)
+            pr, cr = self.truth_of(e.right)
             if not pr:
                 py = "and" if op == "&&" else "or"
                 return pl, f"({cl} {py} {cr})", "bool"
@@ -485,67 +602,142 @@ class Generator:
             if isinstance(r, A.Str) and r.fmt.is_constant:
                 rx = self.const(compile_regex(r.fmt.value))
                 return pre, f"({neg}_match({rx}, {left}))", "bool"
+            if self.soft:
+                fn = "_nmatch_dyn_s" if neg else "_match_dyn_s"
+                return pre, f"{fn}({left}, {right}, " \
+                    f"{self.literal(e.loc)})", "bool"
             return pre, f"({neg}_match_dyn({left}, {right}))", "bool"
         pre, (left, right) = self.values_in_order([e.left, e.right])
         lkind, rkind = _kind(e.left), _kind(e.right)
-        if op in ("==", "!="):
-            neg = "not " if op == "!=" else ""
-            if isinstance(e.left, A.Null) or isinstance(e.right, A.Null):
-                other = right if isinstance(e.left, A.Null) else left
-                if isinstance(e.left, A.Null) and isinstance(e.right, A.Null):
-                    other = "None"
-                isop = "is not" if op == "!=" else "is"
-                return pre, f"({other} {isop} None)", "bool"
-            if lkind == "int" and rkind == "int":
-                return pre, f"({left} {op} {right})", "bool"
-            if _const_str(e.right) is not None:
-                low = repr(_const_str(e.right).lower())
-                return pre, f"({neg}_eq_str({left}, {low}))", "bool"
-            if _const_str(e.left) is not None:
-                low = repr(_const_str(e.left).lower())
-                return pre, f"({neg}_eq_str({right}, {low}))", "bool"
-            if isinstance(e.right, A.Int):
-                return pre, f"({neg}_eq_int({left}, {right}))", "bool"
-            if isinstance(e.left, A.Int):
-                return pre, f"({neg}_eq_int({right}, {left}))", "bool"
-            return pre, f"({neg}_eq({left}, {right}))", "bool"
-        if op in _CMP_HELPER:
-            if lkind == "int" and rkind == "int":
-                return pre, f"({left} {op} {right})", "bool"
-            return pre, f"{_CMP_HELPER[op]}({left}, {right})", "bool"
+        lkind = "int" if lkind == "bool" else lkind
+        rkind = "int" if rkind == "bool" else rkind
+        if op in _COMPARE:
+            return pre, self.compare(e, left, right, lkind, rkind), "bool"
+        if lkind == "int" and rkind == "int":
+            if op in _WRAP:
+                if op == "<<":
+                    return pre, f"_w32({left} << ({right} & 31))", "int"
+                return pre, f"_w32({left} {op} {right})", "int"
+            if op == ">>":
+                return pre, f"({left} >> ({right} & 31))", "int"
+            if op in ("&", "|", "^"):
+                return pre, f"({left} {op} {right})", "int"
+            return pre, f"_arith({op!r}, {left}, {right}, False)", "int"
+        text = _has_text(e.right)
         if op == "+":
-            if lkind == "int" and rkind == "int":
-                return pre, f"({left} + {right})", "int"
-            return pre, f"_add({left}, {right})", "val"
-        if op == "/":
-            return pre, f"_div({left}, {right})", "int"
-        if op == "%":
-            return pre, f"_mod({left}, {right})", "int"
-        if op in _SHIFT:
-            return pre, f"{_SHIFT[op]}({left}, {right})", "int"
-        if op in _INT_OPS:
-            if lkind != "int":
-                left = f"_to_int({left})"
+            fn = "_add" if text else "_add_c"
+            return pre, f"{fn}({left}, {right})", "val"
+        return pre, f"_arith({op!r}, {left}, {right}, {text})", "val"
+
+    def compare(self, e, left, right, lkind, rkind) -> str:
+        """The code of a comparison (== != < > <= >=), OpenSIPS's
+        comp_scriptvar: see runtime.cmp_*."""
+        op = e.op
+        ln, rn = isinstance(e.left, A.Null), isinstance(e.right, A.Null)
+        if ln or rn:
+            if ln and rn:
+                return "True" if op == "==" else "False"
+            other = right if ln else left
+            if op == "==":
+                return f"({other} is None)"
+            if op == "!=":
+                return f"({other} is not None)"
+            return "False"                   # NULL is never ordered
+        if lkind == "int" and rkind == "int":
+            return f"({left} {op} {right})"
+        if rkind == "int" or lkind == "int":
             if rkind != "int":
-                right = f"_to_int({right})"
-            return pre, f"({left} {op} {right})", "int"
-        raise TypeError(f"unknown operator {op}")   # pragma: no cover
+                left, right, op = right, left, _MIRROR[op]
+            if self.soft:
+                where = self.literal(e.loc)
+                if op == "==":
+                    return f"_eq_int_s({left}, {right}, {where})"
+                if op == "!=":
+                    return f"_ne_int_s({left}, {right}, {where})"
+                return f"_cmp_vn_s({op!r}, {left}, {right}, {where})"
+            if op == "==":
+                return f"_eq_int({left}, {right})"
+            return f"_cmp_vn({op!r}, {left}, {right})"
+        cr, cl = _const_str(e.right), _const_str(e.left)
+        if cr is not None:
+            low = repr(runtime._low(cr))
+            if op in ("==", "!="):
+                neg = "not " if op == "!=" else ""
+                return f"({neg}_eq_str({left}, {low}))"
+            return f"_cmp_vs({op!r}, {left}, {low})"
+        if cl is not None:
+            low = repr(runtime._low(cl))
+            return f"_cmp_vs({_MIRROR[op]!r}, {right}, {low})"
+        return f"_cmp_vv({op!r}, {left}, {right})"
 
 
 def _kind(e) -> str:
-    """The static kind of an expression without generating code."""
-    if isinstance(e, A.Int):
+    """The static kind of an expression without generating code: "int"
+    (an integer computed by the script: it has no text), "str", "null",
+    "bool" or "val" (anything)."""
+    if isinstance(e, (A.Int, A.Call, A.RouteCall)):
         return "int"
-    if isinstance(e, (A.Call, A.RouteCall)):
-        return "int"
-    if isinstance(e, A.Unary) and e.op in ("-", "~"):
-        return "int"
-    if isinstance(e, A.Binary) and (e.op in _INT_OPS
-                                    or e.op in ("/", "%", "<<", ">>")
-                                    or (e.op == "+" and _kind(e.left) == "int"
-                                        and _kind(e.right) == "int")):
-        return "int"
+    if isinstance(e, A.Str):
+        return "str"
+    if isinstance(e, A.Null):
+        return "null"
+    if isinstance(e, A.Unary):
+        return "bool" if e.op == "!" else "int"
+    if isinstance(e, A.Binary):
+        if e.op in _ARITH:
+            if _kind(e.left) in ("int", "bool") and \
+                    _kind(e.right) in ("int", "bool"):
+                return "int"
+            return "val"
+        return "bool"
     return "val"
+
+
+def _soft(e) -> bool:
+    """Whether an error in condition e can only make it false: e is a
+    comparison (or several under &&) whose operands cannot fail."""
+    if isinstance(e, A.Binary):
+        if e.op == "&&":
+            return (_soft(e.left) or not _may_raise(e.left)) and \
+                (_soft(e.right) or not _may_raise(e.right))
+        if e.op in _COMPARE or e.op in ("=~", "!~"):
+            return not _may_raise(e.left) and not _may_raise(e.right)
+    return False
+
+
+def _has_text(e) -> bool:
+    """Whether an integer value of e has its text (OpenSIPS's PV_VAL_STR):
+    only one read from a variable does."""
+    return isinstance(e, (A.PVar, A.Str, A.Null))
+
+
+def _may_raise(e) -> bool:
+    """Whether evaluating e may raise NoValue (an operation with no value,
+    a comparison OpenSIPS cannot make)."""
+    if isinstance(e, A.Unary):
+        if e.op == "!":
+            return _may_raise(e.operand)
+        return _kind(e.operand) not in ("int", "bool") or \
+            _may_raise(e.operand)
+    if isinstance(e, A.Binary):
+        if _may_raise(e.left) or _may_raise(e.right):
+            return True
+        op = e.op
+        lk, rk = _kind(e.left), _kind(e.right)
+        if op in _ARITH:
+            return not (lk in ("int", "bool") and rk in ("int", "bool"))
+        if op in ("=~", "!~"):
+            return not (isinstance(e.right, A.Str) and e.right.fmt
+                        is not None and e.right.fmt.is_constant)
+        if op in _COMPARE:
+            if isinstance(e.left, A.Null) or isinstance(e.right, A.Null):
+                return False
+            # a number on one side: the other must carry an integer
+            return (lk in ("int", "bool")) != (rk in ("int", "bool"))
+        return False                        # && ||
+    if isinstance(e, A.ExprList):
+        return any(_may_raise(x) for x in e.items)
+    return False
 
 
 def _has_call(e) -> bool:

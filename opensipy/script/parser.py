@@ -54,7 +54,9 @@ _RULE = {0: "&& and || have one precedence and group left to right",
          1: "| & ^ << >> have one precedence and group left to right",
          2: "+ - * / % have one precedence and group left to right"}
 _RULE_CMP = "a comparison binds tighter than any other operator"
-_ASSIGN_OPS = ("=", "+=", "-=", ":=")
+# cfg.y assignop: EQUAL COLONEQ PLUSEQ MINUSEQ SLASHEQ MULTEQ MODULOEQ
+# BANDEQ BOREQ BXOREQ (there is no <<= or >>=)
+_ASSIGN_OPS = ("=", ":=", "+=", "-=", "/=", "*=", "%=", "&=", "|=", "^=")
 _SOCKET_RE = re.compile(r"(?:[A-Za-z_]+:)?(?:\[[0-9A-Fa-f:.]*\]|\*|"
                         r"[A-Za-z0-9_.\-]+)(?::(?:[0-9]+|\*))?(?:\s|\Z)")
 _ID_VALUE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -387,7 +389,8 @@ class Parser:
             target = A.PVar(loc, self.advance().value)
             if not (self.tok.kind == "OP" and self.tok.value in _ASSIGN_OPS):
                 self.fail(self.tok.loc, "expected an assignment operator "
-                          f"(= += -= :=) after {target.text}, found "
+                          f"({' '.join(_ASSIGN_OPS)}) after {target.text}, "
+                          "found "
                           f"{self.tok.describe()}")
             op = self.advance().value
             value = self.expr()
@@ -640,6 +643,15 @@ class Parser:
                     items.append(self.expr())
                 e = A.ExprList(t.loc, items)
             self.expect_op(")", "to close '('")
+            if isinstance(e, (A.Binary, A.Unary)):
+                e.paren = True
+            return e
+        if t.is_op("["):
+            # cfg.y: exp: LBRACK assignexp RBRACK, an arithmetic value
+            # tested as a condition (if ([$var(a) & 4]) ...)
+            self.advance()
+            e = self.expr()
+            self.expect_op("]", "to close '['")
             if isinstance(e, (A.Binary, A.Unary)):
                 e.paren = True
             return e

@@ -127,7 +127,8 @@ CASES = [
      '  $var(a) == 1;\n}\nfailure_route[f] {\n  exit\n}\nfoo bar\n',
      ["bad.cfg:1:11: missing value for global parameter 'log_level'",
       "bad.cfg:4:6: expected '(' after 'if', found 't'",
-      "bad.cfg:6:11: expected an assignment operator (= += -= :=) after "
+      "bad.cfg:6:11: expected an assignment operator "
+      "(= := += -= /= *= %= &= |= ^=) after "
       "$var(a), found '=='",
       "bad.cfg:9:7: missing ';' after 'exit'",
       "bad.cfg:11:1: unexpected 'foo' at top level"]),

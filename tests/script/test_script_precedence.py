@@ -76,8 +76,16 @@ def left_first(op1, op2, level) -> bool:
     return level[op1] >= level[op2]
 
 
+def _int32(f):
+    """f computed in a C int, as OpenSIPS's eval_elem does (ival is an
+    int): the result wraps to 32 bits."""
+    def g(a, b):
+        return ((f(a, b) + 2 ** 31) % 2 ** 32) - 2 ** 31
+    return g
+
+
 def opensips_value(op1, op2, a, b, c) -> int:
-    f1, f2 = C_OPS[op1], C_OPS[op2]
+    f1, f2 = _int32(C_OPS[op1]), _int32(C_OPS[op2])
     if left_first(op1, op2, LEVEL):
         return f2(f1(a, b), c)
     return f1(a, f2(b, c))

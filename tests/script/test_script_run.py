@@ -76,12 +76,17 @@ CASES = [
     ("div-zero", '$var(a) = 5 / 0; log("$var(a)");', ["0"], 0),
     ("var-arith", '$var(a) = 2; $var(b) = $var(a) * $var(a) + 1; '
      'log("$var(b)");', ["5"], 0),
+    # a string on the left of * has no value in OpenSIPS (route.c
+    # eval_elem: "Invalid operator"): the assignment is skipped
     ("numeric-string-arith", '$var(a) = "4"; $var(b) = $var(a) * 2; '
-     'log("$var(b)");', ["8"], 0),
+     'log("$var(b)");', ["<null>"], 0),
     # --- strings --------------------------------------------------------------
     ("concat", '$var(a) = "x"; $var(b) = "<" + $var(a) + ">"; '
      'log("$var(b)");', ["<x>"], 0),
-    ("concat-int", '$var(b) = "n" + 1; log("$var(b)");', ["n1"], 0),
+    # a number constant has no text: "n" + 1 has no value (eval_elem:
+    # "invalid string operands"); a variable holding 1 has
+    ("concat-int", '$var(b) = "n" + 1; log("$var(b)"); $var(i) = 1; '
+     '$var(b) = "n" + $var(i); log("$var(b)");', ["<null>", "n1"], 0),
     ("string-with-var", '$var(a) = "v"; $var(b) = "[$var(a)]"; '
      'log("$var(b)");', ["[v]"], 0),
     ("escapes", 'log("a\\tb\\\\n");', ["a\tb\\n"], 0),
@@ -93,9 +98,11 @@ CASES = [
     ("eq-nocase", '$var(a) = "ABC"; if ($var(a) == "abc") log("a"); '
      'if ("abc" == $var(a)) log("b"); if ($var(a) != "abd") log("c");',
      ["a", "b", "c"], 0),
+    # comp_scriptvar: a string variable against a number is an error
+    # (false); an int variable against a string compares its text
     ("eq-mixed", '$var(a) = "12"; if ($var(a) == 12) log("a"); '
      '$var(b) = 12; if ($var(b) == "12") log("b"); '
-     'if ($var(a) == $var(b)) log("c");', ["a", "b", "c"], 0),
+     'if ($var(a) == $var(b)) log("c");', ["b", "c"], 0),
     ("eq-null", 'if ($var(nothing) == NULL) log("a"); '
      'if ($var(nothing) != NULL) log("b"); if (NULL == $var(nothing)) '
      'log("c"); if ($var(nothing) == "") log("d");', ["a", "c"], 0),
@@ -103,7 +110,7 @@ CASES = [
      'if ($var(a) > 4) log("gt"); if ($var(a) <= 3) log("le"); '
      'if ($var(a) >= 4) log("ge");', ["lt", "le"], 0),
     ("ordering-numeric-strings", '$var(a) = "10"; if ($var(a) > 9) log("a");'
-     ' if ("b" > "A") log("b");', ["a", "b"], 0),
+     ' if ("b" > "A") log("b");', ["b"], 0),
     ("ordering-null", 'if ($var(nothing) < 1) log("a"); '
      'if ($var(nothing) >= 1) log("b");', [], 0),
     ("regex", '$var(a) = "Hello World"; if ($var(a) =~ "^hel") log("a"); '
