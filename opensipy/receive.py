@@ -30,9 +30,9 @@ get a dummy request, as in OpenSIPS.
 from __future__ import annotations
 
 import re
-import zlib
 from typing import Callable, List, Optional
 
+from . import totag
 from . import forward, log, statistics
 from .parser import METHOD_OTHER, REASONS, ParseError, ReceiveInfo, SipMsg
 from .shm import ShmOutOfMemory
@@ -153,7 +153,8 @@ def raw_error_reply(buf: bytes, code: int, reason: str) -> Optional[bytes]:
         if value is None:
             continue
         if key == b"To" and not _TAG.search(value):
-            value += b";tag=" + format(zlib.crc32(buf), "08x").encode()
+            value += b";tag=" + totag.core.tag_with(
+                totag.bytes_suffix(buf)).encode()
         out.append(key + b": " + value)
     out += [b"Content-Length: 0", b"", b""]
     return b"\r\n".join(out)

@@ -24,23 +24,18 @@ OpenSIPS 3.x adds its tag to replies from 180 up; here every reply above
 """
 from __future__ import annotations
 
-import hashlib
-import re
-import zlib
 from typing import Iterable, List, Optional
 
-from opensipy import config, error, forward, log, shm
+from opensipy import error, forward, log, shm
+from opensipy import totag as totag_mod
 from opensipy.parser import METHOD_ACK
 
 SL_RPL_WAIT_TIME = 2          # seconds the ACK filter stays active
 TOTAG_SIGNATURE = "opensipy-stateless"
-SEPARATOR = "-"
-_PREFIX_LEN = 32
-_SUFFIX_LEN = 8
-TOTAG_LEN = _PREFIX_LEN + 1 + _SUFFIX_LEN
-_HEX = re.compile(r"[0-9a-f]+\Z")
+SEPARATOR = totag_mod.SEPARATOR
+TOTAG_LEN = totag_mod.TAG_LEN
+_tags = totag_mod.TagGen(TOTAG_SIGNATURE)   # the core's one generator
 
-_prefix: Optional[str] = None
 _deadline = None              # shm AtomicCounter: CLOCK_MONOTONIC ns
 
 
@@ -63,11 +58,7 @@ def _stat_inc(st) -> None:
 
 def init_tags(sockets: Iterable = ()) -> str:
     """Compute the per-server To-tag prefix (mod_init, before fork)."""
-    global _prefix
-    names = "|".join(str(s) for s in sockets)
-    _prefix = hashlib.md5(f"{TOTAG_SIGNATURE}|{names}".encode(),
-                          usedforsecurity=False).hexdigest()
-    return _prefix
+    return _tags.init(sockets)
 
 
 def init_timeout() -> None:
@@ -77,34 +68,17 @@ def init_timeout() -> None:
 
 
 def tag_prefix() -> str:
-    if _prefix is None:
-        init_tags(config.settings.sockets)
-    return _prefix
-
-
-def _suffix(msg) -> str:
-    v = msg.via1
-    f = msg.from_
-    cs = msg.cseq
-    key = "|".join((msg.callid or "", (f.tag or "") if f else "",
-                    str(cs.num) if cs else "",
-                    f"{v.host}:{v.port}" if v else "",
-                    (v.branch or "") if v else ""))
-    return format(zlib.crc32(key.encode("utf-8", "surrogateescape")), "08x")
+    return _tags.prefix()
 
 
 def totag(msg) -> str:
     """The To tag sl gives its replies to ``msg``."""
-    return tag_prefix() + SEPARATOR + _suffix(msg)
+    return _tags.tag(msg)
 
 
 def is_sl_totag(tag: Optional[str]) -> bool:
     """True when ``tag`` is one sl of this server generated."""
-    if not tag or len(tag) != TOTAG_LEN:
-        return False
-    p = tag_prefix()
-    return (tag.startswith(p) and tag[_PREFIX_LEN] == SEPARATOR
-            and _HEX.match(tag, _PREFIX_LEN + 1) is not None)
+    return _tags.is_ours(tag)
 
 
 def _dset_contacts(msg) -> List[str]:

@@ -13,6 +13,7 @@ import os
 from contextlib import contextmanager
 
 from opensipy import config, forward, log
+from opensipy import totag as totag_mod
 from opensipy.error import E_OUT_OF_MEM, E_SEND, E_UNSPEC, set_error
 from opensipy.parser import (METHOD_ACK, METHOD_CANCEL, METHOD_INVITE,
                              METHOD_OTHER, ParseError, ReceiveInfo, SipMsg)
@@ -66,13 +67,13 @@ class Stats:
 
 stats = Stats()
 _inst = "000000"      # per start: keeps branches of two runs apart
-_totag_prefix = "0" * 16
+_tags = totag_mod.TagGen("opensipy-tm")    # the core's one generator
 
 
 def init_ids():
-    global _inst, _totag_prefix
+    global _inst
     _inst = os.urandom(3).hex()
-    _totag_prefix = os.urandom(8).hex()
+    _tags.prefix()
 
 
 # ---------------------------------------------------------------- context
@@ -165,7 +166,11 @@ def t_id(cell) -> str:
 
 
 def totag(cell) -> str:
-    return f"{_totag_prefix}.{cell.hash:x}{cell.label:x}"
+    """The To tag of the transaction's local replies: tm's prefix, then
+    the cell's hash and label (unique while the cell lives, the same for
+    every reply of the transaction)."""
+    return _tags.tag_with(totag_mod.bytes_suffix(
+        f"{cell.hash}.{cell.label}".encode()))
 
 
 def _enc(s) -> bytes:
