@@ -11,371 +11,43 @@ accessor is used.
 
 Changes are lumps recorded against the original buffer and applied once by
 :meth:`SipMsg.build` (C ``sp_build``).
-"""
-import hashlib
-import re
-from operator import itemgetter as _itemgetter
 
+The parser package by concept: ``layout`` (the C offsets), ``headers`` (the
+views over parts of a message), this module (SipMsg and its lumps),
+``build`` (replies and the checks on caller text).  The names other layers
+import from here stay here.
+"""
+import re
 from ._core import (ffi, lib, strerror, HDR_OTHER_T, HDR_VIA_T, HDR_TO_T,
                     HDR_FROM_T, HDR_CSEQ_T, HDR_CALLID_T, HDR_CONTACT_T,
-                    HDR_ROUTE_T, HDR_RECORDROUTE_T, HDR_PATH_T, HDR_CONTENTTYPE_T,
-                    HDR_CONTENTLENGTH_T, HDR_EXPIRES_T, HDR_SUPPORTED_T,
-                    HDR_REQUIRE_T, HDR_PROXYREQUIRE_T, HDR_UNSUPPORTED_T,
-                    HDR_ALLOW_T, HDR_EVENT_T, HDR_AUTHORIZATION_T, HDR_PROXYAUTH_T,
-                    HDR_WWW_AUTHENTICATE_T, HDR_PROXY_AUTHENTICATE_T, HDR_DATE_T,
-                    HDR_TYPE_NAMES, LUMP_INS_BEFORE, LUMP_REPLACE,
-                    LUMP_INS_AFTER, METHOD_NAMES)
-from .uri import (SipUri, _View, _lazy, _ix, int_view, strprop, intprop, split_params,
-                  uri_at)
+                    HDR_ROUTE_T, HDR_RECORDROUTE_T, HDR_PATH_T,
+                    HDR_CONTENTTYPE_T, HDR_CONTENTLENGTH_T, HDR_EXPIRES_T,
+                    HDR_SUPPORTED_T, HDR_REQUIRE_T, HDR_PROXYREQUIRE_T,
+                    HDR_UNSUPPORTED_T, HDR_ALLOW_T, HDR_EVENT_T,
+                    HDR_AUTHORIZATION_T, HDR_PROXYAUTH_T,
+                    HDR_WWW_AUTHENTICATE_T, HDR_PROXY_AUTHENTICATE_T,
+                    HDR_DATE_T, HDR_TYPE_NAMES, LUMP_INS_BEFORE, LUMP_REPLACE,
+                    LUMP_INS_AFTER)
+from .uri import (SipUri, _View, _lazy, int_view, strprop, intprop,
+                  split_params, uri_at)
+from .layout import (_HS, _H_BODY, _H_END, _H_NAME, _H_START, _H_TYPE,
+                     _MAX_NA, _MAX_VIAS, _M_body_l, _M_body_s, _M_checked,
+                     _M_contacts, _M_content_length, _M_count, _M_cseq_method,
+                     _M_cseq_method_id, _M_cseq_num, _M_first,
+                     _M_first_line_end, _M_hdrs, _M_hdrs_end, _M_hfrom,
+                     _M_hto, _M_is_request, _M_max_forwards, _M_method,
+                     _M_method_id, _M_msg_len, _M_n_contacts, _M_n_hdrs,
+                     _M_n_lumps, _M_n_vias, _M_reason, _M_ruri,
+                     _M_ruri_parsed, _M_status, _M_version, _M_vias, _NS, _VS,
+                     _alloc, _out, _tuple_new, _uint)
+from .headers import (CSeq, Credentials, Header, NameAddr, ParseError, Via,
+                      _fold, _parse_params, hdr_type)
+from .build import (_RURI_BAD, _b, _line, build_reply)
 
 __all__ = ["SipMsg", "ParseError", "Header", "Via", "NameAddr", "CSeq",
            "Credentials", "ReceiveInfo", "build_reply", "frame_length",
            "hdr_type", "method_name", "REASONS", "check_reason",
            "check_hdr_lines"]
-
-_alloc = ffi.new_allocator(should_clear_after_alloc=False)
-_tuple_new = tuple.__new__
-_FOLD = re.compile(r"[ \t]*\r?\n[ \t]*")
-_QP = re.compile(r"\\(.)", re.S)
-_MAX_PARAMS = 64
-_params_scratch = ffi.new("sp_param[]", _MAX_PARAMS)
-_params_iv = int_view(_params_scratch)
-_out = [ffi.new("char[]", 1 << 16)]
-_uint = ffi.new("uint32_t *")
-
-# int32 indexes of the C struct fields
-_M = {f: _ix("sp_msg", f) for f in (
-    "err_status", "is_request", "method_id", "method", "ruri", "version", "reason",
-    "status", "first_line_end", "hdrs_end", "body_s", "body_l", "msg_len",
-    "content_length", "max_forwards", "cseq_num", "cseq_method", "cseq_method_id",
-    "checked", "n_hdrs", "first", "count", "hdrs", "n_vias", "vias", "hfrom", "hto",
-    "n_contacts", "contacts", "ruri_parsed", "n_lumps")}
-_HS = ffi.sizeof("sp_hdr") // 4
-_H_TYPE = _ix("sp_hdr", "type")
-_H_NAME = _ix("sp_hdr", "name")
-_H_BODY = _ix("sp_hdr", "body")
-_H_START = _ix("sp_hdr", "start")
-_H_END = _ix("sp_hdr", "end")
-_VS = ffi.sizeof("sp_via") // 4
-_V = {f: _ix("sp_via", f) for f in (
-    "hdr", "start", "end", "proto", "version", "transport", "host", "port_s", "port",
-    "params", "branch", "received", "rport", "maddr", "ttl", "i")}
-_NS = ffi.sizeof("sp_nameaddr") // 4
-_N = {f: _ix("sp_nameaddr", f) for f in (
-    "hdr", "start", "end", "star", "bracket", "display", "uri", "params", "tag",
-    "expires", "q")}
-_M_body_l = _M["body_l"]
-_M_body_s = _M["body_s"]
-_M_checked = _M["checked"]
-_M_contacts = _M["contacts"]
-_M_content_length = _M["content_length"]
-_M_count = _M["count"]
-_M_cseq_method = _M["cseq_method"]
-_M_cseq_method_id = _M["cseq_method_id"]
-_M_cseq_num = _M["cseq_num"]
-_M_first = _M["first"]
-_M_first_line_end = _M["first_line_end"]
-_M_hdrs = _M["hdrs"]
-_M_hdrs_end = _M["hdrs_end"]
-_M_hfrom = _M["hfrom"]
-_M_hto = _M["hto"]
-_M_is_request = _M["is_request"]
-_M_max_forwards = _M["max_forwards"]
-_M_method = _M["method"]
-_M_method_id = _M["method_id"]
-_M_msg_len = _M["msg_len"]
-_M_n_contacts = _M["n_contacts"]
-_M_n_hdrs = _M["n_hdrs"]
-_M_n_lumps = _M["n_lumps"]
-_M_n_vias = _M["n_vias"]
-_M_reason = _M["reason"]
-_M_ruri = _M["ruri"]
-_M_ruri_parsed = _M["ruri_parsed"]
-_M_status = _M["status"]
-_M_version = _M["version"]
-_M_vias = _M["vias"]
-_MAX_VIAS = lib.SP_MAX_VIAS
-_MAX_NA = lib.SP_MAX_CONTACTS
-
-REASONS = {
-    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
-    183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
-    301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy",
-    380: "Alternative Service", 400: "Bad Request", 401: "Unauthorized",
-    402: "Payment Required", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 406: "Not Acceptable",
-    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
-    413: "Request Entity Too Large", 414: "Request-URI Too Long",
-    415: "Unsupported Media Type", 416: "Unsupported URI Scheme",
-    420: "Bad Extension", 421: "Extension Required", 423: "Interval Too Brief",
-    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
-    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete",
-    485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
-    488: "Not Acceptable Here", 491: "Request Pending", 493: "Undecipherable",
-    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Server Time-out",
-    505: "Version Not Supported", 513: "Message Too Large",
-    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
-    606: "Not Acceptable",
-}
-
-
-class ParseError(ValueError):
-    """A message that must not be processed.  ``code`` is the status the core
-    answers a request with (400, 505, ...); 0 means drop it silently (a bad
-    reply, or nothing to answer).  ``err`` is the C SP_E_* code and ``pos``
-    the offset where it was found (-1 unknown)."""
-
-    def __init__(self, code, reason, err=0, pos=-1):
-        super().__init__(f"{code} {reason}" if code else f"drop: {reason}")
-        self.code = code
-        self.reason = reason
-        self.err = err
-        self.pos = pos
-
-
-_type_cache = {}
-
-
-def hdr_type(name) -> int:
-    """The HDR_*_T code of a header name (compact forms included)."""
-    t = _type_cache.get(name)
-    if t is None:
-        b = name.encode() if isinstance(name, str) else bytes(name)
-        t = lib.sp_hdr_type(b, len(b))
-        if len(_type_cache) < 1024:
-            _type_cache[name] = t
-    return t
-
-
-def method_name(method_id):
-    return METHOD_NAMES.get(method_id)
-
-
-def _unquote(s):
-    if s and len(s) >= 2 and s[0] == '"' and s[-1] == '"':
-        return _QP.sub(r"\1", s[1:-1])
-    return s
-
-
-def _fold(s):
-    return _FOLD.sub(" ", s) if "\n" in s else s
-
-
-class ReceiveInfo:
-    """Where a message came from (the transport layer sets it as msg.rcv)."""
-    __slots__ = ("src_ip", "src_port", "dst_ip", "dst_port", "proto", "socket")
-
-    def __init__(self, src_ip=None, src_port=0, dst_ip=None, dst_port=0, proto=None,
-                 socket=None):
-        self.src_ip = src_ip
-        self.src_port = src_port
-        self.dst_ip = dst_ip
-        self.dst_port = dst_port
-        self.proto = proto
-        self.socket = socket
-
-    def __repr__(self):
-        return (f"ReceiveInfo({self.src_ip}:{self.src_port} -> "
-                f"{self.dst_ip}:{self.dst_port} {self.proto})")
-
-
-class Header:
-    """One header line: ``name`` as written, ``type`` (HDR_*_T), ``body``
-    (folding replaced by one SP), offsets ``start``/``end`` of the whole line
-    and ``index`` in the message's header list."""
-    __slots__ = ("name", "type", "body", "start", "end", "index")
-
-    def __init__(self, name, type, body, start, end, index):
-        self.name = name
-        self.type = type
-        self.body = body
-        self.start = start
-        self.end = end
-        self.index = index
-
-    @property
-    def type_name(self):
-        return HDR_TYPE_NAMES.get(self.type, "HDR_OTHER_T")
-
-    def __repr__(self):
-        return f"Header({self.name!r}, {self.type_name}, {self.body!r})"
-
-
-class CSeq(tuple):
-    """(num, method, method_id) of the CSeq header"""
-    __slots__ = ()
-    num = property(_itemgetter(0))
-    method = property(_itemgetter(1))
-    method_id = property(_itemgetter(2))
-
-    def __new__(cls, num, method, method_id):
-        return _tuple_new(cls, (num, method, method_id))
-
-    def __repr__(self):
-        return f"CSeq({self.num}, {self.method!r})"
-
-
-def _params_of(view, k, sep=ord(";")):
-    iv = view._iv
-    i = view._b + k
-    if iv[i] < 0:
-        return {}
-    return _parse_params(view, iv[i], iv[i + 1], sep)
-
-
-def _parse_params(view, s, l, sep):
-    buf = view._buf
-    n = lib.sp_parse_params(buf, len(buf), s, l, sep, _params_scratch, _MAX_PARAMS)
-    if n < 0:
-        raise ParseError(400, "bad parameters: " + strerror(n), n, s)
-    out = {}
-    pv = _params_iv
-    txt = view._txt
-    for i in range(n):
-        name = txt(pv[4 * i], pv[4 * i + 1]).lower()
-        if name not in out:
-            vs = pv[4 * i + 2]
-            out[name] = _unquote(txt(vs, pv[4 * i + 3])) if vs >= 0 else ""
-    return out
-
-
-class Via(_View):
-    """One Via value.  ``rport`` is None when absent, '' when present without
-    a value; ``port`` is 0 when the sent-by has none; ``transport`` is upper
-    case."""
-
-    def __init__(self, buf, t, iv, base):
-        self._buf = buf
-        self._t = t
-        self._iv = iv
-        self._b = base
-
-    proto = strprop(_V["proto"])
-    version = strprop(_V["version"])
-    host = strprop(_V["host"])
-    port = intprop(_V["port"])
-    port_str = strprop(_V["port_s"])
-    branch = strprop(_V["branch"])
-    received = strprop(_V["received"])
-    rport = strprop(_V["rport"])
-    maddr = strprop(_V["maddr"])
-    ttl = strprop(_V["ttl"])
-    params_str = strprop(_V["params"])
-    hdr_index = intprop(_V["hdr"])
-    start = intprop(_V["start"])
-    end = intprop(_V["end"])
-
-    @property
-    def transport(self):
-        return self._str(_V["transport"]).upper()
-
-    @_lazy
-    def params(self):
-        """every param: dict name (lower-case) -> value ('' when none)"""
-        return _params_of(self, _V["params"])
-
-    def param(self, name):
-        return self.params.get(name.lower())
-
-    @property
-    def text(self):
-        return self._txt(self.start, self.end - self.start)
-
-    def __repr__(self):
-        return f"Via({self.text!r})"
-
-
-class NameAddr(_View):
-    """A To/From/Contact/Route value.  ``display`` is unquoted and unescaped
-    (``display_raw`` as written), ``uri`` the URI text, ``parsed_uri`` the
-    parsed :class:`SipUri`; ``tag``/``expires``/``q`` header params; ``star``
-    for ``Contact: *``."""
-
-    def __init__(self, buf, t, iv, base):
-        self._buf = buf
-        self._t = t
-        self._iv = iv
-        self._b = base
-
-    display_raw = strprop(_N["display"])
-    uri = strprop(_N["uri"])
-    tag = strprop(_N["tag"])
-    q = strprop(_N["q"])
-    params_str = strprop(_N["params"])
-    hdr_index = intprop(_N["hdr"])
-    start = intprop(_N["start"])
-    end = intprop(_N["end"])
-
-    @property
-    def star(self):
-        return bool(self._iv[self._b + _N["star"]])
-
-    @property
-    def bracket(self):
-        return bool(self._iv[self._b + _N["bracket"]])
-
-    @_lazy
-    def display(self):
-        return _unquote(self.display_raw)
-
-    @_lazy
-    def expires(self):
-        """the expires param as int (None when absent or not a number;
-        values past 32 bits are clamped to 2**32-1)"""
-        v = self._str(_N["expires"])
-        if v is None or not v.isdigit():
-            return None
-        return min(int(v), 0xFFFFFFFF)
-
-    @_lazy
-    def parsed_uri(self):
-        iv = self._iv
-        i = self._b + _N["uri"]
-        if iv[i] < 0:
-            return None
-        u = uri_at(self._buf, self._t, iv[i], iv[i + 1])
-        if u is None:
-            raise ParseError(400, "bad URI " + repr(self.uri), lib.SP_E_URI, iv[i])
-        return u
-
-    @_lazy
-    def params(self):
-        return _params_of(self, _N["params"])
-
-    def param(self, name):
-        return self.params.get(name.lower())
-
-    @property
-    def text(self):
-        return self._txt(self.start, self.end - self.start)
-
-    def __repr__(self):
-        return "NameAddr(*)" if self.star else f"NameAddr({self.text!r})"
-
-
-class Credentials:
-    """An Authorization/Proxy-Authorization/WWW-Authenticate value:
-    ``scheme`` and ``params`` (names lower-cased, quoted values unquoted);
-    ``username``, ``realm``, ``nonce``, ``uri``, ``response``, ``algorithm``,
-    ``cnonce``, ``opaque``, ``qop``, ``nc``, ``stale``, ``domain`` read the
-    params (None when absent)."""
-    __slots__ = ("scheme", "params", "raw")
-    _FIELDS = ("username", "realm", "nonce", "uri", "response", "algorithm",
-               "cnonce", "opaque", "qop", "nc", "stale", "domain")
-
-    def __init__(self, scheme, params, raw):
-        self.scheme = scheme
-        self.params = params
-        self.raw = raw
-
-    def __getattr__(self, name):
-        if name in Credentials._FIELDS:
-            return self.params.get(name)
-        raise AttributeError(name)
-
-    def __repr__(self):
-        return f"Credentials({self.scheme!r}, {self.params!r})"
 
 
 _MSG_PTR = ffi.typeof("sp_msg *")
@@ -962,115 +634,8 @@ class SipMsg(_View):
         return f"<SipMsg {self.status} {self.reason}>"
 
 
-def _b(v):
-    return v.encode("utf-8", "surrogateescape") if isinstance(v, str) else bytes(v)
 
-
-def _line(text):
-    b = _b(text)
-    return b if b.endswith(b"\r\n") else b + b"\r\n"
-
-
-# Text the caller gives to a message being built (a reason phrase, header
-# lines) must not be able to add lines of its own (header injection).
-_REASON_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_TAG_BAD = re.compile(rb"[\x00\r\n]")
-_RURI_BAD = re.compile(rb"[\x00-\x20\x7f]")
-_HDR_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]*:[^\x00\r\n]*\r\n")
-
-
-def check_reason(text):
-    """None when ``text`` (str or bytes) can be a reason phrase, else why
-    not: RFC 3261 allows no control character but HTAB, so CR, LF and NUL
-    (which would end or split the status line) are refused."""
-    m = _REASON_BAD.search(_b(text))
-    if m is None:
-        return None
-    return (f"the reason phrase holds the control character "
-            f"{m.group()!r} (CR, LF, NUL and other controls are refused)")
-
-
-def check_hdr_lines(text):
-    """None when ``text`` (str or bytes) is zero or more whole header lines
-    (``name: value`` CRLF each, a token name, no NUL, no CR or LF but the
-    CRLF that ends each line), else why not.  Folded lines and empty lines
-    (which would end the header section) are refused."""
-    b = _b(text)
-    pos, n = 0, len(b)
-    match = _HDR_LINE.match
-    while pos < n:
-        m = match(b, pos)
-        if m is not None:
-            pos = m.end()
-            continue
-        end = b.find(b"\n", pos)
-        line = b[pos:] if end < 0 else b[pos:end + 1]
-        if b"\0" in line:
-            why = "holds a NUL"
-        elif line in (b"\r\n", b"\n"):
-            why = "is empty (it would end the header section)"
-        elif not line.endswith(b"\r\n") or b"\r" in line[:-2]:
-            why = "does not end with CRLF or holds a bare CR or LF"
-        else:
-            why = "is not 'name: value' with a token name"
-        return f"the header line {line!r} {why}"
-    return None
-
-
-def _default_to_tag(msg):
-    f = msg.from_
-    v = msg.via1
-    key = "|".join((msg.callid or "", (f.tag or "") if f else "",
-                    (v.branch or "") if v else "", str(msg.cseq.num if msg.cseq else "")))
-    return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
-
-def build_reply(msg, code, reason=None, to_tag=None, headers=(), body=b""):
-    """A reply to request ``msg`` (RFC 3261 8.2.6): status line, the Via
-    headers, From, To (with ``to_tag`` added when the request's To has none
-    and code > 100; a stable tag is made when none is given), Call-ID, CSeq,
-    then ``headers`` (str/bytes lines, or one block), Content-Length, body.
-    Raises ValueError when the reason or the To tag holds CR, LF or NUL, or
-    ``headers`` is not whole header lines (:func:`check_hdr_lines`), so no
-    caller-provided text can add a header or split the status line."""
-    if not msg.is_request:
-        raise ValueError("cannot reply to a reply")
-    if reason is None:
-        reason = REASONS.get(code, "Unknown")
-    if to_tag is None and code > 100:
-        to_tag = _default_to_tag(msg)
-    rb = _b(reason)
-    if _REASON_BAD.search(rb) is not None:
-        raise ValueError(check_reason(rb))
-    tb = _b(to_tag) if to_tag else b""
-    if _TAG_BAD.search(tb) is not None:
-        raise ValueError(f"the To tag {tb!r} holds CR, LF or NUL")
-    if isinstance(headers, (str, bytes)):
-        eb = _b(headers)
-    else:
-        eb = b"".join(_line(h) for h in headers)
-    if eb:
-        why = check_hdr_lines(eb)
-        if why is not None:
-            raise ValueError(why)
-    bb = _b(body)
-    m = msg._m
-    size = 64 + len(rb) + len(tb) + len(eb) + len(bb) + msg.hdrs_end + 4 * msg.n_headers
-    out = ffi.new("char[]", size)
-    n = lib.sp_build_reply(m, msg._buf, code, rb, len(rb), tb, len(tb), eb, len(eb),
-                           bb, len(bb), out, size)
-    if n < 0:
-        raise ValueError("build_reply: " + strerror(n))
-    return ffi.unpack(out, n)
-
-
-def frame_length(buf) -> int:
-    """For a stream: how many octets the first message in ``buf`` takes
-    (leading CRLFs included); 0 when more data is needed.  Raises
-    :class:`ParseError` (code 400) on a framing error (bad or missing
-    Content-Length), after which the connection should be closed."""
-    b = buf if type(buf) is bytes else bytes(buf)
-    n = lib.sp_frame(b, len(b))
-    if n < 0:
-        raise ParseError(400, strerror(n), n, -1)
-    return n
+# also re-exported: callers import these from opensipy.parser.msg
+from .headers import REASONS, ReceiveInfo, method_name  # noqa: E402,F401
+from .build import (check_hdr_lines, check_reason,  # noqa: E402,F401
+                    frame_length)

@@ -268,7 +268,7 @@ def parse_nameaddr(text):
     (``"A" <sip:a@h>;tag=1``), given as str or bytes, with the parser the
     message headers go through; returns a
     :class:`~opensipy.parser.NameAddr`, raises :class:`UriError`."""
-    from .msg import NameAddr, _NS      # msg imports this module
+    from .headers import NameAddr      # headers imports this module
     b = text.encode("utf-8", "surrogateescape") if isinstance(text, str) \
         else bytes(text)
     arr = ffi.new("sp_nameaddr[]", 1)
