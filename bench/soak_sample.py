@@ -17,15 +17,10 @@ import psutil
 
 
 def opensipy_root():
-    for p in psutil.process_iter(["pid", "ppid", "cmdline"]):
+    """The attendant (its title, set with setproctitle, names it)."""
+    for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "opensipy" in cmd and "-f" in cmd and p.info["ppid"] != 0:
-            try:
-                parent = psutil.Process(p.info["ppid"])
-                if "opensipy" in " ".join(parent.cmdline()):
-                    continue
-            except psutil.Error:
-                pass
+        if cmd.startswith("opensipy: attendant"):
             return p
     return None
 
