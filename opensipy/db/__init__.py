@@ -65,6 +65,7 @@ end the parent's session), and a new one is opened.
 """
 from __future__ import annotations
 
+import abc
 import datetime
 import importlib
 import importlib.util
@@ -382,7 +383,7 @@ ratelog = _RateLog()
 _abandoned: list = []   # connections inherited across fork: never closed
 
 
-class DbCon:
+class DbCon(abc.ABC):
     """One connection (``db_con_t``), owned by the process that opened it.
 
     Drivers implement ``_connect() -> raw``, ``_execute(raw, sql, params,
@@ -688,12 +689,16 @@ class DbCon:
         the result.  Only drivers with DB_CAP_ASYNC_RAW_QUERY."""
         raise DBError(f"{self.dbf.name} cannot run queries asynchronously")
 
-    # -- driver hooks
+    # -- driver hooks: every driver (db_sqlite, db_postgres) implements the
+    # abstract ones; a class missing one cannot be instantiated
+    @abc.abstractmethod
     def _connect(self):
-        raise NotImplementedError
+        """Open and return the engine's raw connection."""
 
+    @abc.abstractmethod
     def _execute(self, raw, sql, params, fetch):
-        raise NotImplementedError
+        """Run one statement; return (columns, types, rows, rowcount,
+        lastrowid) as the driver module documents."""
 
     def _is_lost(self, raw, exc) -> bool:
         return False
@@ -701,14 +706,16 @@ class DbCon:
     def _close(self, raw) -> None:
         raw.close()
 
+    @abc.abstractmethod
     def _unique_keys(self, table: str) -> List[List[str]]:
-        raise NotImplementedError
+        """The primary and unique keys of ``table`` (lists of columns)."""
 
+    @abc.abstractmethod
     def table_exists(self, table: str) -> bool:
-        raise NotImplementedError
+        """Whether ``table`` exists in the database."""
 
 
-class AsyncQuery:
+class AsyncQuery(abc.ABC):
     """A query running on its own connection (``async_raw_query``).
 
     ``fd``: the descriptor to wait on (readable when there is progress);
@@ -719,11 +726,13 @@ class AsyncQuery:
     fd: int = -1
     done: bool = False
 
+    @abc.abstractmethod
     def resume(self):
-        raise NotImplementedError
+        """None while the query runs, then its result (see above)."""
 
+    @abc.abstractmethod
     def cancel(self) -> None:
-        raise NotImplementedError
+        """Abandon the query and give its connection back."""
 
 
 def _one_line(e: BaseException) -> str:
