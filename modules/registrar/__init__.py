@@ -21,7 +21,7 @@ from opensipy import config, log, modloader, shm
 from opensipy.db import DBError
 from opensipy.parser import METHODS, ParseError, parse_uri
 from opensipy.parser.uri import unescape
-from opensipy.pvar import get_branches
+from opensipy.pvar import Branch, get_branches
 from opensipy.sr_module import (CMD_PARAM_INT, CMD_PARAM_OPT, CMD_PARAM_STR,
                                 CMD_PARAM_STATIC, FAILURE_ROUTE, INT_PARAM,
                                 ONREPLY_ROUTE, REQUEST_ROUTE, STR_PARAM,
@@ -131,29 +131,22 @@ def _int_flag(name, value):
 _OLD_SAVE = re.compile(r"^(m|r|f|v|o|s|c\d+|p[012]|e\d+|E\d+)+$")
 
 
-def _old_save_flags(t: str, f: "SaveFlags") -> None:
-    for m in re.finditer(r"m|r|f|v|o|s|c(\d+)|p([012])|e(\d+)|E(\d+)", t):
-        x = m.group(0)
-        if x == "m":
-            f.memory_only = True
-        elif x == "r":
-            f.no_reply = True
-        elif x == "f":
-            f.force_reg = True
-        elif x == "v":
-            f.path_received = True
-        elif x == "o":
-            f.only_request_contacts = True
-        elif x == "s":
-            f.socket_header = True
-        elif m.group(1) is not None:
-            f.max_contacts = int(m.group(1))
-        elif m.group(2) is not None:
-            f.path_mode = (PATH_OFF, PATH_LAZY, PATH_STRICT)[int(m.group(2))]
-        elif m.group(3) is not None:
-            f.min_expires = int(m.group(3))
-        elif m.group(4) is not None:
-            f.max_expires = int(m.group(4))
+_OLD_WORDS = {"m": "memory-only", "r": "no-reply", "f": "force-registration",
+              "v": "path-received", "o": "only-request-contacts",
+              "s": "socket-header", "c": "max-contacts", "e": "min-expires",
+              "E": "max-expires", "p0": "path-off", "p1": "path-lazy",
+              "p2": "path-strict"}
+
+
+def _old_save_tokens(t: str):
+    """An old letter string as the (word, value) tokens it stands for."""
+    out = []
+    for m in re.finditer(r"(p[012]|[mrfvos])|([ceE])(\d+)", t):
+        if m.group(1):
+            out.append((_OLD_WORDS[m.group(1)], None))
+        else:
+            out.append((_OLD_WORDS[m.group(2)], m.group(3)))
+    return out
 
 
 def fixup_domain(name):
@@ -166,7 +159,13 @@ def fixup_domain(name):
 def fixup_save_flags(text) -> SaveFlags:
     global _max_contacts_seen
     f = SaveFlags()
+    tokens = []
     for name, value, raw in _tokens(text):
+        if value is None and _OLD_SAVE.match(raw):
+            tokens += _old_save_tokens(raw)
+        else:
+            tokens.append((name, value))
+    for name, value in tokens:
         if name == "memory-only":
             f.memory_only = True
         elif name == "no-reply":
@@ -196,8 +195,6 @@ def fixup_save_flags(text) -> SaveFlags:
             f.min_expires = _int_flag(name, value)
         elif name == "max-expires":
             f.max_expires = _int_flag(name, value)
-        elif value is None and _OLD_SAVE.match(raw):
-            _old_save_flags(raw, f)
         else:
             raise ValueError(f"unknown save() flag {name!r}")
     if f.max_contacts:
@@ -398,7 +395,7 @@ def _gruu_params(c, aor: str, aor_uri) -> str:
 def _contact_lines(contacts, now: float, gruu=None) -> List[str]:
     """The Contact lines of a 200 to REGISTER; ``gruu`` = (aor, its parsed
     URI) when GRUUs are to be given (RFC 5627)."""
-    from opensipy_modules.usrloc import q2str
+    q2str = ul.q2str
     lines = []
     for c in contacts:
         e = 0 if c.expires == 0 else max(int(c.expires - now), 0)
@@ -564,8 +561,7 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
             q = default_q
             if c.q is not None:
                 try:
-                    from opensipy_modules.usrloc import str2q
-                    q = str2q(c.q)
+                    q = ul.str2q(c.q)
                 except ValueError:
                     raise RegError(400, "Invalid q") from None
             instance = c.param("+sip.instance") or ""
@@ -635,9 +631,7 @@ def _apply_contact(msg, c, first: bool):
         if sock is not None:
             msg.force_send_socket = sock
         return None
-    from opensipy.pvar import Branch as _B
-    from opensipy_modules.usrloc import q2str
-    return _B(c.contact, dst, q2str(c.q) if c.q >= 0 else None, path,
+    return Branch(c.contact, dst, ul.q2str(c.q) if c.q >= 0 else None, path,
               c.cflags, sock)
 
 

@@ -24,7 +24,7 @@ from opensipy.sr_module import (INT_PARAM, STR_PARAM, MIExport, MIRecipe,
                                 ModuleExports, ParamExport, StatExport)
 from opensipy.timer import register_timer
 
-from .udomain import (ALL_METHODS, CS_NEW, DB_ONLY, NO_DB, STATE_NAMES,
+from .udomain import (ALL_METHODS, DB_ONLY, NO_DB, STATE_NAMES,
                       WRITE_BACK, WRITE_THROUGH, UContact, UDomain, URecord,
                       q2str, str2q)
 
@@ -346,6 +346,8 @@ class UsrlocApi:
     match_contact = staticmethod(match_contact)
     order_contacts = staticmethod(order_contacts)
     new_contact_id = staticmethod(new_contact_id)
+    q2str = staticmethod(q2str)
+    str2q = staticmethod(str2q)
     UContact = UContact
     URecord = URecord
 
