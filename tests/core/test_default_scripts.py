@@ -59,6 +59,7 @@ def default_server(server, tmp_path):
                                     f"udp:127.0.0.1:{port}")
     text = text.replace("/run/opensipy/opensipy_fifo",
                         str(tmp_path / "fifo"))
+    text = text.replace('"/run/opensipy/"', f'"{tmp_path}/"')  # reply_dir
     server.start(text)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
