@@ -23,7 +23,7 @@ command                reply
 ``shm_check``          ``{"total_fragments": N}``
 ``mem_shm_dump``       ``"OK"`` (the arena's figures go to the log)
 ``reload_routes``      ``"OK"``; a script that does not compile: error 500
-                       ``Failed to reload routes``, ``data`` = every
+                       ``reload failed``, ``data`` = every
                        ``FILE:LINE:COL: message`` (opensipy/script/reload.py)
 =====================  ====================================================
 """

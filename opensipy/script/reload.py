@@ -1,9 +1,14 @@
 """MI ``reload_routes``: the script's routes again, in every process.
 
-OpenSIPS's command, reply and limits: only the route blocks are reloaded;
-global parameters, ``loadmodule`` and ``modparam`` lines are not applied
-again (a reloaded script that changes them gets a warning per line in the
-log; restart the server to change them).
+OpenSIPS's command, reply and limits (cfg_reload.c): only the route blocks
+are reloaded; global parameters, ``loadmodule`` and ``modparam`` lines are
+not applied again (OpenSIPS skips them silently; we log a warning for each
+changed line: restart the server to change them); one reload at a time.
+Where we differ: OpenSIPS has every process parse the new script and
+switches only when all succeeded, before the MI reply; here the MI process
+compiles it (the same code, modules and fixups every process runs), and
+the others switch before their next message; the MI error carries the
+errors (``data``), which OpenSIPS only logs.
 
 How it runs:
 
@@ -36,6 +41,7 @@ from typing import List, Optional
 from .. import log
 
 _gen = None            # shm AtomicCounter: the reload generation
+_busy = None           # shm AtomicCounter: 1 while a reload is compiling
 _store = None          # shm HashTable: b"script" -> the text that compiled
 _path: Optional[str] = None
 _mine = 0              # the generation this process runs
@@ -79,10 +85,11 @@ def _timer_signature(script) -> tuple:
 
 def setup(path: str, script) -> None:
     """In the attendant, after the start-up compilation, before the fork."""
-    global _gen, _store, _path, _mine, _timer_sig, _top_sig
+    global _gen, _busy, _store, _path, _mine, _timer_sig, _top_sig
     from .. import shm
     _path = os.path.abspath(path)
     _gen = shm.AtomicCounter(0)
+    _busy = shm.AtomicCounter(0)
     _store = shm.HashTable(1)
     _mine = 0
     _timer_sig = _timer_signature(script)
@@ -177,15 +184,21 @@ def reload_routes() -> int:
     if _gen is None:
         raise ReloadError(["reload_routes: the server did not set up "
                            "route reloading"])
+    if not _busy.compare_and_set(0, 1):       # one reload at a time
+        raise ReloadError(["reload_routes: a reload is already in "
+                           "progress"])
     try:
-        with open(_path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError as e:
-        raise ReloadError([f"{_path}:0:0: cannot open script: "
-                           f"{e.strerror or e}"]) from None
-    cs = build(text)
-    _store.put(_KEY, text.encode("utf-8", "surrogateescape"))
-    g = _gen.inc()
+        try:
+            with open(_path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError as e:
+            raise ReloadError([f"{_path}:0:0: cannot open script: "
+                               f"{e.strerror or e}"]) from None
+        cs = build(text)
+        _store.put(_KEY, text.encode("utf-8", "surrogateescape"))
+        g = _gen.inc()
+    finally:
+        _busy.set(0)
     activate(cs)
     _mine = g
     log.LM_NOTICE(f"reload_routes: {_path} compiled, generation {g}")
@@ -193,7 +206,8 @@ def reload_routes() -> int:
 
 
 def mi_reload_routes(params):
-    """MI ``reload_routes``: "OK", or error 500 with every error found."""
+    """MI ``reload_routes``: "OK", or OpenSIPS's error 500 "reload failed"
+    (with every error found as ``data``, which OpenSIPS only logs)."""
     from .. import sdnotify
     from ..mi.dispatch import MIError
     sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC="
@@ -203,8 +217,7 @@ def mi_reload_routes(params):
         reload_routes()
     except ReloadError as e:
         log.LM_ERR(f"reload_routes failed, the running routes stay:\n{e}")
-        raise MIError(500, "Failed to reload routes",
-                      data=e.errors) from None
+        raise MIError(500, "reload failed", data=e.errors) from None
     finally:
         sdnotify.notify("READY=1\nSTATUS=serving")
     return "OK"

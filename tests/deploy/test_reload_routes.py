@@ -146,7 +146,7 @@ def test_reload_routes_good_broken_good(server):
     cfg.write_text("\n".join(broken) + "\n")
     r = mi(mi_port, "reload_routes")
     assert r["error"]["code"] == 500, r
-    assert r["error"]["message"] == "Failed to reload routes"
+    assert r["error"]["message"] == "reload failed"
     assert any(e.startswith(f"{cfg}:{line}:") for e in r["error"]["data"]), r
     cfg.write_text(script(sip_port, mi_port, 3,
                           body_extra="no_such_function();"))
