@@ -42,10 +42,8 @@ def udp_rcv_loop(si, handler) -> None:
     first datagram after a window of ``LOAD_WINDOW_NS`` it reports the
     busy share of that window (waiting in ``recvfrom`` is idle time)."""
     from .. import pt, statistics
-    from ..script import reload
     recv = si.sock.recvfrom
     refresh = log.refresh
-    reload_poll = reload.poll
     clock = time.monotonic_ns
     load = statistics.load
     me = pt.my_id
@@ -60,7 +58,6 @@ def udp_rcv_loop(si, handler) -> None:
             continue
         t0 = clock()
         refresh()              # MI log_level may have changed our level
-        reload_poll()          # MI reload_routes may have new routes
         try:
             handler(buf, src, si)
         except Exception as e:  # one bad message must not kill the receiver

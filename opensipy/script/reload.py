@@ -21,10 +21,11 @@ How it runs:
   FILE:LINE:COL) is the MI error reply and nothing changes anywhere.  When
   it compiled, the text is stored in shm, the generation bumped and the
   MI process switches at once;
-* every other process (SIP receivers before their next message, the timer
-  process at its next tick, module processes at their next MI request)
-  calls :func:`poll`: one read of the counter; when it moved, the process
-  compiles the stored text itself and switches (a process that cannot,
+* every other process (SIP receivers before their next message, in
+  ``receive.receive_msg``, the timer process at its next tick, module
+  processes at their next MI request) calls :func:`poll`: one read of
+  the counter; when it moved, the process compiles the stored text
+  itself and switches (a process that cannot,
   which the MI process's own compilation makes unlikely, logs why and
   keeps its routes).  Files the script includes are read again by each
   process.
