@@ -6,6 +6,7 @@ path: receive, hand the bytes to the core, repeat.
 """
 from __future__ import annotations
 
+import select
 import socket
 import time
 
@@ -41,8 +42,10 @@ def udp_rcv_loop(si, handler) -> None:
     ``recvfrom`` returning to the end of the handler is busy time; at the
     first datagram after a window of ``LOAD_WINDOW_NS`` it reports the
     busy share of that window (waiting in ``recvfrom`` is idle time)."""
-    from .. import pt, statistics
+    from .. import async_engine, pt, statistics
     recv = si.sock.recvfrom
+    tasks = async_engine.tasks
+    async_engine.reactor = True
     refresh = log.refresh
     clock = time.monotonic_ns
     load = statistics.load
@@ -52,10 +55,18 @@ def udp_rcv_loop(si, handler) -> None:
     win_start = clock()
     busy = 0
     while True:
-        try:
-            buf, src = recv(MAX_DATAGRAM)
-        except InterruptedError:
-            continue
+        if tasks:
+            # async() / launch() operations pending: wait for the socket,
+            # their descriptors and the nearest deadline together
+            got = _poll_with_tasks(si.sock, async_engine)
+            if got is None:
+                continue
+            buf, src = got
+        else:
+            try:
+                buf, src = recv(MAX_DATAGRAM)
+            except InterruptedError:
+                continue
         t0 = clock()
         refresh()              # MI log_level may have changed our level
         try:
@@ -70,3 +81,27 @@ def udp_rcv_loop(si, handler) -> None:
             report(me, busy, t1 - win_start)
             win_start = t1
             busy = 0
+
+
+def _poll_with_tasks(sock, engine):
+    """One turn of the receiver's reactor: resume the async tasks that are
+    due, then read a datagram when one is waiting (without blocking: another
+    receiver of the socket may have taken it).  None when there is none."""
+    sfd = sock.fileno()
+    p = select.poll()
+    p.register(sfd, select.POLLIN)
+    for fd in engine.fds():
+        p.register(fd, select.POLLIN)
+    wait = engine.poll_timeout(time.monotonic())
+    try:
+        ready = p.poll(None if wait is None else int(wait * 1000) + 1)
+    except InterruptedError:
+        return None
+    readable = [fd for fd, _ in ready if fd != sfd]
+    engine.run_ready(readable)
+    if not any(fd == sfd for fd, _ in ready):
+        return None
+    try:
+        return sock.recvfrom(MAX_DATAGRAM, socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return None
