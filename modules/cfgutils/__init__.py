@@ -27,7 +27,7 @@ import zlib
 
 from opensipy import log, shm
 from opensipy.mi import MIError, get_str, param_error
-from opensipy.pvar import PVError
+from opensipy.pvar import PVError, StrInt
 from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT,
                                 CMD_PARAM_OPT, CMD_PARAM_STATIC,
                                 CMD_PARAM_STR, CMD_PARAM_VAR, EVENT_ROUTE,
@@ -199,7 +199,9 @@ def w_ts_usec_delta(msg, t1s, t1u, t2s, t2u, delta_str=None,
     d = abs((t1s - t2s) * 1_000_000 + (t1u - t2u))
     try:
         if delta_str is not None:
-            delta_str.set(msg, str(d))
+            # text that also compares as a number: 3.1's single "delta"
+            # output was an integer, 3.x's later delta_str is its text
+            delta_str.set(msg, StrInt(str(d)))
         if delta_int is not None:
             delta_int.set(msg, d)
     except PVError as e:

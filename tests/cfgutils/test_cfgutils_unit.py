@@ -77,6 +77,10 @@ def test_ts_usec_delta_both_outputs(reg):
     assert var("s") == "1999750" and var("i") == 1999750
     run(reg, "ts_usec_delta(12, 0, 10, 1, , $var(j));")
     assert var("j") == 1999999
+    # the text output also compares as a number (3.1's single output)
+    run(reg, "ts_usec_delta(1, 0, 1, 300, $var(d));\n"
+             "if ($var(d) > 200 && $var(d) < 400) $var(ok) = 1;")
+    assert var("ok") == 1
 
 
 def test_get_accurate_time(reg):
