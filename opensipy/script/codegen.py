@@ -383,7 +383,12 @@ class Generator:
         run-time regex ...) the error is logged with the script location
         and the call returns -1 without running the function, as OpenSIPS
         does.  A value fixed up at run time is freed after the call when
-        the parameter has a free_fixup."""
+        the parameter has a free_fixup.
+
+        ``invoke(fn, args) -> code`` replaces the plain call (async() and
+        launch() hand the function to their helper); with ``flags`` the
+        result is action flags, not a return code ($rc and the stop on 0
+        are left to the helper)."""
         pre: List[Tuple[int, str]] = []
         evals: List[str] = []
         frees: List[str] = []
