@@ -42,7 +42,11 @@ route {{
         exit;
     }}
     if ($rU == "sleepy") {{
-        async(sleep(1), resume_slow, 1);
+        async(sleep(3), resume_slow, 1);
+        exit;
+    }}
+    if ($rU == "nap") {{
+        async(sleep(1), resume_slow);
         exit;
     }}
     append_to_reply("X-Fast: $rU\r\n");
@@ -151,8 +155,17 @@ def test_launch_goes_on_at_once_and_reports_later(rig):
 
 def test_async_timeout_resumes_with_minus_one(rig):
     port, mi, (phone, _, _) = rig
+    t0 = time.monotonic()
     _send(phone, port, "sleepy", "sleepy-1@x")
-    r, _ = _final(phone, timeout=5)
-    # sleep(1) with a 1 s timeout: whichever fires first, the route resumes
+    r, t1 = _final(phone, timeout=5)
+    # sleep(3) under a 1 s timeout: resumed by the timeout, $rc -1
     assert r.reason == "Slow Done"
-    assert r.hdr("X-Resumed-Rc") in ("1", "-1")
+    assert r.hdr("X-Resumed-Rc") == "-1"
+    assert t1 - t0 < 2.9
+
+
+def test_async_sleep_in_seconds(rig):
+    port, mi, (phone, _, _) = rig
+    _send(phone, port, "nap", "nap-1@x")
+    r, _ = _final(phone, timeout=5)
+    assert (r.reason, r.hdr("X-Resumed-Rc")) == ("Slow Done", "1")

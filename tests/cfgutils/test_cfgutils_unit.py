@@ -62,6 +62,18 @@ def test_rand_probability_out_of_range_is_a_config_error(reg):
     assert var("r") == "refused" and m is not None
 
 
+def test_rand_get_prob_logs_the_probability(reg, capsys):
+    from opensipy import log
+    saved = (log.state.level, log.state.stderr, log.state.syslog)
+    log.state.level, log.state.stderr, log.state.syslog = log.L_INFO, \
+        True, False
+    try:
+        run(reg, "rand_set_prob(33); rand_get_prob();")
+    finally:
+        log.state.level, log.state.stderr, log.state.syslog = saved
+    assert "the probability is 33 percent" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------ sleeping
 
 def test_sleep_and_usleep_block_outside_async(reg):
