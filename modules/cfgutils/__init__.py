@@ -229,8 +229,8 @@ _TR_CACHE = {}
 
 def w_check_time_rec(msg, rec, ts=None) -> int:
     """check_time_rec(time_string[, timestamp]): 1 when the time (now or
-    timestamp) falls in the recurrence, -1 when not, -2 when the string is
-    bad."""
+    timestamp) falls in the recurrence expression, -1 when not, -2 when
+    the string is bad, -3 when the time cannot be checked."""
     tr = _TR_CACHE.get(rec)
     if tr is None:
         try:
@@ -241,7 +241,12 @@ def w_check_time_rec(msg, rec, ts=None) -> int:
         if len(_TR_CACHE) > 1024:
             _TR_CACHE.clear()
         _TR_CACHE[rec] = tr
-    return 1 if tr.matches(time.time() if ts is None else ts) else -1
+    try:
+        hit = tr.matches(time.time() if ts is None else ts)
+    except (ValueError, OverflowError, OSError) as e:
+        log.LM_ERR(f"check_time_rec: cannot check {rec!r}: {e}")
+        return -3
+    return 1 if hit else -1
 
 
 def fixup_time_rec(value):

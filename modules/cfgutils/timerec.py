@@ -1,27 +1,37 @@
 """Time recurrences (RFC 2445 fields), as cfgutils' check_time_rec() reads
-them: ``dtstart|dtend|duration|freq|until|interval|byday|bymday|byyday|
-byweekno|bymonth``.
+them: ``[timezone|]dtstart|dtend|duration|freq|until|interval|byday|bymday|
+byyday|byweekno|bymonth``, and expressions over them.
 
-* ``dtstart``/``dtend``/``until``: ``YYYYMMDDThhmmss`` in the server's
-  local time (a trailing ``Z``: UTC); ``dtend`` and ``duration``
-  (``P1W``, ``P2DT3H``, ``PT30M``, case-insensitive) say how long each
-  occurrence lasts; ``dtstart`` is required.
+* ``timezone`` (optional, e.g. ``Europe/Amsterdam``): the zone the times
+  are written in; by default the server's local time;
+* ``dtstart``/``dtend``/``until``: ``YYYYMMDDThhmmss`` (a trailing ``Z``:
+  UTC); ``dtend`` and ``duration`` (``P1W``, ``P2DT3H``, ``PT30M``,
+  case-insensitive) say how long each occurrence lasts; ``dtstart`` is
+  required;
 * ``freq`` (``yearly``, ``monthly``, ``weekly``, ``daily``) repeats the
   interval every ``interval`` periods (default 1); the ``by*`` lists are
   comma-separated (``byday``: ``MO``, ``2TU``, ``-1FR``; the others:
-  integers, negative ones counted from the end).
-* Without ``freq`` there is one occurrence; without ``dtend`` and
-  ``duration`` it never ends (and with ``freq`` it lasts one day).
+  integers, negative ones counted from the end);
+* without ``freq`` there is one occurrence (``until``, ``interval`` and
+  the ``by*`` rules need a ``freq``); without ``dtend`` and ``duration``
+  it never ends, and with ``freq`` it lasts until the end of dtstart's
+  day, week, month or year (the smallest unit the rules name).
 
-:func:`parse` raises ``ValueError`` with the field at fault;
-``TimeRec.matches(ts)`` tells whether a Unix time falls in an occurrence.
+Recurrences combine with ``&`` (and), ``/`` (or), ``!`` (not) and
+parentheses; as in OpenSIPS one level uses one kind of operator
+(``A & B & !C``, ``TZ|A / (B & C)``; ``A & B / C`` is an error).  A ``/`` inside a time-zone name (the
+first field, before any ``|``) belongs to the name.
+
+:func:`parse` raises ``ValueError`` naming the field at fault; the result's
+``matches(ts)`` tells whether a Unix time falls in it.
 """
 from __future__ import annotations
 
 import calendar
 import datetime as _dt
 import re
-from typing import List, Optional, Tuple
+import zoneinfo
+from typing import List, Tuple
 
 FIELDS = ("dtstart", "dtend", "duration", "freq", "until", "interval",
           "byday", "bymday", "byyday", "byweekno", "bymonth")
@@ -32,7 +42,7 @@ _DUR = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?"
 _SCAN_DAYS = 400           # how far back occurrences are looked for
 
 
-def _time(text: str, what: str) -> _dt.datetime:
+def _time(text: str, what: str, tz=None) -> _dt.datetime:
     t = text.strip()
     utc = t.upper().endswith("Z")
     if utc:
@@ -42,9 +52,9 @@ def _time(text: str, what: str) -> _dt.datetime:
     except ValueError:
         raise ValueError(f"{what}: {text!r} is not YYYYMMDDThhmmss") \
             from None
-    if utc:         # to local time, naive, as the rest is computed
-        d = _dt.datetime.fromtimestamp(
-            calendar.timegm(d.timetuple()))
+    if utc:         # to the recurrence's zone, naive, as the rest is
+        d = _dt.datetime.fromtimestamp(        # computed
+            calendar.timegm(d.timetuple()), tz).replace(tzinfo=None)
     return d
 
 
@@ -84,11 +94,11 @@ def _byday(text: str) -> List[Tuple[int, int]]:
 
 
 class TimeRec:
-    __slots__ = ("dtstart", "duration", "freq", "until", "interval",
+    __slots__ = ("tz", "dtstart", "duration", "freq", "until", "interval",
                  "byday", "bymday", "byyday", "byweekno", "bymonth")
 
     def matches(self, ts: float) -> bool:
-        t = _dt.datetime.fromtimestamp(int(ts))
+        t = _dt.datetime.fromtimestamp(int(ts), self.tz).replace(tzinfo=None)
         if t < self.dtstart:
             return False
         if self.until is not None and t > self.until:
@@ -96,7 +106,7 @@ class TimeRec:
         if self.freq is None:
             return self.duration is None or t < self.dtstart + self.duration
         dur = self.duration if self.duration is not None \
-            else _dt.timedelta(days=1)
+            else self._default_duration()
         tod = self.dtstart - self.dtstart.replace(hour=0, minute=0,
                                                   second=0)
         back = min(dur.days + 1, _SCAN_DAYS)
@@ -111,6 +121,25 @@ class TimeRec:
             if self.occurs_on(d):
                 return True
         return False
+
+    def _default_duration(self) -> _dt.timedelta:
+        """No dtend nor duration with a freq: as OpenSIPS, the occurrence
+        lasts until the end of dtstart's day (a by-day rule or daily),
+        week (weekly, byweekno; weeks end on Saturday), month (monthly,
+        bymonth) or year."""
+        s = self.dtstart
+        day0 = _dt.datetime.combine(s.date(), _dt.time())
+        if self.freq == "daily" or self.byday or self.bymday \
+                or self.byyday:
+            end = day0 + _dt.timedelta(days=1)
+        elif self.freq == "weekly" or self.byweekno:
+            end = day0 + _dt.timedelta(days=7 - (s.weekday() + 1) % 7)
+        elif self.freq == "monthly" or self.bymonth:
+            end = (day0.replace(day=1) + _dt.timedelta(days=32)).replace(
+                day=1)
+        else:
+            end = day0.replace(year=s.year + 1, month=1, day=1)
+        return end - s
 
     def occurs_on(self, d: _dt.date) -> bool:
         s = self.dtstart.date()
@@ -176,20 +205,29 @@ class TimeRec:
         return False
 
 
-def parse(text: str) -> TimeRec:
+def parse_rec(text: str) -> TimeRec:
+    """One recurrence (no operators)."""
     parts = [p.strip() for p in str(text).split("|")]
+    r = TimeRec()
+    r.tz = None
+    if parts and parts[0] and not parts[0][:1].isdigit():
+        try:
+            r.tz = zoneinfo.ZoneInfo(parts[0])
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: unknown zone {parts[0]!r}") \
+                from None
+        parts = parts[1:]
     if len(parts) > len(FIELDS):
         raise ValueError(f"too many fields ({len(parts)}; at most "
                          f"{len(FIELDS)}: {'|'.join(FIELDS)})")
     parts += [""] * (len(FIELDS) - len(parts))
     f = dict(zip(FIELDS, parts))
-    r = TimeRec()
     if not f["dtstart"]:
         raise ValueError("dtstart is missing")
-    r.dtstart = _time(f["dtstart"], "dtstart")
+    r.dtstart = _time(f["dtstart"], "dtstart", r.tz)
     r.duration = None
     if f["dtend"]:
-        end = _time(f["dtend"], "dtend")
+        end = _time(f["dtend"], "dtend", r.tz)
         if end <= r.dtstart:
             raise ValueError("dtend is not after dtstart")
         r.duration = end - r.dtstart
@@ -200,7 +238,7 @@ def parse(text: str) -> TimeRec:
         raise ValueError(f"freq: {f['freq']!r} is not one of "
                          f"{', '.join(FREQS)}")
     r.freq = freq or None
-    r.until = _time(f["until"], "until") if f["until"] else None
+    r.until = _time(f["until"], "until", r.tz) if f["until"] else None
     r.interval = 1
     if f["interval"]:
         if not f["interval"].isdigit() or int(f["interval"]) < 1:
@@ -213,4 +251,112 @@ def parse(text: str) -> TimeRec:
     r.byweekno = _ints(f["byweekno"], "byweekno", 1, 53) \
         if f["byweekno"] else []
     r.bymonth = _ints(f["bymonth"], "bymonth", 1, 12) if f["bymonth"] else []
+    if r.freq is None and (r.until or f["interval"] or r.byday or r.bymday
+                           or r.byyday or r.byweekno or r.bymonth):
+        raise ValueError("freq is missing (until, interval and the by* "
+                         "rules need it)")
     return r
+
+
+# ---- expressions: & (and), / (or), ! (not), parentheses ----------------------
+
+class _Not:
+    __slots__ = ("a",)
+
+    def __init__(self, a):
+        self.a = a
+
+    def matches(self, ts) -> bool:
+        return not self.a.matches(ts)
+
+
+class _All:
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        self.items = items
+
+    def matches(self, ts) -> bool:
+        return all(x.matches(ts) for x in self.items)
+
+
+class _Any(_All):
+    def matches(self, ts) -> bool:
+        return any(x.matches(ts) for x in self.items)
+
+
+def _tokens(text: str) -> List[str]:
+    out, cur = [], []
+
+    def flush():
+        if cur:
+            out.append("".join(cur))
+            cur.clear()
+    for ch in text:
+        if ch.isspace():
+            flush()
+        elif ch in "&!()":
+            flush()
+            out.append(ch)
+        elif ch == "/" and cur and "|" not in cur:
+            cur.append(ch)              # inside a time-zone name
+        elif ch == "/":
+            flush()
+            out.append(ch)
+        else:
+            cur.append(ch)
+    flush()
+    return out
+
+
+def parse(text: str):
+    """A recurrence or an expression over recurrences."""
+    toks = _tokens(str(text))
+    if not toks:
+        raise ValueError("dtstart is missing")
+    pos = 0
+
+    def peek():
+        return toks[pos] if pos < len(toks) else None
+
+    def take():
+        nonlocal pos
+        pos += 1
+        return toks[pos - 1]
+
+    def alt():
+        # as OpenSIPS: one operator kind per level, parentheses mix them
+        items = [unary()]
+        op = None
+        while peek() in ("&", "/"):
+            if op is not None and peek() != op:
+                raise ValueError("'&' and '/' cannot be mixed without "
+                                 "parentheses")
+            op = take()
+            items.append(unary())
+        if op is None:
+            return items[0]
+        return _All(items) if op == "&" else _Any(items)
+
+    def unary():
+        t = peek()
+        if t is None:
+            raise ValueError("expression ends too early")
+        if t == "!":
+            take()
+            return _Not(unary())
+        if t == "(":
+            take()
+            e = alt()
+            if peek() != ")":
+                raise ValueError("missing ')'")
+            take()
+            return e
+        if t in ("&", "/", ")"):
+            raise ValueError(f"unexpected {t!r}")
+        return parse_rec(take())
+
+    e = alt()
+    if pos != len(toks):
+        raise ValueError(f"unexpected {toks[pos]!r}")
+    return e

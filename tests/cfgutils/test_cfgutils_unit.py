@@ -179,6 +179,54 @@ def test_time_recurrences(rec, when, expect):
     assert timerec.parse(rec).matches(ts(when)) is expect
 
 
+LUNCH = ("20210104T080000|20210104T180000||weekly|20211231T235959||"
+         "MO,TU,WE,TH,FR & !20210104T120000|20210104T140000||daily")
+
+
+@pytest.mark.parametrize("rec,when,expect", [
+    (LUNCH, "2021-03-01 09:00", True),        # Monday morning
+    (LUNCH, "2021-03-01 12:30", False),       # lunch break
+    (LUNCH, "2021-03-06 09:00", False),       # Saturday
+    ("(20210101T000000|20210102T000000 / 20210301T000000|20210302T000000)"
+     " & !20210301T120000|20210301T130000", "2021-03-01 12:30", False),
+    ("(20210101T000000|20210102T000000 / 20210301T000000|20210302T000000)"
+     " & !20210301T120000|20210301T130000", "2021-01-01 12:30", True),
+    (LUNCH, "2022-03-01 09:00", False),       # after until
+    ("!!20210101T000000", "2021-06-01 00:00", True),
+    # freq without an end: until the end of dtstart's day
+    ("20210101T200000|||daily", "2021-03-01 23:59", True),
+    ("20210101T200000|||daily", "2021-03-01 19:59", False),
+    # (from the 5th to the end of dtstart's month: 27 days)
+    ("20210105T000000|||monthly", "2021-03-31 23:00", True),
+    ("20210105T000000|||monthly", "2021-03-04 12:00", False),
+    ("20210105T000000|||monthly", "2021-03-05 23:00", True),
+])
+def test_time_recurrence_expressions(rec, when, expect):
+    assert timerec.parse(rec).matches(ts(when)) is expect
+
+
+def test_time_zones():
+    import calendar
+    utc = calendar.timegm((2021, 4, 27, 12, 0, 0))
+    # King's Day in Amsterdam (UTC+2 in April) ...
+    nl = "Europe/Amsterdam|20210427T000000|20210428T000000"
+    assert timerec.parse(nl).matches(utc)
+    assert not timerec.parse(nl).matches(
+        calendar.timegm((2021, 4, 27, 22, 30, 0)))     # 00:30 on the 28th
+    # ... a '/' in a zone name is part of it, a spaced one is "or"
+    ny = "America/New_York|20210427T000000|20210427T010000"
+    both = f"{ny} / {nl}"
+    assert timerec.parse(both).matches(utc)
+    assert timerec.parse(ny).matches(calendar.timegm((2021, 4, 27, 4, 30,
+                                                      0)))
+    # a Z time is UTC whatever the zone
+    z = "Asia/Tokyo|20210427T000000Z|20210427T010000Z"
+    assert timerec.parse(z).matches(calendar.timegm((2021, 4, 27, 0, 30,
+                                                     0)))
+    with pytest.raises(ValueError, match="timezone"):
+        timerec.parse("Mars/Olympus|20210101T000000")
+
+
 @pytest.mark.parametrize("bad,why", [
     ("", "dtstart"), ("2012|x", "dtstart"),
     ("20120101T000000|20110101T000000", "dtend"),
@@ -187,7 +235,13 @@ def test_time_recurrences(rec, when, expect):
     ("20120101T000000|||daily||0", "interval"),
     ("20120101T000000|||weekly|||XX", "byday"),
     ("20120101T000000|||monthly||||32", "bymday"),
-    ("a|b|c|d|e|f|g|h|i|j|k|l", "too many"),
+    ("1|b|c|d|e|f|g|h|i|j|k|l", "too many"),
+    ("(20120101T000000", "missing"), ("20120101T000000 &", "ends"),
+    ("& 20120101T000000", "unexpected"),
+    ("20120101T000000 20120101T000000", "unexpected"),
+    ("20120101T000000 & 20120101T000000 / 20120101T000000", "mixed"),
+    ("20120101T000000||||20130101T000000", "freq is missing"),
+    ("20120101T000000||||||MO", "freq is missing"),
 ])
 def test_bad_time_recurrences(bad, why):
     with pytest.raises(ValueError, match=why):
