@@ -417,3 +417,16 @@ def test_mi_pretty_printing(reg, monkeypatch):
     run(reg, 'mi("shv_get pp", $var(out));')
     assert "\n" in var("out") and json.loads(var("out"))["VAR"]["value"] \
         == 1
+
+
+def _die_holding(i, lk):
+    cfg.w_get_static_lock(None, lk)
+    os._exit(0)                     # never released
+
+
+def test_a_lock_whose_holder_died_is_recovered(reg):
+    lk = cfg.fixup_static_lock("dies")
+    run_children(1, lambda i: _die_holding(i, lk))
+    assert cfg.w_get_static_lock(None, lk) == 1
+    assert lk.owner == os.getpid()
+    cfg.w_release_static_lock(None, lk)
