@@ -169,3 +169,27 @@ def test_async_sleep_in_seconds(rig):
     _send(phone, port, "nap", "nap-1@x")
     r, _ = _final(phone, timeout=5)
     assert (r.reason, r.hdr("X-Resumed-Rc")) == ("Slow Done", "1")
+
+
+def test_many_suspended_requests_all_resume_and_release(rig):
+    """60 INVITEs suspended at once on the only receiver: each resumes
+    with its own message, and every transaction is released afterwards
+    (the post-script callbacks ran after the resume routes)."""
+    port, mi, (phone, _, _) = rig
+    n = 60
+    for i in range(n):
+        _send(phone, port, "slow", f"many-{i}@x")
+    seen = {}
+    while len(seen) < n:
+        r = phone.recv(10)
+        if r.status >= 200:
+            seen[r.callid] = r
+    assert set(seen) == {f"many-{i}@x" for i in range(n)}
+    assert all(r.reason == "Slow Done" and r.hdr("X-Kept") == "before-INVITE"
+               for r in seen.values())
+    assert _shv(mi, "resumes") == n
+    # no transaction is left held: they all go away after wt_timer
+    wait_for(lambda: mi_call(mi, "get_statistics",
+                             [["tm:inuse_transactions"]])[
+                 "tm:inuse_transactions"] == 0, timeout=15,
+             what="transactions released")
