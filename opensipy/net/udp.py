@@ -41,7 +41,12 @@ def udp_rcv_loop(si, handler) -> None:
     The loop measures its load (``load:load-proc-<id>``): the time from
     ``recvfrom`` returning to the end of the handler is busy time; at the
     first datagram after a window of ``LOAD_WINDOW_NS`` it reports the
-    busy share of that window (waiting in ``recvfrom`` is idle time)."""
+    busy share of that window (waiting in ``recvfrom`` is idle time).
+
+    While ``async()``/``launch()`` operations are pending
+    (:mod:`opensipy.async_engine`) the loop polls the socket together with
+    their descriptors and deadlines and resumes the due ones (that time
+    counts as busy too)."""
     from .. import async_engine, pt, statistics
     recv = si.sock.recvfrom
     tasks = async_engine.tasks
@@ -58,7 +63,8 @@ def udp_rcv_loop(si, handler) -> None:
         if tasks:
             # async() / launch() operations pending: wait for the socket,
             # their descriptors and the nearest deadline together
-            got = _poll_with_tasks(si.sock, async_engine)
+            got, spent = _poll_with_tasks(si.sock, async_engine, clock)
+            busy += spent          # resume routes are work too
             if got is None:
                 continue
             buf, src = got
@@ -83,10 +89,11 @@ def udp_rcv_loop(si, handler) -> None:
             busy = 0
 
 
-def _poll_with_tasks(sock, engine):
+def _poll_with_tasks(sock, engine, clock):
     """One turn of the receiver's reactor: resume the async tasks that are
     due, then read a datagram when one is waiting (without blocking: another
-    receiver of the socket may have taken it).  None when there is none."""
+    receiver of the socket may have taken it).  Returns (datagram or None,
+    nanoseconds spent resuming)."""
     sfd = sock.fileno()
     p = select.poll()
     p.register(sfd, select.POLLIN)
@@ -96,12 +103,13 @@ def _poll_with_tasks(sock, engine):
     try:
         ready = p.poll(None if wait is None else int(wait * 1000) + 1)
     except InterruptedError:
-        return None
-    readable = [fd for fd, _ in ready if fd != sfd]
-    engine.run_ready(readable)
+        return None, 0
+    t0 = clock()
+    engine.run_ready([fd for fd, _ in ready if fd != sfd])
+    spent = clock() - t0
     if not any(fd == sfd for fd, _ in ready):
-        return None
+        return None, spent
     try:
-        return sock.recvfrom(MAX_DATAGRAM, socket.MSG_DONTWAIT)
+        return sock.recvfrom(MAX_DATAGRAM, socket.MSG_DONTWAIT), spent
     except (BlockingIOError, InterruptedError):
-        return None
+        return None, spent
