@@ -157,6 +157,40 @@ def a_usleep(msg, actx, usecs) -> int:
     return 1
 
 
+# ---- debugging ----------------------------------------------------------------
+
+def w_abort(msg) -> int:
+    """abort(): kill this process with SIGABRT (a core dump where the
+    system keeps them); the attendant reports it and starts a new one."""
+    log.LM_CRIT("cfgutils: abort() called from the script")
+    os.abort()
+
+
+def w_shm_status(msg) -> int:
+    """shm_status(): the shared memory figures, logged."""
+    st = shm.stats()
+    fr = shm.fragmentation()
+    log.LM_NOTICE("shm status: " + ", ".join(
+        f"{k}={v}" for k, v in list(st.items()) +
+        [("largest_free_block", fr["largest_free_block"])]))
+    return 1
+
+
+def w_pkg_status(msg) -> int:
+    """pkg_status(): this process's private memory (resident and virtual
+    size, from /proc), logged."""
+    try:
+        with open("/proc/self/statm") as f:
+            vm, rss = (int(x) for x in f.read().split()[:2])
+    except (OSError, ValueError) as e:
+        log.LM_ERR(f"pkg_status: cannot read /proc/self/statm: {e}")
+        return -1
+    page = os.sysconf("SC_PAGE_SIZE")
+    log.LM_NOTICE(f"pkg status: pid={os.getpid()} rss={rss * page} "
+                  f"vsz={vm * page}")
+    return 1
+
+
 # ---- values -----------------------------------------------------------------
 
 def w_set_count(msg, var, ret) -> int:
@@ -514,6 +548,9 @@ exports = ModuleExports(
         CmdExport("rand_get_prob", w_rand_get_prob, [], ALL_ROUTES),
         CmdExport("sleep", w_sleep, [CmdParam(_I)], ALL_ROUTES),
         CmdExport("usleep", w_usleep, [CmdParam(_I)], ALL_ROUTES),
+        CmdExport("abort", w_abort, [], MAIN_ROUTES),
+        CmdExport("pkg_status", w_pkg_status, [], MAIN_ROUTES),
+        CmdExport("shm_status", w_shm_status, [], MAIN_ROUTES),
         CmdExport("set_count", w_set_count, [CmdParam(_V), CmdParam(_V)],
                   ALL_ROUTES),
         CmdExport("shuffle_avps", w_shuffle_avps, [CmdParam(_V)],

@@ -430,3 +430,35 @@ def test_a_lock_whose_holder_died_is_recovered(reg):
     assert cfg.w_get_static_lock(None, lk) == 1
     assert lk.owner == os.getpid()
     cfg.w_release_static_lock(None, lk)
+
+
+def test_shm_and_pkg_status_log_figures(reg, capsys):
+    from opensipy import log
+    saved = (log.state.level, log.state.stderr, log.state.syslog)
+    log.state.level, log.state.stderr, log.state.syslog = log.L_NOTICE, \
+        True, False
+    try:
+        run(reg, "shm_status(); pkg_status();")
+    finally:
+        log.state.level, log.state.stderr, log.state.syslog = saved
+    err = capsys.readouterr().err
+    assert "shm status: " in err and "used_size=" in err
+    assert "largest_free_block=" in err
+    assert f"pkg status: pid={os.getpid()} rss=" in err
+
+
+def test_abort_kills_the_process_with_sigabrt(reg):
+    import signal
+    cs = compile_(reg, "    abort();")
+    pid = os.fork()
+    if pid == 0:                        # pragma: no cover (the child)
+        try:
+            import faulthandler         # no tracebacks from pytest's
+            faulthandler.disable()      # handler on SIGABRT
+            os.close(2)
+            cs.request_route(modkit.parse(modkit.request()))
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGABRT
