@@ -30,6 +30,7 @@ modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{mi}")
 modparam("cfgutils", "shvset", "mode=s:normal")
 modparam("cfgutils", "shvset", "limit=i:7")
 modparam("cfgutils", "initial_probability", 0)
+modparam("cfgutils", "varset", "greet=s:hello")
 
 route {{
     append_to_reply("X-Pid: $pp\r\n");
@@ -54,6 +55,7 @@ route {{
     }}
     if ($rU == "shv") {{
         append_to_reply("X-Mode: $shv(mode)\r\nX-Limit: $shv(limit)\r\n");
+        append_to_reply("X-Greet: $var(greet)\r\n");
         sl_send_reply(200, "OK");
         exit;
     }}
@@ -131,6 +133,7 @@ def test_shv_shared_by_every_process_and_set_over_mi(rig):
         r = ask(port, "shv", f"shv-{i}@x")
         assert r.hdr("X-Mode") == "maintenance"
         assert r.hdr("X-Limit") == "7"
+        assert r.hdr("X-Greet") == "hello"      # varset, in every worker
         pids.add(r.hdr("X-Pid"))
     # set from a SIP worker through mi(): seen by the MI process
     ask(port, "shvset")
