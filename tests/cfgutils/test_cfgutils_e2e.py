@@ -37,8 +37,8 @@ route {{
     if ($rU == "stats") {{
         $avp(n) = "statistics";
         $avp(v) = "__array(core:rcv_requests)";
-        mi("get_statistics", $var(st), $avp(n), $avp(v));
-        append_to_reply("X-Rc: $rc\r\nX-Stats: $var(st)\r\n");
+        mi("get_statistics", $avp(st), $avp(n), $avp(v));
+        append_to_reply("X-Rc: $rc\r\nX-Stats: $avp(st)\r\n");
         sl_send_reply(200, "OK");
         exit;
     }}
