@@ -69,6 +69,14 @@ def register_post_script_cb(fn: Callable) -> None:
     _post_script_cbs.append(fn)
 
 
+def finish_request(msg) -> None:
+    """What runs once request_route is over for msg: the post-script
+    callbacks.  A request suspended by ``async()`` gets them after its
+    resume route instead (opensipy.async_engine)."""
+    for cb in _post_script_cbs:
+        cb(msg)
+
+
 class _Stats:
     """The core statistics this path counts, bound once per process."""
     __slots__ = ("rcv_requests", "rcv_replies", "fwd_replies",
@@ -281,8 +289,8 @@ def _dispatch(msg) -> None:
         try:
             route(msg)
         finally:
-            for cb in _post_script_cbs:
-                cb(msg)
+            if not getattr(msg, "async_suspended", False):
+                finish_request(msg)
         return
     stats.rcv_replies.inc()
     for f in _response_fs:

@@ -429,6 +429,8 @@ class Parser:
             sub = self.open_include(loc, path.value, word == "import_file")
             if sub is not None:
                 out.extend(sub.statements(None))
+        elif word in ("async", "launch") and self.peek().is_op("("):
+            out.append(self.async_stmt(word))
         elif word in ("else", "case", "default"):
             self.fail(loc, f"'{word}' without "
                       f"{'if' if word == 'else' else 'switch'}")
@@ -440,6 +442,36 @@ class Parser:
             e = self.call_or_route()
             self.expect_op(";", f"after {e.name}()")
             out.append(A.ExprStmt(loc, e))
+
+    def async_stmt(self, word: str):
+        """``async(f(...), route[, timeout])`` / ``launch(f(...)[, route])``
+        (cfg.y's ASYNC_TOKEN / LAUNCH_TOKEN)."""
+        loc = self.advance().loc
+        self.expect_op("(", f"after '{word}'")
+        t = self.tok
+        if t.kind != "ID" or t.value == "route":
+            self.fail(t.loc, f"{word}() needs a function call first, found "
+                      f"{t.describe()}")
+        call = self.call_or_route()
+        if not isinstance(call, A.Call) or not self.prev.is_op(")"):
+            self.fail(t.loc, f"{word}(): '{t.value}' must be called "
+                      f"with parentheses")
+        route = timeout = None
+        if self.tok.is_op(","):
+            self.advance()
+            route = self.route_name()
+            if word == "async" and self.tok.is_op(","):
+                self.advance()
+                n = self.expect_kind("INT", "a timeout (seconds)")
+                timeout = n.value
+        elif word == "async":
+            self.fail(self.tok.loc, "async() needs a resume route: "
+                      "async(function(...), route_name)")
+        self.expect_op(")", f"to close {word}(")
+        self.expect_op(";", f"after {word}()")
+        if word == "async":
+            return A.Async(loc, call, route, timeout)
+        return A.Launch(loc, call, route)
 
     def paren_cond(self, what: str):
         self.expect_op("(", f"after '{what}'")
