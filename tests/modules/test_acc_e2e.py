@@ -324,3 +324,169 @@ route {{ exit; }}
 """)
         r = run_opensipy(["-F", "-E", "-f", str(cfg)], timeout=30)
         assert r.returncode == 1 and error in r.stderr, (param, r.stderr)
+
+
+SEQ_SCRIPT = r"""
+log_level=3
+stderror_enabled=yes
+udp_workers=2
+socket=udp:127.0.0.1:{port}
+loadmodule "proto_udp.so"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "rr.so"
+loadmodule "sipmsgops.so"
+loadmodule "db_sqlite.so"
+loadmodule "acc.so"
+modparam("tm", "wt_timer", 1)
+modparam("rr", "append_fromtag", 1)
+modparam("acc", "db_url", "{url}")
+modparam("acc", "detect_direction", {direction})
+modparam("acc", "report_cancels", {cancels})
+modparam("acc", "leg_fields", "log: dst->dst")
+modparam("acc", "leg_fields", "db: dst->dst_col")
+route {{
+    if (has_totag()) {{
+        if (is_method("ACK") && t_check_trans()) {{
+            t_relay();
+            exit;
+        }}
+        if (!loose_route()) {{
+            sl_send_reply(404, "Not here");
+            exit;
+        }}
+        do_accounting("log");
+        t_relay();
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        do_accounting("log");
+        if (t_check_trans())
+            t_relay();
+        exit;
+    }}
+    record_route();
+    $(acc_leg(dst)[0]) = $rU;
+    acc_new_leg();
+    $(acc_leg(dst)[-1]) = "second";
+    xlog("L_NOTICE", "current leg $acc_current_leg\n");
+    do_accounting("log|db");
+    $du = "sip:127.0.0.1:{callee}";
+    t_relay();
+}}
+"""
+
+
+class SeqRig(Rig):
+    def __init__(self, server, tmp_path, direction=0, cancels=0):
+        self.port = free_port()
+        self.url = f"sqlite://{tmp_path}/acc.db"
+        admin.create(self.url, ["acc"])
+        con = db_bind_mod(self.url).init(self.url)
+        try:
+            con.raw_query("ALTER TABLE acc ADD COLUMN dst_col VARCHAR(64)")
+        finally:
+            con.close()
+        self.callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.callee.bind(("127.0.0.1", 0))
+        self.callee.settimeout(5)
+        self.caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.caller.bind(("127.0.0.1", 0))
+        self.caller.settimeout(5)
+        self.server = server
+        server.start(SEQ_SCRIPT.format(
+            port=self.port, url=self.url, direction=direction,
+            cancels=cancels, callee=self.callee.getsockname()[1]))
+
+    def raw_lines(self, text, callid):
+        return [l for l in self.server.stderr().splitlines()
+                if text in l and f"call_id={callid};" in l]
+
+
+def test_leg_fields_one_log_line_with_every_leg_and_a_row_per_leg(
+        server, tmp_path):
+    rig = SeqRig(server, tmp_path)
+    try:
+        rig.invite("bob", "leg1")
+        req, addr = rig.at_callee()
+        rig.answer(req, addr, 200, "OK")
+        assert rig.final().status == 200
+        rig.lines("ACC: transaction answered: ", "leg1")
+        [line] = rig.raw_lines("ACC: transaction answered: ", "leg1")
+        assert line.endswith("reason=OK;dst=bob;dst=second")
+        assert "current leg 1" in rig.server.stderr()
+        rows = rig.rows("acc", "leg1", n=2)
+        assert sorted(r["dst_col"] for r in rows) == ["bob", "second"]
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("direction", [0, 1])
+def test_detect_direction_swaps_the_tags_of_a_bye_from_the_callee(
+        server, tmp_path, direction):
+    rig = SeqRig(server, tmp_path, direction=direction)
+    try:
+        rig.invite("bob", "dir1")
+        req, addr = rig.at_callee()
+        rr = req.hdr("Record-Route")
+        assert "ftag=ftdir1" in rr
+        rig.answer(req, addr, 200, "OK", tag="cal")
+        assert rig.final().status == 200
+        me = rig.callee.getsockname()[1]
+        caller = rig.caller.getsockname()[1]
+        rig.callee.sendto((
+            f"BYE sip:alice@127.0.0.1:{caller} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKbye{direction}"
+            f"\r\nMax-Forwards: 70\r\nRoute: {rr}\r\n"
+            f"From: <sip:bob@127.0.0.1>;tag=cal\r\n"
+            f"To: <sip:alice@127.0.0.1>;tag=ftdir1\r\nCall-ID: dir1\r\n"
+            f"CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n").encode(),
+            ("127.0.0.1", rig.port))
+        bye = SipMsg(rig.caller.recv(65535))
+        assert bye.method == "BYE"
+        vias = "".join(f"Via: {v}\r\n" for v in bye.hdrs("Via"))
+        rig.caller.sendto((
+            f"SIP/2.0 200 OK\r\n{vias}From: {bye.hdr('From')}\r\n"
+            f"To: {bye.hdr('To')}\r\nCall-ID: dir1\r\nCSeq: 1 BYE\r\n"
+            f"Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", rig.port))
+        lines = rig.lines("ACC: transaction answered: ", "dir1", n=2)
+        byes = [l for l in lines if l["method"] == "BYE"]
+        assert len(byes) == 1
+        tags = (byes[0]["from_tag"], byes[0]["to_tag"])
+        # swapped back to the INVITE's direction only with detect_direction
+        assert tags == (("ftdir1", "cal") if direction else
+                        ("cal", "ftdir1"))
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("cancels", [0, 1])
+def test_report_cancels(server, tmp_path, cancels):
+    rig = SeqRig(server, tmp_path, cancels=cancels)
+    try:
+        rig.invite("bob", "can1")
+        req, addr = rig.at_callee()
+        rig.answer(req, addr, 180, "Ringing")
+        me = rig.caller.getsockname()[1]
+        rig.caller.sendto((
+            f"CANCEL sip:bob@127.0.0.1:{rig.port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKcan1\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=ftcan1"
+            f"\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: can1\r\n"
+            f"CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n").encode(),
+            ("127.0.0.1", rig.port))
+        c, caddr = rig.at_callee("CANCEL")
+        rig.answer(c, caddr, 200, "OK")
+        rig.answer(req, addr, 487, "Request Terminated")
+        assert rig.final().status in (200, 487)
+        lines = rig.lines("ACC: transaction answered: ", "can1",
+                          n=1, timeout=2 if cancels else 1)
+        cancel_lines = [l for l in lines if l["method"] == "CANCEL"]
+        if cancels:
+            assert [l["code"] for l in cancel_lines] == ["200"]
+        else:
+            assert cancel_lines == []
+            assert "'report_cancels' modparam not set" in \
+                rig.server.stderr()
+    finally:
+        rig.close()
