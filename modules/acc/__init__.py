@@ -615,12 +615,17 @@ def mod_init() -> int:
         if not db.db_capability(_dbf, db.DB_CAP_INSERT):
             raise ValueError("acc: the database module does not implement "
                              "insert")
-        con = _dbf.init(db_url)
         try:
-            db.db_check_table_version(_dbf, con, db_table_acc, 7)
-            db.db_check_table_version(_dbf, con, db_table_missed_calls, 5)
-        finally:
-            con.close()
+            con = _dbf.init(db_url)
+            try:
+                db.db_check_table_version(_dbf, con, db_table_acc, 7)
+                db.db_check_table_version(_dbf, con, db_table_missed_calls,
+                                          5)
+            finally:
+                con.close()
+        except db.DBError as e:
+            log.LM_ERR(f"acc: {e}")
+            return -1
     elif extra_defs.get("db") or leg_defs.get("db"):
         log.LM_WARN("acc: db extra/leg fields defined but no db_url")
     return 0
