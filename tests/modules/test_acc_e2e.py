@@ -66,6 +66,7 @@ route {{
 failure_route[next] {{
     if ($avp(tried) == NULL) {{
         $avp(tried) = 1;
+        $acc_extra(ua) = "retry of " + $acc_extra(ua);
         do_accounting("log", "missed");
         $du = "sip:127.0.0.1:{callee}";
         t_relay();
@@ -230,6 +231,9 @@ def test_serial_forking_reports_each_missed_attempt(rig):
     lines = rig.lines("ACC: call missed: ", "ser1", n=2)
     assert [(l["code"], l["to_tag"]) for l in lines] == \
         [("486", "s1"), ("480", "s2")]
+    # $acc_extra set in the failure_route belongs to the transaction
+    assert [l["user_agent"] for l in lines] == \
+        ["acc-test/1", "retry of acc-test/1"]
     # the failure route re-armed only the log backend
     [row] = rig.rows("missed_calls", "ser1")
     assert row["sip_code"] == "486"
