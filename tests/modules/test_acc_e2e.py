@@ -494,3 +494,102 @@ def test_report_cancels(server, tmp_path, cancels):
                 rig.server.stderr()
     finally:
         rig.close()
+
+
+DEV_LOG = "/dev/log"
+
+
+@pytest.fixture
+def dev_log():
+    """A syslog socket of ours at /dev/log (only where no syslog daemon
+    has one): yields a function returning the datagrams received."""
+    import os
+    if os.path.exists(DEV_LOG):
+        pytest.skip("/dev/log belongs to a syslog daemon here")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.bind(DEV_LOG)
+    except OSError as e:
+        pytest.skip(f"cannot bind {DEV_LOG}: {e}")
+    s.settimeout(0.2)
+    got = []
+
+    def read():
+        while True:
+            try:
+                got.append(s.recv(65535).decode(errors="replace"))
+            except (socket.timeout, BlockingIOError):
+                return got
+    try:
+        yield read
+    finally:
+        s.close()
+        os.unlink(DEV_LOG)
+
+
+def test_log_facility_on_syslog(tmp_path, dev_log):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from server import REPO
+    port = free_port()
+    callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    callee.bind(("127.0.0.1", 0))
+    callee.settimeout(5)
+    cfg = tmp_path / "syslog.cfg"
+    cfg.write_text(f"""
+log_level=3
+stderror_enabled=no
+syslog_enabled=yes
+syslog_facility=LOG_LOCAL0
+udp_workers=1
+socket=udp:127.0.0.1:{port}
+loadmodule "proto_udp.so"
+loadmodule "tm.so"
+loadmodule "acc.so"
+modparam("acc", "log_facility", "LOG_LOCAL3")
+route {{
+    do_accounting("log", "failed");
+    t_reply(404, "Not Here");
+}}
+""")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("NOTIFY_SOCKET", None)
+    p = subprocess.Popen([sys.executable, "-m", "opensipy", "-F", "-f",
+                          str(cfg)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not any("opensipy started" in m for m in dev_log()):
+            assert p.poll() is None, p.stderr.read().decode()
+            assert time.monotonic() < deadline, dev_log()
+        me = callee.getsockname()[1]
+        callee.sendto((
+            f"OPTIONS sip:x@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKfac1\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=fac\r\n"
+            f"To: <sip:x@127.0.0.1>\r\nCall-ID: fac1\r\n"
+            f"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode(),
+            ("127.0.0.1", port))
+        assert SipMsg(callee.recv(65535)).status == 404
+        deadline = time.monotonic() + 5
+        while True:
+            acc = [m for m in dev_log() if "ACC: transaction answered:" in m]
+            if acc or time.monotonic() > deadline:
+                break
+        # PRI = facility * 8 + severity: LOG_LOCAL3 (19), NOTICE (5)
+        assert len(acc) == 1 and acc[0].startswith("<157>"), acc
+        assert "call_id=fac1;code=404;reason=Not Here" in acc[0]
+        # the rest of the log stays on the server's facility (LOG_LOCAL0)
+        started = [m for m in dev_log() if "opensipy started" in m]
+        assert started[0].startswith("<13"), started   # 128 + severity
+    finally:
+        callee.close()
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
