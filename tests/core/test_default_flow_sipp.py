@@ -290,7 +290,16 @@ class Proxy:
             text = opensips_default_text(f"{tmp_path}/modules/",
                                          self.tmp / "opensips_fifo",
                                          self.port)
+        self.fifo = self.tmp / ("fifo" if kind == "ours" else
+                                "opensips_fifo")
         server.start(text)
+
+    def mi(self, method, params=None):
+        """The script's own FIFO, as opensipyctl talks to it."""
+        from opensipy.ctl.client import FifoClient
+        # the reply FIFO goes to mi_fifo's reply_dir (default /tmp/)
+        return FifoClient(str(self.fifo)).call(
+            method, params)
 
     def add_users(self, users):
         """Subscribers with their HA1s, as `opensipyctl user add` stores
@@ -512,6 +521,8 @@ def test_a_burst_of_1000_registrations_then_calls_to_10_of_them(
     callee_port = free_port()
     proxy.add_users(users + ["alice"])
     proxy.register(users, callee_port, rate=400, limit=100)
+    st = proxy.mi("get_statistics", {"statistics": ["usrloc:"]})
+    assert st["usrloc:registered_users"] == 1000
     sample = random.Random(16).sample(users, 10)
     trace = proxy.tmp / "callee-messages.log"
     uas = proxy.sipp(proxy.write("callee.xml", CALLEE), callee_port, 10,
