@@ -37,7 +37,7 @@ from opensipy.sr_module import (BRANCH_ROUTE, CMD_PARAM_OPT, CMD_PARAM_STATIC,
                                 CmdParam, DepExport, ModuleDep,
                                 ModuleExports, ParamExport, PVExport)
 
-# ---- parameters --------------------------------------------------------------
+# ---- parameters -------------------------------------------------------------
 early_media = 0
 report_cancels = 0
 detect_direction = 0
@@ -130,7 +130,7 @@ def set_leg_fields(value: str) -> int:
     return _parse_fields(value, leg_defs, leg_tags, "leg_fields")
 
 
-# ---- fixups -------------------------------------------------------------------
+# ---- fixups -----------------------------------------------------------------
 
 def _tokens(value: str) -> List[str]:
     return [t.strip().lower() for t in str(value).split("|") if t.strip()]
@@ -364,7 +364,7 @@ def w_acc_new_leg(msg) -> int:
     return 1
 
 
-# ---- pseudo-variables ---------------------------------------------------------
+# ---- pseudo-variables -------------------------------------------------------
 
 def _parse_extra_name(name):
     if name is None or name.strip() not in extra_tags:
@@ -594,7 +594,7 @@ def _on_reply(cell, ctx, code, invite) -> None:
                        reason, ctx)
 
 
-# ---- init ---------------------------------------------------------------------
+# ---- init -------------------------------------------------------------------
 
 def mod_init() -> int:
     global _tm, _rr, _facility, _dbf
