@@ -58,7 +58,20 @@ def _state(msg) -> _RRState:
     if st is None:
         st = _RRState()
         msg.rr_state = st
+        # a failure_route's request: tm gave back what we kept at t_relay
+        kept = (getattr(msg, "persist", None) or {}).get("rr")
+        if kept:
+            st.added, st.params, st.checkpoint = kept
     return st
+
+
+def _keep(msg, st: _RRState) -> None:
+    """What a failure_route needs to add params to our Record-Route
+    (tm keeps ``msg.persist`` with the transaction)."""
+    p = msg.__dict__.get("persist")
+    if p is None:
+        p = msg.persist = {}
+    p["rr"] = (st.added, st.params, st.checkpoint)
 
 
 # ------------------------------------------------------------ record_route
@@ -125,6 +138,7 @@ def _apply_rr(msg, st: _RRState) -> bool:
         return False
     st.checkpoint = cp
     st.added = True
+    _keep(msg, st)
     return True
 
 
@@ -191,6 +205,7 @@ def add_rr_param(msg, param: str) -> int:
         return E_UNSPEC
     st = _state(msg)
     st.params += param
+    _keep(msg, st)
     if st.added:
         if st.checkpoint is None:
             log.LM_ERR("rr: cannot add a parameter to a preset Record-Route")

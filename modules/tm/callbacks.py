@@ -28,7 +28,8 @@ TMCB_RESPONSE_OUT = 1 << 3
 TMCB_LOCAL_RESPONSE_OUT = 1 << 4
 TMCB_LOCAL_COMPLETED = 1 << 5
 TMCB_TRANS_DELETED = 1 << 6
-ALL = (1 << 7) - 1
+TMCB_RESPONSE_FWDED = 1 << 7     # a reply about to be relayed: may change it
+ALL = (1 << 8) - 1
 
 F_CBS = 1 << 17          # the cell has armed callbacks (Python-side flag)
 

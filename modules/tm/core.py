@@ -245,6 +245,14 @@ def rebuild_request(cell, blob=None):
     msg.dst_uri = blob.get("du")
     if blob.get("ah"):
         msg.tm_add_hdrs = blob["ah"]
+    # the changes the script made before t_relay (Record-Route, replaced
+    # headers, ...) and what modules keep with them: a failure_route works
+    # on the request as it was relayed, as OpenSIPS's faked request
+    for kind, off, removed, data in blob.get("lumps") or ():
+        msg._lump(kind, off, removed, data)
+    mp = blob.get("mp")
+    if mp:
+        msg.persist = dict(mp)
     msg.tm_cell = cell
     return msg
 
@@ -826,6 +834,12 @@ def fork(cell, msg) -> int:
             msg.tm_on = {}
         broute = blob.get("br")
         broute_f = find_route("branch_route", broute) if broute else None
+        # (before the Via fix, which every fork makes again)
+        if msg.n_lumps:
+            blob["lumps"] = msg.lumps()
+        mp = d.get("persist")
+        if mp:
+            blob["mp"] = mp
         forward._fix_sender_via(msg)
         targets = _fork_targets(msg)
         msg.branches = []
@@ -1068,7 +1082,15 @@ def run_onreply(cell, idx, msg) -> bool:
     return dropped
 
 
+def _response_fwded(cell, msg, code) -> None:
+    """TMCB_RESPONSE_FWDED: a reply about to be relayed upstream; the
+    callbacks may change it (lumps) before it is built."""
+    if cell.flags & cbs.F_CBS:
+        cbs.run(cell, cbs.TMCB_RESPONSE_FWDED, rpl=msg, code=code)
+
+
 def _relay_reply(cell, msg, code) -> None:
+    _response_fwded(cell, msg, code)
     try:
         msg.remove_via()
         data = msg.build()
@@ -1228,6 +1250,7 @@ def relay_best(cell, best) -> None:
             if code == 503:        # RFC 3261 §16.7 step 6
                 m.replace(*_status_span(m), "500 Server Internal Error")
                 code = 500
+            _response_fwded(cell, m, code)
             m.remove_via()
             send_upstream(cell, code, m.build(), False)
             return
@@ -1237,6 +1260,25 @@ def relay_best(cell, best) -> None:
         _uac_reply(cell, code, b"")
         return
     reply_local(cell, None, code, reason)
+
+
+def branch_reply(cell, idx):
+    """The final reply branch ``idx`` received (a SipMsg), or None (none
+    stored, or a local one such as a timeout)."""
+    if not 0 <= idx < cell.nbranches:
+        return None
+    b = cell.br[idx]
+    if not b.rpl_len:
+        return None
+    try:
+        return SipMsg(tb.buf(b.rpl, b.rpl_len))
+    except ParseError:
+        return None
+
+
+def branch_uri(cell, idx):
+    """The Request-URI branch ``idx`` was sent to."""
+    return load_blob(cell).get("bru", {}).get(idx)
 
 
 def _status_span(m):
