@@ -1,0 +1,190 @@
+"""A UAS on 127.0.0.1 that challenges the first INVITE/REGISTER of a call
+with 401 or 407 (MD5 or SHA-256, with or without qop=auth) and checks the
+retried request: the digest response recomputed here with hashlib (not
+with the project's digest module), the nonce/realm/opaque echoed, the uri
+the Request-URI, cnonce and nc present exactly when a qop was offered,
+the CSeq one more than the challenged one.  A good answer gets 200 (the
+INVITE's with a To-tag, Contact and the Record-Route set), a bad one 403
+whose reason says what was wrong.  Every request is recorded."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import threading
+
+_PARAM = re.compile(r'([A-Za-z0-9-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+_HASH = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+
+
+def _h(alg, text):
+    return _HASH[alg](text.encode()).hexdigest()
+
+
+def _headers(raw: str):
+    head = raw.split("\r\n\r\n", 1)[0]
+    lines = head.split("\r\n")
+    out = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        out.append((name.strip(), value.strip()))
+    return lines[0], out
+
+
+def _get(hdrs, name, short=None):
+    for n, v in hdrs:
+        if n.lower() in (name.lower(), (short or "").lower()):
+            return v
+    return None
+
+
+def _all(hdrs, name, short=None):
+    return [(n, v) for n, v in hdrs
+            if n.lower() in (name.lower(), (short or "").lower())]
+
+
+class Challenger:
+    def __init__(self, user, password, realm="example.com", code=407,
+                 algorithm="MD5", qop=True, challenge=True, bare=False):
+        self.user, self.password, self.realm = user, password, realm
+        self.challenge = challenge      # False: every request gets 200
+        self.bare = bare                # True: the 401/407 has no challenge
+        self.code, self.algorithm, self.qop = code, algorithm, qop
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.requests = []          # (method, cseq, headers dict-ish, raw)
+        self.results = []           # ("ok"|reason, method)
+        self._calls = {}            # Call-ID -> (nonce, opaque, cseq)
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def close(self):
+        self._stop = True
+        self._t.join(2)
+        self.sock.close()
+
+    def set(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    # ------------------------------------------------------------------
+    def _run(self):
+        while not self._stop:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            raw = data.decode("utf-8", "replace")
+            if raw.startswith("SIP/2.0"):
+                continue
+            try:
+                self._request(raw, addr)
+            except Exception as e:          # noqa: BLE001 - keep serving
+                self.results.append((f"uas error {e!r}", "?"))
+
+    def _reply(self, addr, hdrs, code, reason, extra=(), totag=False,
+               rr=False):
+        lines = [f"SIP/2.0 {code} {reason}"]
+        for n, v in _all(hdrs, "Via", "v"):
+            lines.append(f"Via: {v}")
+        lines.append(f"From: {_get(hdrs, 'From', 'f')}")
+        to = _get(hdrs, "To", "t")
+        if totag and ";tag=" not in to:
+            to += ";tag=uas" + os.urandom(3).hex()
+        lines.append(f"To: {to}")
+        lines.append(f"Call-ID: {_get(hdrs, 'Call-ID', 'i')}")
+        lines.append(f"CSeq: {_get(hdrs, 'CSeq')}")
+        if rr:
+            for n, v in _all(hdrs, "Record-Route"):
+                lines.append(f"Record-Route: {v}")
+        lines.extend(extra)
+        lines.append("Content-Length: 0")
+        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), addr)
+
+    def _request(self, raw, addr):
+        first, hdrs = _headers(raw)
+        method, ruri = first.split(" ")[0], first.split(" ")[1]
+        cseq = int(_get(hdrs, "CSeq").split()[0])
+        callid = _get(hdrs, "Call-ID", "i")
+        self.requests.append({"method": method, "cseq": cseq,
+                              "from": _get(hdrs, "From", "f"),
+                              "to": _get(hdrs, "To", "t"), "raw": raw})
+        if method == "ACK":
+            return
+        if method not in ("INVITE", "REGISTER"):
+            self._reply(addr, hdrs, 200, "OK")
+            return
+        hname = "Authorization" if self.code == 401 else \
+            "Proxy-Authorization"
+        cred = _get(hdrs, hname)
+        if not self.challenge:
+            self.results.append(("ok", method))
+            self._reply(addr, hdrs, 200, "OK",
+                        [f"Contact: <sip:bob@127.0.0.1:{self.port}>"],
+                        totag=True, rr=method == "INVITE")
+            return
+        if cred is None:
+            nonce = os.urandom(12).hex()
+            opaque = os.urandom(4).hex()
+            self._calls[callid] = (nonce, opaque, cseq)
+            ch = f'Digest realm="{self.realm}", nonce="{nonce}", ' \
+                 f'opaque="{opaque}", algorithm={self.algorithm}'
+            if self.qop:
+                ch += ', qop="auth"'
+            chn = "WWW-Authenticate" if self.code == 401 else \
+                "Proxy-Authenticate"
+            reason = "Unauthorized" if self.code == 401 else \
+                "Proxy Authentication Required"
+            self._reply(addr, hdrs, self.code, reason,
+                        [] if self.bare else [f"{chn}: {ch}"], totag=True)
+            return
+        why = self._check(method, ruri, cseq, callid, cred)
+        self.results.append((why or "ok", method))
+        if why:
+            self._reply(addr, hdrs, 403, "Bad " + why, totag=True)
+            return
+        extra = []
+        if method == "INVITE":
+            extra.append(f"Contact: <sip:bob@127.0.0.1:{self.port}>")
+        self._reply(addr, hdrs, 200, "OK", extra, totag=True,
+                    rr=method == "INVITE")
+
+    def _check(self, method, ruri, cseq, callid, cred):
+        if callid not in self._calls:
+            return "credentials-without-challenge"
+        nonce, opaque, cseq0 = self._calls[callid]
+        if not cred.startswith("Digest "):
+            return "scheme"
+        p = {m.group(1).lower(): m.group(2) if m.group(2) is not None
+             else m.group(3) for m in _PARAM.finditer(cred[7:])}
+        if cseq != cseq0 + 1:
+            return f"cseq-{cseq}-after-{cseq0}"
+        for k, want in (("username", self.user), ("realm", self.realm),
+                        ("nonce", nonce), ("opaque", opaque),
+                        ("uri", ruri)):
+            if p.get(k) != want:
+                return f"{k}-{p.get(k)}"
+        alg = p.get("algorithm", "MD5")
+        if alg != self.algorithm:
+            return f"algorithm-{alg}"
+        ha1 = _h(alg, f"{self.user}:{self.realm}:{self.password}")
+        ha2 = _h(alg, f"{method}:{ruri}")
+        if self.qop:
+            if p.get("qop") != "auth" or not p.get("cnonce") or \
+                    not re.fullmatch(r"[0-9a-f]{8}", p.get("nc", "")):
+                return "qop-cnonce-nc"
+            want = _h(alg, f"{ha1}:{nonce}:{p['nc']}:{p['cnonce']}:auth:"
+                           f"{ha2}")
+        else:
+            if "qop" in p or "nc" in p:
+                return "qop-not-offered"
+            want = _h(alg, f"{ha1}:{nonce}:{ha2}")
+        if p.get("response") != want:
+            return "response"
+        return None

@@ -1,0 +1,332 @@
+"""uac + uac_auth end to end: a SIPp UAC calls (INVITE, ACK, BYE) and
+registers through the real opensipy to a UAS that challenges with 401/407
+(tests/auth/challenger.py, which recomputes the digest with hashlib and
+checks the CSeq).  opensipy answers the challenge in its failure_route with
+uac_auth() and t_relay(); the caller must see its own CSeq in every reply,
+the callee one more in the ACK and BYE (the ``aci`` Record-Route
+parameter).  uac_replace_from/to: the callee sees the new From/To, the
+caller the original in the replies, and the BYE is rewritten again."""
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from challenger import Challenger
+from server import free_port, wait_for
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("sipp") is None,
+                                 reason="sipp is not installed "
+                                        "(apt-get install -y sip-tester)")]
+
+PASSWORD = "wonderland"
+HA1_MD5 = "0x" + __import__("hashlib").md5(
+    f"alice:example.com:{PASSWORD}".encode()).hexdigest()
+
+SCRIPT = r"""
+log_level=3
+udp_workers=2
+socket=udp:127.0.0.1:{sip}
+loadmodule "proto_udp.so"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "rr.so"
+loadmodule "sipmsgops.so"
+loadmodule "uac_auth.so"
+loadmodule "uac.so"
+{params}
+route {{
+    if (has_totag()) {{
+        if (loose_route()) {{
+            t_relay();
+            exit;
+        }}
+        sl_send_reply(404, "Not here");
+        exit;
+    }}
+{pre}
+    if (is_method("INVITE"))
+        record_route();
+    $du = "sip:127.0.0.1:{uas}";
+    t_on_failure("auth");
+    t_relay();
+}}
+failure_route[auth] {{
+    if (t_check_status("40[17]")) {{
+        if (uac_auth({algs})) {{
+            t_relay();
+            exit;
+        }}
+        xlog("L_ERR", "uac_auth refused the $T_reply_code\n");
+    }}
+}}
+"""
+
+HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="uac">
+"""
+
+
+def _check(hdr, regexp, name):
+    if regexp.startswith("^"):          # SIPp keeps the space after ':'
+        regexp = "^ *" + regexp[1:]
+    return (f'<ereg regexp="{regexp}" search_in="hdr" header="{hdr}:" '
+            f'check_it="true" assign_to="{name}"/>')
+
+
+def call_scenario(from_re="sip:alice@example.com",
+                  to_re="sip:bob@example.com", final="200"):
+    keep = (_check("From", from_re, "f1") + _check("To", to_re, "t1"))
+    x = HEAD + """
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:bob@example.com SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Alice" <sip:alice@example.com>;tag=[pid]c[call_number]
+      To: "Bob" <sip:bob@example.com>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:alice@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+"""
+    if final != "200":
+        x += f"""  <recv response="{final}">
+    <action>{_check("CSeq", "^1 INVITE", "c0")}</action>
+  </recv>
+  <send>
+    <![CDATA[
+      ACK sip:bob@example.com SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Alice" <sip:alice@example.com>;tag=[pid]c[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <Reference variables="c0"/>
+</scenario>
+"""
+        return x
+    x += f"""  <recv response="200" rrs="true">
+    <action>{_check("CSeq", "^1 INVITE", "c1")}{keep}</action>
+  </recv>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: "Alice" <sip:alice@example.com>;tag=[pid]c[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="100"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: "Alice" <sip:alice@example.com>;tag=[pid]c[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200">
+    <action>{_check("CSeq", "^2 BYE", "c2")}{keep.replace('"f1"', '"f2"').replace('"t1"', '"t2"')}</action>
+  </recv>
+  <Reference variables="c1,c2,f1,f2,t1,t2"/>
+</scenario>
+"""
+    return x
+
+
+REGISTER = HEAD + """
+  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:example.com SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:alice@example.com>;tag=[pid]r[call_number]
+      To: <sip:alice@example.com>
+      Call-ID: [call_id]
+      CSeq: 7 REGISTER
+      Contact: <sip:alice@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Expires: 300
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200">
+    <action>""" + _check("CSeq", "^7 REGISTER", "c") + """</action>
+  </recv>
+  <Reference variables="c"/>
+</scenario>
+"""
+
+
+def run_sipp(tmp_path, sip, text, name, calls=1):
+    sc = tmp_path / f"{name}.xml"
+    sc.write_text(text)
+    err = tmp_path / f"{name}_err.log"
+    p = subprocess.run(
+        ["sipp", f"127.0.0.1:{sip}", "-sf", str(sc), "-i", "127.0.0.1",
+         "-p", str(free_port()), "-m", str(calls), "-l", "1",
+         "-timeout", "20s", "-nostdin", "-trace_err",
+         "-error_file", str(err)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60, cwd=str(tmp_path))
+    return p, (err.read_text() if err.exists() else "")
+
+
+AVP_PRE = """    $avp(arealm) = "example.com";
+    $avp(auser) = "alice";
+    $avp(apass) = "{secret}";"""
+AVP_PARAMS = """modparam("uac_auth", "auth_realm_avp", "$avp(arealm)")
+modparam("uac_auth", "auth_username_avp", "$avp(auser)")
+modparam("uac_auth", "auth_password_avp", "$avp(apass)")
+modparam("uac_auth", "credential", "alice:other.org:nothing")"""
+
+
+@pytest.fixture
+def uas():
+    u = Challenger("alice", PASSWORD)
+    yield u
+    u.close()
+
+
+def start(server, uas, params="", pre="", algs=""):
+    sip = free_port()
+    server.start(SCRIPT.format(sip=sip, uas=uas.port, params=params,
+                               pre=pre, algs=algs))
+    return sip
+
+
+CASES = [
+    # code, algorithm, qop, credentials from
+    (407, "MD5", True, "modparam"),
+    (401, "MD5", False, "avp"),
+    (407, "SHA-256", True, "avp"),
+    (401, "SHA-256", False, "modparam"),
+    (407, "MD5", True, "ha1"),
+]
+
+
+@pytest.mark.parametrize("code,alg,qop,source", CASES,
+                         ids=[f"{c}-{a}-{'qop' if q else 'noqop'}-{s}"
+                              for c, a, q, s in CASES])
+def test_uac_auth_answers_the_challenge(server, tmp_path, uas, code, alg,
+                                        qop, source):
+    uas.set(code=code, algorithm=alg, qop=qop)
+    if source == "modparam":
+        params = f'modparam("uac_auth", "credential", ' \
+                 f'"alice:example.com:{PASSWORD}")'
+        pre = ""
+    elif source == "ha1":
+        params = f'modparam("uac_auth", "credential", ' \
+                 f'"alice:example.com:{HA1_MD5}")'
+        pre = ""
+    else:
+        params = AVP_PARAMS
+        pre = AVP_PRE.format(secret=PASSWORD)
+    sip = start(server, uas, params, pre)
+    p, err = run_sipp(tmp_path, sip, call_scenario(), "call")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    p, err = run_sipp(tmp_path, sip, REGISTER, "register")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    assert uas.results == [("ok", "INVITE"), ("ok", "REGISTER")], \
+        uas.results
+    seen = [(r["method"], r["cseq"]) for r in uas.requests]
+    # the challenged INVITE (1), its hop-by-hop ACK (1), the answer (2),
+    # the caller's ACK and BYE moved up by one (2, 3); REGISTER 7 then 8
+    assert seen == [("INVITE", 1), ("ACK", 1), ("INVITE", 2), ("ACK", 2),
+                    ("BYE", 3), ("REGISTER", 7), ("REGISTER", 8)], seen
+
+
+def test_uac_auth_algorithm_list_and_bad_challenges(server, tmp_path, uas):
+    """What uac_auth() cannot answer is relayed to the caller as it came,
+    with a log line saying why; nothing crashes and the next call works."""
+    params = f'modparam("uac_auth", "credential", ' \
+             f'"alice:example.com:{PASSWORD}")'
+    sip = start(server, uas, params, algs='"SHA-256"')
+    # MD5 is not in uac_auth("SHA-256")
+    uas.set(code=407, algorithm="MD5", qop=True)
+    p, err = run_sipp(tmp_path, sip, call_scenario(final="407"), "md5")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    # an unknown realm
+    uas.set(algorithm="SHA-256", realm="other.org")
+    p, err = run_sipp(tmp_path, sip, call_scenario(final="407"), "realm")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    # an algorithm nobody knows
+    uas.set(algorithm="SHA-1", realm="example.com")
+    p, err = run_sipp(tmp_path, sip, call_scenario(final="407"), "sha1")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    # a 401 without WWW-Authenticate
+    uas.set(code=401, algorithm="SHA-256", bare=True)
+    p, err = run_sipp(tmp_path, sip, call_scenario(final="401"), "bare")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    # and a good one still goes through
+    uas.set(code=401, bare=False)
+    p, err = run_sipp(tmp_path, sip, call_scenario(), "good")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    log = server.stderr()
+    assert "algorithm MD5 not in SHA-256" in log, log
+    assert "realm 'other.org': no credentials" in log, log
+    assert "unsupported algorithm 'SHA-1'" in log, log
+    assert "the 401 has no WWW-Authenticate header" in log, log
+    assert log.count("uac_auth refused the") == 4, log
+    assert uas.results == [("ok", "INVITE")], uas.results
+
+
+REPLACE_PRE = """    if (is_method("INVITE")) {
+        uac_replace_from("Anonymous", "sip:anonymous@anonymous.invalid");
+        uac_replace_to("", "sip:callee@example.net");
+    }"""
+
+
+@pytest.mark.parametrize("passwd", ["", "s3cret"])
+def test_uac_replace_from_to_restored_for_the_caller(server, tmp_path, uas,
+                                                     passwd):
+    uas.set(challenge=False)
+    params = f'modparam("uac", "restore_passwd", "{passwd}")'
+    sip = start(server, uas, params, REPLACE_PRE)
+    # (&quot; is the XML spelling of the display's quotes)
+    sc = call_scenario(
+        from_re="^&quot;Alice&quot; &lt;sip:alice@example.com&gt;;tag=",
+        to_re="^&quot;Bob&quot; &lt;sip:bob@example.com&gt;;tag=")
+    p, err = run_sipp(tmp_path, sip, sc, "replace")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    inv, ack, bye = uas.requests
+    assert (inv["method"], ack["method"], bye["method"]) == \
+        ("INVITE", "ACK", "BYE")
+    for r in (inv, ack, bye):
+        assert re.match(r'Anonymous <sip:anonymous@anonymous\.invalid>;tag=',
+                        r["from"]), r["from"]
+        assert r["to"].startswith("<sip:callee@example.net>"), r["to"]
+
+
+def test_uac_inc_cseq(server, tmp_path, uas):
+    uas.set(challenge=False)
+    sip = start(server, uas, "", '    if (is_method("REGISTER")) '
+                                 'uac_inc_cseq(5);')
+    p, err = run_sipp(tmp_path, sip, REGISTER, "register")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    assert [(r["method"], r["cseq"]) for r in uas.requests] == \
+        [("REGISTER", 12)]
