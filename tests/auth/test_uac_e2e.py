@@ -330,3 +330,87 @@ def test_uac_inc_cseq(server, tmp_path, uas):
     assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
     assert [(r["method"], r["cseq"]) for r in uas.requests] == \
         [("REGISTER", 12)]
+
+
+MANUAL = r"""
+log_level=3
+udp_workers=1
+socket=udp:127.0.0.1:{sip}
+loadmodule "proto_udp.so"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "rr.so"
+loadmodule "sipmsgops.so"
+loadmodule "uac.so"
+modparam("uac", "restore_mode", "manual")
+modparam("uac", "rr_from_store_param", "myf")
+route {{
+    if (has_totag()) {{
+        if (loose_route()) {{
+            if (is_method("BYE"))
+                uac_restore_from();
+            t_relay();
+            exit;
+        }}
+        sl_send_reply(404, "Not here");
+        exit;
+    }}
+    uac_replace_from("", "sip:hidden@example.org");
+    record_route();
+    $du = "sip:127.0.0.1:{uas}";
+    t_relay();
+}}
+"""
+
+
+def test_uac_restore_mode_manual(server, tmp_path, uas):
+    """manual: replies are restored, in-dialog requests only where the
+    script calls uac_restore_from() (the BYE here, not the ACK); the
+    Record-Route parameter has the configured name."""
+    uas.set(challenge=False)
+    sip = free_port()
+    server.start(MANUAL.format(sip=sip, uas=uas.port))
+    sc = call_scenario(
+        from_re="^&quot;Alice&quot; &lt;sip:alice@example.com&gt;;tag=")
+    p, err = run_sipp(tmp_path, sip, sc, "manual")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    inv, ack, bye = uas.requests
+    assert inv["from"].startswith("<sip:hidden@example.org>;tag="), inv
+    assert ";myf=" in inv["raw"]
+    assert ack["from"].startswith('"Alice" <sip:alice@example.com>'), ack
+    assert bye["from"].startswith("<sip:hidden@example.org>;tag="), bye
+
+
+CONFIG_HEAD = r"""
+socket=udp:127.0.0.1:{sip}
+loadmodule "proto_udp.so"
+loadmodule "tm.so"
+"""
+
+
+@pytest.mark.parametrize("body,why", [
+    ('loadmodule "uac.so"\nfailure_route[f] {\n    uac_auth();\n}\n'
+     'route {\n    t_on_failure("f");\n    t_relay();\n}\n',
+     "cannot bind the API of module 'uac_auth' (needed by 'uac_auth()')"),
+    ('loadmodule "uac.so"\nroute {\n    uac_replace_from("", "sip:a@b");\n'
+     '}\n', "restore_mode 'auto' needs the rr module"),
+    ('loadmodule "uac.so"\nmodparam("uac", "restore_mode", "always")\n'
+     'route {\n    exit;\n}\n', "unsupported restore_mode 'always'"),
+    ('loadmodule "uac_auth.so"\nloadmodule "uac.so"\nfailure_route[f] {\n'
+     '    uac_auth("MD5,SHA-1");\n}\nroute {\n    exit;\n}\n',
+     "unsupported algorithm 'SHA-1'"),
+    ('loadmodule "uac_auth.so"\n'
+     'modparam("uac_auth", "credential", "alice:example.com")\n'
+     'route {\n    exit;\n}\n', "is not user:realm:password"),
+    ('loadmodule "uac_auth.so"\n'
+     'modparam("uac_auth", "auth_realm_avp", "$avp(r)")\n'
+     'route {\n    exit;\n}\n',
+     "auth_password_avp, auth_username_avp not set"),
+])
+def test_bad_configuration_is_refused(tmp_path, body, why):
+    from server import run_opensipy
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(CONFIG_HEAD.format(sip=free_port()) + body)
+    r = run_opensipy(["-F", "-E", "-f", str(cfg)], timeout=30)
+    assert r.returncode != 0
+    assert why in r.stderr, r.stderr
