@@ -414,3 +414,51 @@ def test_bad_configuration_is_refused(tmp_path, body, why):
     r = run_opensipy(["-F", "-E", "-f", str(cfg)], timeout=30)
     assert r.returncode != 0
     assert why in r.stderr, r.stderr
+
+
+SIPP_DIR = __import__("pathlib").Path(__file__).resolve().parent / "sipp"
+
+
+def test_uac_auth_against_sipp_uas_verifyauth(server, tmp_path):
+    """SIPp as the challenging UAS too: its verifyauth checks the digest
+    uac_auth sent (MD5, qop=auth for the INVITE, none for the REGISTER;
+    both 401, as SIPp 3.6's verifyauth reads only the Authorization
+    header: the 407 cases are the challenger's above) and the scenarios
+    check the CSeq of the retried request and of the caller's ACK and
+    BYE."""
+    inv_port, reg_port = free_port(), free_port()
+    uases = []
+    try:
+        for name, port in (("uas_401_invite", inv_port),
+                           ("uas_401_register", reg_port)):
+            err = tmp_path / f"{name}_err.log"
+            uases.append((name, err, subprocess.Popen(
+                ["sipp", "-sf", str(SIPP_DIR / f"{name}.xml"),
+                 "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+                 "-timeout", "30s", "-nostdin", "-trace_err",
+                 "-error_file", str(err)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))))
+        sip = free_port()
+        params = f'modparam("uac_auth", "credential", ' \
+                 f'"alice:example.com:{PASSWORD}")'
+        script = SCRIPT.format(sip=sip, uas=inv_port, params=params, pre="",
+                               algs="").replace(
+            f'$du = "sip:127.0.0.1:{inv_port}";',
+            f'if (is_method("REGISTER")) $du = "sip:127.0.0.1:{reg_port}";'
+            f' else $du = "sip:127.0.0.1:{inv_port}";')
+        server.start(script)
+        p, err = run_sipp(tmp_path, sip, call_scenario(), "call")
+        assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+        p, err = run_sipp(tmp_path, sip, REGISTER, "register")
+        assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+        for name, err, proc in uases:
+            proc.wait(timeout=30)
+            assert proc.returncode == 0, (
+                name, proc.stderr.read(),
+                err.read_text() if err.exists() else "")
+    finally:
+        for _, _, proc in uases:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
