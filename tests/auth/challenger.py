@@ -57,7 +57,9 @@ class Challenger:
         self.port = self.sock.getsockname()[1]
         self.requests = []          # (method, cseq, headers dict-ish, raw)
         self.results = []           # ("ok"|reason, method)
+        self.replies = []           # replies to what we sent (send_bye)
         self._calls = {}            # Call-ID -> (nonce, opaque, cseq)
+        self._totag = {}            # Call-ID -> our To of the 200
         self._stop = False
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -82,11 +84,31 @@ class Challenger:
                 return
             raw = data.decode("utf-8", "replace")
             if raw.startswith("SIP/2.0"):
+                self.replies.append(raw)
                 continue
             try:
                 self._request(raw, addr)
             except Exception as e:          # noqa: BLE001 - keep serving
                 self.results.append((f"uas error {e!r}", "?"))
+
+    def send_bye(self, proxy_port):
+        """Hang up the last call answered 200 as the callee: a BYE through
+        the proxy along the Record-Route set, From/To swapped as the callee
+        sees them."""
+        inv = [r for r in self.requests if r["method"] == "INVITE"][-1]
+        first, hdrs = _headers(inv["raw"])
+        routes = [v for n, v in _all(hdrs, "Record-Route")]
+        contact = _get(hdrs, "Contact", "m").strip("<>")
+        lines = [f"BYE {contact} SIP/2.0",
+                 f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bKb"
+                 + os.urandom(4).hex()]
+        lines += [f"Route: {r}" for r in routes]
+        lines += [f"From: {self._totag[_get(hdrs, 'Call-ID', 'i')]}",
+                  f"To: {_get(hdrs, 'From', 'f')}",
+                  f"Call-ID: {_get(hdrs, 'Call-ID', 'i')}",
+                  "CSeq: 1 BYE", "Max-Forwards: 70", "Content-Length: 0"]
+        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(),
+                         ("127.0.0.1", proxy_port))
 
     def _reply(self, addr, hdrs, code, reason, extra=(), totag=False,
                rr=False):
@@ -97,6 +119,8 @@ class Challenger:
         to = _get(hdrs, "To", "t")
         if totag and ";tag=" not in to:
             to += ";tag=uas" + os.urandom(3).hex()
+        if code == 200:
+            self._totag[_get(hdrs, "Call-ID", "i")] = to
         lines.append(f"To: {to}")
         lines.append(f"Call-ID: {_get(hdrs, 'Call-ID', 'i')}")
         lines.append(f"CSeq: {_get(hdrs, 'CSeq')}")

@@ -462,3 +462,95 @@ def test_uac_auth_against_sipp_uas_verifyauth(server, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+CALLEE_HANGS_UP = HEAD + """
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:bob@example.com SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Alice" <sip:alice@example.com>;tag=[pid]c[call_number]
+      To: "Bob" <sip:bob@example.com>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:alice@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: "Alice" <sip:alice@example.com>;tag=[pid]c[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="BYE">
+    <action>""" + _check("From", "^&quot;Bob&quot; &lt;sip:bob@example.com&gt;;tag=", "f") + \
+    _check("To", "^&quot;Alice&quot; &lt;sip:alice@example.com&gt;;tag=", "t") + \
+    _check("CSeq", "^1 BYE", "c") + """</action>
+  </recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <Reference variables="f,t,c"/>
+</scenario>
+"""
+
+
+def test_uac_replace_restored_in_the_callees_bye(server, tmp_path, uas):
+    """The callee hangs up: its BYE (From/To as it knows them: the
+    replaced ones) reaches the caller with the originals, CSeq untouched
+    (aci applies to the caller's requests only); the caller's 200 goes
+    back to the callee rewritten again."""
+    uas.set(code=407, algorithm="SHA-256", qop=True)
+    params = f'modparam("uac_auth", "credential", ' \
+             f'"alice:example.com:{PASSWORD}")'
+    sip = start(server, uas, params, REPLACE_PRE)
+    sc = tmp_path / "callee_bye.xml"
+    sc.write_text(CALLEE_HANGS_UP)
+    err = tmp_path / "callee_bye_err.log"
+    caller = subprocess.Popen(
+        ["sipp", f"127.0.0.1:{sip}", "-sf", str(sc), "-i", "127.0.0.1",
+         "-p", str(free_port()), "-m", "1", "-timeout", "20s", "-nostdin",
+         "-trace_err", "-error_file", str(err)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))
+    try:
+        wait_for(lambda: [r for r in uas.requests if r["method"] == "ACK"
+                          and r["cseq"] == 2], timeout=15,
+                 what="the caller's ACK at the callee")
+        uas.send_bye(sip)
+        out, _ = caller.communicate(timeout=30)
+        assert caller.returncode == 0, out[-3000:] + (
+            err.read_text() if err.exists() else "") + server.stderr()
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    wait_for(lambda: uas.replies, timeout=5, what="the 200 for the BYE")
+    ok = uas.replies[-1]
+    assert ok.startswith("SIP/2.0 200"), ok
+    assert "\r\nFrom: <sip:callee@example.net>;tag=" in ok, ok
+    assert "\r\nTo: Anonymous <sip:anonymous@anonymous.invalid>;tag=" in ok, ok
+    assert "\r\nCSeq: 1 BYE\r\n" in ok, ok
+    assert uas.results == [("ok", "INVITE")], uas.results
