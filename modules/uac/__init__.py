@@ -413,12 +413,12 @@ def uac_auth(msg, algorithms=None) -> int:
                    f"{uri}: {'; '.join(why)}")
         return -1
     p = _persist(msg)
-    first = not p.get("uac_auth")
-    if first and rrb is not None:
-        # later in-dialog requests of the caller get the CSeq increased
-        rrb.add_rr_param(msg, f";{RR_CSEQ_PARAM}=1")
     if _bump_cseq(msg, 1) is None:
         return -1
+    if rrb is not None:
+        # later in-dialog requests of the caller get the CSeq increased by
+        # as much (set again after another challenge round)
+        rrb.set_rr_param(msg, RR_CSEQ_PARAM, str(p["uac_cseq"][2]))
     try:
         msg.append_hdr(line)
     except ValueError as e:

@@ -3,7 +3,9 @@ with 401 or 407 (MD5 or SHA-256, with or without qop=auth) and checks the
 retried request: the digest response recomputed here with hashlib (not
 with the project's digest module), the nonce/realm/opaque echoed, the uri
 the Request-URI, cnonce and nc present exactly when a qop was offered,
-the CSeq one more than the challenged one.  A good answer gets 200 (the
+the CSeq one more than the challenged one (with ``second_realm``, a valid
+answer is challenged again with a 407 of that realm, and the third request
+must carry both answers and a CSeq two more).  A good answer gets 200 (the
 INVITE's with a To-tag, Contact and the Record-Route set), a bad one 403
 whose reason says what was wrong.  Every request is recorded."""
 from __future__ import annotations
@@ -46,10 +48,12 @@ def _all(hdrs, name, short=None):
 
 class Challenger:
     def __init__(self, user, password, realm="example.com", code=407,
-                 algorithm="MD5", qop=True, challenge=True, bare=False):
+                 algorithm="MD5", qop=True, challenge=True, bare=False,
+                 second_realm=None):
         self.user, self.password, self.realm = user, password, realm
         self.challenge = challenge      # False: every request gets 200
         self.bare = bare                # True: the 401/407 has no challenge
+        self.second_realm = second_realm    # then a 407 for this realm too
         self.code, self.algorithm, self.qop = code, algorithm, qop
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -144,31 +148,40 @@ class Challenger:
         if method not in ("INVITE", "REGISTER"):
             self._reply(addr, hdrs, 200, "OK")
             return
-        hname = "Authorization" if self.code == 401 else \
-            "Proxy-Authorization"
-        cred = _get(hdrs, hname)
         if not self.challenge:
             self.results.append(("ok", method))
             self._reply(addr, hdrs, 200, "OK",
                         [f"Contact: <sip:bob@127.0.0.1:{self.port}>"],
                         totag=True, rr=method == "INVITE")
             return
-        if cred is None:
-            nonce = os.urandom(12).hex()
-            opaque = os.urandom(4).hex()
-            self._calls[callid] = (nonce, opaque, cseq)
-            ch = f'Digest realm="{self.realm}", nonce="{nonce}", ' \
-                 f'opaque="{opaque}", algorithm={self.algorithm}'
-            if self.qop:
-                ch += ', qop="auth"'
-            chn = "WWW-Authenticate" if self.code == 401 else \
-                "Proxy-Authenticate"
-            reason = "Unauthorized" if self.code == 401 else \
-                "Proxy Authentication Required"
-            self._reply(addr, hdrs, self.code, reason,
-                        [] if self.bare else [f"{chn}: {ch}"], totag=True)
+        issued = self._calls.get(callid)
+        if issued is None:
+            if _get(hdrs, "Authorization") or \
+                    _get(hdrs, "Proxy-Authorization"):
+                self.results.append(("credentials-without-challenge",
+                                     method))
+            self._calls[callid] = issued = {"cseq": cseq, "ch": []}
+            self._challenge(addr, hdrs, issued, self.code, self.realm)
             return
-        why = self._check(method, ruri, cseq, callid, cred)
+        why = None
+        want = issued["cseq"] + len(issued["ch"])
+        if cseq != want:
+            why = f"cseq-{cseq}-not-{want}"
+        for code, realm, nonce, opaque in issued["ch"]:
+            if why:
+                break
+            hname = "Authorization" if code == 401 else \
+                "Proxy-Authorization"
+            creds = [v for n, v in _all(hdrs, hname)
+                     if f'realm="{realm}"' in v]
+            if len(creds) != 1:
+                why = f"{len(creds)}-{hname}-for-{realm}"
+            else:
+                why = self._check(method, ruri, realm, nonce, opaque,
+                                  creds[0])
+        if not why and self.second_realm and len(issued["ch"]) == 1:
+            self._challenge(addr, hdrs, issued, 407, self.second_realm)
+            return
         self.results.append((why or "ok", method))
         if why:
             self._reply(addr, hdrs, 403, "Bad " + why, totag=True)
@@ -179,17 +192,26 @@ class Challenger:
         self._reply(addr, hdrs, 200, "OK", extra, totag=True,
                     rr=method == "INVITE")
 
-    def _check(self, method, ruri, cseq, callid, cred):
-        if callid not in self._calls:
-            return "credentials-without-challenge"
-        nonce, opaque, cseq0 = self._calls[callid]
+    def _challenge(self, addr, hdrs, issued, code, realm):
+        nonce = os.urandom(12).hex()
+        opaque = os.urandom(4).hex()
+        issued["ch"].append((code, realm, nonce, opaque))
+        ch = f'Digest realm="{realm}", nonce="{nonce}", ' \
+             f'opaque="{opaque}", algorithm={self.algorithm}'
+        if self.qop:
+            ch += ', qop="auth"'
+        chn = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+        reason = "Unauthorized" if code == 401 else \
+            "Proxy Authentication Required"
+        self._reply(addr, hdrs, code, reason,
+                    [] if self.bare else [f"{chn}: {ch}"], totag=True)
+
+    def _check(self, method, ruri, realm, nonce, opaque, cred):
         if not cred.startswith("Digest "):
             return "scheme"
         p = {m.group(1).lower(): m.group(2) if m.group(2) is not None
              else m.group(3) for m in _PARAM.finditer(cred[7:])}
-        if cseq != cseq0 + 1:
-            return f"cseq-{cseq}-after-{cseq0}"
-        for k, want in (("username", self.user), ("realm", self.realm),
+        for k, want in (("username", self.user), ("realm", realm),
                         ("nonce", nonce), ("opaque", opaque),
                         ("uri", ruri)):
             if p.get(k) != want:
@@ -197,7 +219,7 @@ class Challenger:
         alg = p.get("algorithm", "MD5")
         if alg != self.algorithm:
             return f"algorithm-{alg}"
-        ha1 = _h(alg, f"{self.user}:{self.realm}:{self.password}")
+        ha1 = _h(alg, f"{self.user}:{realm}:{self.password}")
         ha2 = _h(alg, f"{method}:{ruri}")
         if self.qop:
             if p.get("qop") != "auth" or not p.get("cnonce") or \

@@ -55,6 +55,7 @@ route {{
 failure_route[auth] {{
     if (t_check_status("40[17]")) {{
         if (uac_auth({algs})) {{
+            t_on_failure("auth");      # a next challenge is answered too
             t_relay();
             exit;
         }}
@@ -554,3 +555,25 @@ def test_uac_replace_restored_in_the_callees_bye(server, tmp_path, uas):
     assert "\r\nTo: Anonymous <sip:anonymous@anonymous.invalid>;tag=" in ok, ok
     assert "\r\nCSeq: 1 BYE\r\n" in ok, ok
     assert uas.results == [("ok", "INVITE")], uas.results
+
+
+def test_uac_auth_two_rounds_401_then_407(server, tmp_path, uas):
+    """A 401 answered, then a 407 of another realm: the third INVITE
+    carries both answers and CSeq 3; the caller still sees CSeq 1 and its
+    ACK/BYE reach the callee moved up by two (aci=2), so the ACK matches
+    the INVITE that got the 200."""
+    uas.set(code=401, algorithm="MD5", qop=True,
+            second_realm="proxy.example.net")
+    params = "\n".join(
+        f'modparam("uac_auth", "credential", "alice:{r}:{PASSWORD}")'
+        for r in ("example.com", "proxy.example.net"))
+    sip = start(server, uas, params)
+    p, err = run_sipp(tmp_path, sip, call_scenario(), "call")
+    assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
+    assert uas.results == [("ok", "INVITE")], uas.results
+    seen = [(r["method"], r["cseq"]) for r in uas.requests]
+    assert seen == [("INVITE", 1), ("ACK", 1), ("INVITE", 2), ("ACK", 2),
+                    ("INVITE", 3), ("ACK", 3), ("BYE", 4)], seen
+    rr = [ln for ln in uas.requests[4]["raw"].split("\r\n")
+          if ln.startswith("Record-Route:")]
+    assert len(rr) == 1 and rr[0].count("aci=") == 1 and ";aci=2" in rr[0], rr
