@@ -810,6 +810,9 @@ def relay(msg, flags=None) -> int:
     return r
 
 
+# cell address -> the blob a fork() of this process is filling
+forking = {}
+
 # t_relay's failures, as OpenSIPS numbers them
 RELAY_ERROR, RELAY_NO_DEST, RELAY_BAD_DEST, RELAY_SEND_FAILED = -1, -3, -4, -6
 
@@ -847,42 +850,48 @@ def fork(cell, msg) -> int:
         bru = blob.setdefault("bru", {})
         sent = 0
         bad_dest = send_failed = False
-        for uri, du, bflags in targets:
-            idx = cell.nbranches
-            if idx >= tb.MAX_BRANCHES:
-                log.LM_ERR(f"tm: too many branches (at most "
-                           f"{tb.MAX_BRANCHES})")
-                break
-            data, si, addr, ruri = _build_branch(cell, msg, idx, uri, du,
-                                                 bflags, broute_f)
-            if data is None:
-                if si is not None:          # not dropped: it failed
-                    bad_dest = True
-                continue
-            try:
-                tb.set_buf(cell, lib.TM_BUF_BR_REQ, idx, data)
-                tb.set_dst(cell, idx, si, _socket_index(si), addr[0],
-                           addr[1])
-            except ShmOutOfMemory:
-                log.LM_ERR("tm: out of shared memory for a branch")
-                break
-            b = cell.br[idx]
-            b.flags = lib.TM_B_USED
-            if cfg.minor_bit >= 0 and bflags & (1 << cfg.minor_bit):
-                b.flags |= B_MINOR
-            b.status = 0
-            cell.nbranches = idx + 1
-            bru[idx] = ruri
-            if not tb.send(ffi.addressof(b, "dst"), data):
-                log.LM_ERR(f"tm: sending branch {idx} to {addr[0]}:"
-                           f"{addr[1]} failed")
-                send_failed = True
-                b.flags |= lib.TM_B_FINAL
-                b.status = 503
-                b.state = _TERMINATED
-                continue
-            _start_client(cell, idx)
-            sent += 1
+        # a branch_route arming callbacks writes into this blob (stored
+        # below), not into the cell's copy this fork then overwrites
+        forking[_addr(cell)] = blob
+        try:
+            for uri, du, bflags in targets:
+                idx = cell.nbranches
+                if idx >= tb.MAX_BRANCHES:
+                    log.LM_ERR(f"tm: too many branches (at most "
+                               f"{tb.MAX_BRANCHES})")
+                    break
+                data, si, addr, ruri = _build_branch(cell, msg, idx, uri, du,
+                                                     bflags, broute_f)
+                if data is None:
+                    if si is not None:          # not dropped: it failed
+                        bad_dest = True
+                    continue
+                try:
+                    tb.set_buf(cell, lib.TM_BUF_BR_REQ, idx, data)
+                    tb.set_dst(cell, idx, si, _socket_index(si), addr[0],
+                               addr[1])
+                except ShmOutOfMemory:
+                    log.LM_ERR("tm: out of shared memory for a branch")
+                    break
+                b = cell.br[idx]
+                b.flags = lib.TM_B_USED
+                if cfg.minor_bit >= 0 and bflags & (1 << cfg.minor_bit):
+                    b.flags |= B_MINOR
+                b.status = 0
+                cell.nbranches = idx + 1
+                bru[idx] = ruri
+                if not tb.send(ffi.addressof(b, "dst"), data):
+                    log.LM_ERR(f"tm: sending branch {idx} to {addr[0]}:"
+                               f"{addr[1]} failed")
+                    send_failed = True
+                    b.flags |= lib.TM_B_FINAL
+                    b.status = 503
+                    b.state = _TERMINATED
+                    continue
+                _start_client(cell, idx)
+                sent += 1
+        finally:
+            forking.pop(_addr(cell), None)
         if cell.nbranches > first:
             cell.first_branch = first
         blob["ru"] = msg.new_uri

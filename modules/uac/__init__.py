@@ -100,6 +100,14 @@ def _bump_cseq(msg, delta: int) -> Optional[int]:
         return None
     p = _persist(msg)
     kept = p.get("uac_cseq")
+    if kept is not None:
+        # the change made earlier must still be there (a branch_route's
+        # changes are taken back after each branch)
+        lumps = msg.lumps()
+        i = kept[1]
+        if i >= len(lumps) or not lumps[i][3].startswith(
+                f"{kept[0] + kept[2]} ".encode()):
+            kept = None
     try:
         if kept is None:
             orig, idx, total = cs.num, msg.n_lumps, delta
@@ -233,11 +241,6 @@ def replace_uri(msg, which: str, display, uri) -> int:
     if uri and any(c in uri for c in ' <>"'):
         log.LM_ERR(f"uac_replace_{which}: {uri!r} is not a URI")
         return -1
-    p = _persist(msg)
-    if p.get("uac_" + which):
-        log.LM_ERR(f"uac_replace_{which}: the {which} header was replaced "
-                   f"already on this request (call it once per branch)")
-        return -1
     old = _addr_text(msg, na)
     if display is None:
         disp = na.display_raw.strip() if na.display_raw else ""
@@ -256,10 +259,10 @@ def replace_uri(msg, which: str, display, uri) -> int:
                     < 0:
                 raise ValueError("cannot add the Record-Route parameter")
     except ValueError as e:
-        log.LM_ERR(f"uac_replace_{which}: {e}")
+        # (a second change of the same header overlaps the first)
+        log.LM_ERR(f"uac_replace_{which}: {e} (call it once per branch)")
         msg.lump_rollback(cp)
         return -1
-    p["uac_" + which] = 1
     if _mode != NO_RESTORE:
         _arm(msg, _CB_RESTORE, (which, _uri_of(new), old))
     return 1
@@ -280,7 +283,11 @@ def _cb_restore(cell, typ, params) -> None:
     na = _hdr(rpl, which) if rpl is not None else None
     if na is None or na.uri != seen_uri:
         return
+    done = rpl.__dict__.setdefault("uac_restored", set())
+    if which in done:                # armed once per branch: once is enough
+        return
     rpl.replace(na.start, na.addr_end - na.start, orig)
+    done.add(which)
 
 
 def restore_uri(msg, which: str) -> int:

@@ -302,12 +302,29 @@ REPLACE_PRE = """    if (is_method("INVITE")) {
     }"""
 
 
-@pytest.mark.parametrize("passwd", ["", "s3cret"])
+BRANCH_PRE = """    t_on_branch("anon");"""
+BRANCH_ROUTE = """
+branch_route[anon] {
+    if (is_method("INVITE")) {
+        uac_replace_from("Anonymous", "sip:anonymous@anonymous.invalid");
+        uac_replace_to("", "sip:callee@example.net");
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("passwd,where", [("", "request_route"),
+                                          ("s3cret", "branch_route")])
 def test_uac_replace_from_to_restored_for_the_caller(server, tmp_path, uas,
-                                                     passwd):
+                                                     passwd, where):
     uas.set(challenge=False)
     params = f'modparam("uac", "restore_passwd", "{passwd}")'
-    sip = start(server, uas, params, REPLACE_PRE)
+    if where == "request_route":
+        sip = start(server, uas, params, REPLACE_PRE)
+    else:
+        sip = free_port()
+        server.start(SCRIPT.format(sip=sip, uas=uas.port, params=params,
+                                   pre=BRANCH_PRE, algs="") + BRANCH_ROUTE)
     # (&quot; is the XML spelling of the display's quotes)
     sc = call_scenario(
         from_re="^&quot;Alice&quot; &lt;sip:alice@example.com&gt;;tag=",
