@@ -108,26 +108,25 @@ def _bump_cseq(msg, delta: int) -> Optional[int]:
         if i >= len(lumps) or not lumps[i][3].startswith(
                 f"{kept[0] + kept[2]} ".encode()):
             kept = None
+    if kept is None:
+        orig, idx, total = cs.num, msg.n_lumps, delta
+    else:
+        orig, idx, total = kept[0], kept[1], kept[2] + delta
+    if not 0 < orig + total < 2 ** 31:
+        log.LM_ERR(f"uac: CSeq {orig}+{total} leaves the range of RFC 3261")
+        return None
     try:
         if kept is None:
-            orig, idx, total = cs.num, msg.n_lumps, delta
             msg.set_hdr_body("CSeq", f"{orig + total} {cs.method}")
         else:
-            orig, idx, total = kept[0], kept[1], kept[2] + delta
-            lumps = msg.lumps()
-            if idx >= len(lumps):
-                raise ValueError("the earlier CSeq change is gone")
-            later = lumps[idx + 1:]
+            # the earlier change out, the new one in, what came after back
+            later = msg.lumps()[idx + 1:]
             msg.lump_rollback(idx)
             msg.set_hdr_body("CSeq", f"{orig + total} {cs.method}")
             for kind, off, removed, data in later:
                 msg._lump(kind, off, removed, data)
     except (ValueError, KeyError) as e:
         log.LM_ERR(f"uac: cannot change the CSeq: {e}")
-        return None
-    if not 0 < orig + total < 2 ** 31:
-        log.LM_ERR(f"uac: CSeq {orig}+{total} leaves the range of RFC 3261")
-        msg.lump_rollback(idx)
         return None
     p["uac_cseq"] = (orig, idx, total)
     if not p.get("uac_cseq_armed"):
