@@ -365,8 +365,10 @@ modparam("uac", "rr_from_store_param", "myf")
 route {{
     if (has_totag()) {{
         if (loose_route()) {{
-            if (is_method("BYE"))
+            if (is_method("BYE")) {{
                 uac_restore_from();
+                uac_restore_to();
+            }}
             t_relay();
             exit;
         }}
@@ -374,6 +376,7 @@ route {{
         exit;
     }}
     uac_replace_from("", "sip:hidden@example.org");
+    uac_replace_to("Callee", "sip:callee@example.net");
     record_route();
     $du = "sip:127.0.0.1:{uas}";
     t_relay();
@@ -383,13 +386,14 @@ route {{
 
 def test_uac_restore_mode_manual(server, tmp_path, uas):
     """manual: replies are restored, in-dialog requests only where the
-    script calls uac_restore_from() (the BYE here, not the ACK); the
-    Record-Route parameter has the configured name."""
+    script calls uac_restore_from()/uac_restore_to() (the BYE here, not
+    the ACK); the Record-Route parameter has the configured name."""
     uas.set(challenge=False)
     sip = free_port()
     server.start(MANUAL.format(sip=sip, uas=uas.port))
     sc = call_scenario(
-        from_re="^&quot;Alice&quot; &lt;sip:alice@example.com&gt;;tag=")
+        from_re="^&quot;Alice&quot; &lt;sip:alice@example.com&gt;;tag=",
+        to_re="^&quot;Bob&quot; &lt;sip:bob@example.com&gt;;tag=")
     p, err = run_sipp(tmp_path, sip, sc, "manual")
     assert p.returncode == 0, p.stdout[-3000:] + err + server.stderr()
     inv, ack, bye = uas.requests
@@ -397,6 +401,9 @@ def test_uac_restore_mode_manual(server, tmp_path, uas):
     assert ";myf=" in inv["raw"]
     assert ack["from"].startswith('"Alice" <sip:alice@example.com>'), ack
     assert bye["from"].startswith("<sip:hidden@example.org>;tag="), bye
+    assert inv["to"] == "Callee <sip:callee@example.net>", inv
+    assert ack["to"].startswith('"Bob" <sip:bob@example.com>;tag='), ack
+    assert bye["to"].startswith("Callee <sip:callee@example.net>;tag="), bye
 
 
 CONFIG_HEAD = r"""
