@@ -157,3 +157,62 @@ def test_restore_refuses_a_forged_or_foreign_parameter(monkeypatch):
     assert uac.decode_restore("!!!", cur) is None
     assert uac.decode_restore(uac.encode_restore("<sip:a@x>", "<sip:b@x>"),
                               "<sip:a-much-longer-uri@example.com>") is None
+
+
+REQ = (b'INVITE sip:bob@example.com SIP/2.0\r\n'
+       b'Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n'
+       b'From: "Alice A." <sip:alice@example.com>;tag=f1\r\n'
+       b'To: sip:bob@example.com\r\n'
+       b'Call-ID: c1\r\nCSeq: 4 INVITE\r\nContent-Length: 0\r\n\r\n')
+
+
+def _hdr_line(msg, name):
+    from opensipy.parser import SipMsg
+    out = SipMsg(msg.build())
+    return out.hdr(name)
+
+
+@pytest.fixture
+def no_restore(monkeypatch):
+    monkeypatch.setattr(uac, "_mode", uac.NO_RESTORE)
+
+
+@pytest.mark.parametrize("display,uri,want", [
+    (None, "sip:x@y", '"Alice A." <sip:x@y>;tag=f1'),   # display kept
+    ("", "sip:x@y", "<sip:x@y>;tag=f1"),                # display removed
+    ("Bob B", "", '"Bob B" <sip:alice@example.com>;tag=f1'),   # URI kept
+    ('say "hi"', "sip:x@y", '"say \\"hi\\"" <sip:x@y>;tag=f1'),
+    ("token", "sip:x@y", "token <sip:x@y>;tag=f1"),
+])
+def test_replace_from_texts(no_restore, display, uri, want):
+    from opensipy.parser import SipMsg
+    m = SipMsg(REQ)
+    assert uac.replace_uri(m, "from", display, uri) == 1
+    assert _hdr_line(m, "From") == want
+
+
+def test_replace_to_without_brackets_keeps_the_rest(no_restore):
+    from opensipy.parser import SipMsg
+    m = SipMsg(REQ)
+    assert uac.replace_uri(m, "to", "Callee", "sip:c@example.net") == 1
+    assert _hdr_line(m, "To") == "Callee <sip:c@example.net>"
+
+
+@pytest.mark.parametrize("display,uri", [
+    ("x\r\nX-Injected: 1", "sip:x@y"),
+    (None, "sip:x@y>\r\nX: 1"),
+    (None, "sip:x y@z"),
+])
+def test_replace_refuses_header_injection(no_restore, display, uri):
+    from opensipy.parser import SipMsg
+    m = SipMsg(REQ)
+    assert uac.replace_uri(m, "from", display, uri) == -1
+    assert m.build() == REQ
+
+
+def test_replace_twice_on_one_branch_fails_cleanly(no_restore):
+    from opensipy.parser import SipMsg
+    m = SipMsg(REQ)
+    assert uac.replace_uri(m, "from", None, "sip:x@y") == 1
+    assert uac.replace_uri(m, "from", None, "sip:z@y") == -1
+    assert _hdr_line(m, "From") == '"Alice A." <sip:x@y>;tag=f1'
