@@ -28,7 +28,8 @@ TMCB_RESPONSE_OUT = 1 << 3
 TMCB_LOCAL_RESPONSE_OUT = 1 << 4
 TMCB_LOCAL_COMPLETED = 1 << 5
 TMCB_TRANS_DELETED = 1 << 6
-ALL = (1 << 7) - 1
+TMCB_RESPONSE_FWDED = 1 << 7     # a reply about to be relayed: may change it
+ALL = (1 << 8) - 1
 
 F_CBS = 1 << 17          # the cell has armed callbacks (Python-side flag)
 
@@ -67,9 +68,13 @@ def register_tmcb(cell, types: int, name_or_fn, param=None) -> int:
                         f"(register_tmcb_func in mod_init)")
     from . import core
     with core.locked(cell):
-        blob = core.load_blob(cell)
-        blob.setdefault("cbs", []).append((types, name_or_fn, param))
-        core.store_blob(cell, blob)
+        blob = core.forking.get(core._addr(cell))
+        if blob is not None:          # in a branch_route: fork() stores it
+            blob.setdefault("cbs", []).append((types, name_or_fn, param))
+        else:
+            blob = core.load_blob(cell)
+            blob.setdefault("cbs", []).append((types, name_or_fn, param))
+            core.store_blob(cell, blob)
         cell.flags |= F_CBS
         if types & TMCB_TRANS_DELETED:
             cell.flags |= lib.TM_F_DELCB

@@ -245,6 +245,14 @@ def rebuild_request(cell, blob=None):
     msg.dst_uri = blob.get("du")
     if blob.get("ah"):
         msg.tm_add_hdrs = blob["ah"]
+    # the changes the script made before t_relay (Record-Route, replaced
+    # headers, ...) and what modules keep with them: a failure_route works
+    # on the request as it was relayed, as OpenSIPS's faked request
+    for kind, off, removed, data in blob.get("lumps") or ():
+        msg._lump(kind, off, removed, data)
+    mp = blob.get("mp")
+    if mp:
+        msg.persist = dict(mp)
     msg.tm_cell = cell
     return msg
 
@@ -802,6 +810,9 @@ def relay(msg, flags=None) -> int:
     return r
 
 
+# cell address -> the blob a fork() of this process is filling
+forking = {}
+
 # t_relay's failures, as OpenSIPS numbers them
 RELAY_ERROR, RELAY_NO_DEST, RELAY_BAD_DEST, RELAY_SEND_FAILED = -1, -3, -4, -6
 
@@ -826,6 +837,12 @@ def fork(cell, msg) -> int:
             msg.tm_on = {}
         broute = blob.get("br")
         broute_f = find_route("branch_route", broute) if broute else None
+        # (before the Via fix, which every fork makes again)
+        if msg.n_lumps:
+            blob["lumps"] = msg.lumps()
+        mp = d.get("persist")
+        if mp:
+            blob["mp"] = mp
         forward._fix_sender_via(msg)
         targets = _fork_targets(msg)
         msg.branches = []
@@ -833,42 +850,48 @@ def fork(cell, msg) -> int:
         bru = blob.setdefault("bru", {})
         sent = 0
         bad_dest = send_failed = False
-        for uri, du, bflags in targets:
-            idx = cell.nbranches
-            if idx >= tb.MAX_BRANCHES:
-                log.LM_ERR(f"tm: too many branches (at most "
-                           f"{tb.MAX_BRANCHES})")
-                break
-            data, si, addr, ruri = _build_branch(cell, msg, idx, uri, du,
-                                                 bflags, broute_f)
-            if data is None:
-                if si is not None:          # not dropped: it failed
-                    bad_dest = True
-                continue
-            try:
-                tb.set_buf(cell, lib.TM_BUF_BR_REQ, idx, data)
-                tb.set_dst(cell, idx, si, _socket_index(si), addr[0],
-                           addr[1])
-            except ShmOutOfMemory:
-                log.LM_ERR("tm: out of shared memory for a branch")
-                break
-            b = cell.br[idx]
-            b.flags = lib.TM_B_USED
-            if cfg.minor_bit >= 0 and bflags & (1 << cfg.minor_bit):
-                b.flags |= B_MINOR
-            b.status = 0
-            cell.nbranches = idx + 1
-            bru[idx] = ruri
-            if not tb.send(ffi.addressof(b, "dst"), data):
-                log.LM_ERR(f"tm: sending branch {idx} to {addr[0]}:"
-                           f"{addr[1]} failed")
-                send_failed = True
-                b.flags |= lib.TM_B_FINAL
-                b.status = 503
-                b.state = _TERMINATED
-                continue
-            _start_client(cell, idx)
-            sent += 1
+        # a branch_route arming callbacks writes into this blob (stored
+        # below), not into the cell's copy this fork then overwrites
+        forking[_addr(cell)] = blob
+        try:
+            for uri, du, bflags in targets:
+                idx = cell.nbranches
+                if idx >= tb.MAX_BRANCHES:
+                    log.LM_ERR(f"tm: too many branches (at most "
+                               f"{tb.MAX_BRANCHES})")
+                    break
+                data, si, addr, ruri = _build_branch(cell, msg, idx, uri, du,
+                                                     bflags, broute_f)
+                if data is None:
+                    if si is not None:          # not dropped: it failed
+                        bad_dest = True
+                    continue
+                try:
+                    tb.set_buf(cell, lib.TM_BUF_BR_REQ, idx, data)
+                    tb.set_dst(cell, idx, si, _socket_index(si), addr[0],
+                               addr[1])
+                except ShmOutOfMemory:
+                    log.LM_ERR("tm: out of shared memory for a branch")
+                    break
+                b = cell.br[idx]
+                b.flags = lib.TM_B_USED
+                if cfg.minor_bit >= 0 and bflags & (1 << cfg.minor_bit):
+                    b.flags |= B_MINOR
+                b.status = 0
+                cell.nbranches = idx + 1
+                bru[idx] = ruri
+                if not tb.send(ffi.addressof(b, "dst"), data):
+                    log.LM_ERR(f"tm: sending branch {idx} to {addr[0]}:"
+                               f"{addr[1]} failed")
+                    send_failed = True
+                    b.flags |= lib.TM_B_FINAL
+                    b.status = 503
+                    b.state = _TERMINATED
+                    continue
+                _start_client(cell, idx)
+                sent += 1
+        finally:
+            forking.pop(_addr(cell), None)
         if cell.nbranches > first:
             cell.first_branch = first
         blob["ru"] = msg.new_uri
@@ -1068,7 +1091,15 @@ def run_onreply(cell, idx, msg) -> bool:
     return dropped
 
 
+def _response_fwded(cell, msg, code) -> None:
+    """TMCB_RESPONSE_FWDED: a reply about to be relayed upstream; the
+    callbacks may change it (lumps) before it is built."""
+    if cell.flags & cbs.F_CBS:
+        cbs.run(cell, cbs.TMCB_RESPONSE_FWDED, rpl=msg, code=code)
+
+
 def _relay_reply(cell, msg, code) -> None:
+    _response_fwded(cell, msg, code)
     try:
         msg.remove_via()
         data = msg.build()
@@ -1228,6 +1259,7 @@ def relay_best(cell, best) -> None:
             if code == 503:        # RFC 3261 §16.7 step 6
                 m.replace(*_status_span(m), "500 Server Internal Error")
                 code = 500
+            _response_fwded(cell, m, code)
             m.remove_via()
             send_upstream(cell, code, m.build(), False)
             return
@@ -1237,6 +1269,25 @@ def relay_best(cell, best) -> None:
         _uac_reply(cell, code, b"")
         return
     reply_local(cell, None, code, reason)
+
+
+def branch_reply(cell, idx):
+    """The final reply branch ``idx`` received (a SipMsg), or None (none
+    stored, or a local one such as a timeout)."""
+    if not 0 <= idx < cell.nbranches:
+        return None
+    b = cell.br[idx]
+    if not b.rpl_len:
+        return None
+    try:
+        return SipMsg(tb.buf(b.rpl, b.rpl_len))
+    except ParseError:
+        return None
+
+
+def branch_uri(cell, idx):
+    """The Request-URI branch ``idx`` was sent to."""
+    return load_blob(cell).get("bru", {}).get(idx)
 
 
 def _status_span(m):

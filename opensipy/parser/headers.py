@@ -217,6 +217,14 @@ class NameAddr(_View):
     hdr_index = intprop(_N["hdr"])
     start = intprop(_N["start"])
     end = intprop(_N["end"])
+    uri_start = intprop(_N["uri"])        # offset of the URI in the message
+    uri_len = intprop(_N["uri"] + 1)
+
+    @property
+    def addr_end(self):
+        """offset just past the name-addr (the URI and its '>'), where the
+        header params (;tag=...) begin"""
+        return self.uri_start + self.uri_len + (1 if self.bracket else 0)
 
     @property
     def star(self):
