@@ -66,7 +66,13 @@ def send_socket(proto: str, af: int, msg=None):
                        E_NO_SOCKET)
 
 
-def send_to(si, data: bytes, addr: Tuple[str, int]) -> bool:
+def send_to(si, data: bytes, addr: Tuple[str, int],
+            conn_id: int = 0) -> bool:
+    """Send data to addr from socket si: a datagram, or over TCP on the
+    connection conn_id / an open connection to addr / a new one."""
+    if si.proto == "tcp":
+        from .net import tcp
+        return tcp.send(si, data, addr, conn_id)
     try:
         si.sock.sendto(data, addr)
         return True
@@ -235,7 +241,10 @@ def _fix_sender_via(msg) -> None:
     if v is None or rcv is None:
         return
     rport = v.rport
-    want_rport = rport == "" or getattr(msg, "force_rport", False)
+    # over a stream the reply must find the connection: its source port
+    # is where it goes (as if the sender had asked for rport)
+    want_rport = rport == "" or getattr(msg, "force_rport", False) or \
+        rcv.proto == "tcp"
     if not want_rport and v.host.strip("[]") == rcv.src_ip:
         return
     orig = text = v.text
@@ -278,9 +287,9 @@ def forward_request(msg, dest: Optional[str] = None) -> int:
             d = uri_dest(msg.dst_uri)
         else:
             d = uri_dest(msg.new_uri or msg.parsed_uri)
-        if d[0] is not None and d[0] != "udp":
-            raise ForwardError(f"transport {d[0]} is not supported yet",
-                               E_BAD_PROTO)
+        if d[0] is not None and d[0] not in send_protos():
+            raise ForwardError(f"transport {d[0]} is not supported (no "
+                               f"{d[0]} socket)", E_BAD_PROTO)
         target, si = pick_target(dest_targets(d), msg)
         addr = target.addr
         _fix_sender_via(msg)
@@ -305,7 +314,8 @@ def reply_dest(msg) -> Tuple[str, int]:
     rcv = msg.rcv
     if v is None:
         return rcv.src_ip, rcv.src_port
-    if v.rport is not None or getattr(msg, "force_rport", False):
+    if v.rport is not None or getattr(msg, "force_rport", False) or \
+            rcv.conn_id:
         return rcv.src_ip, rcv.src_port
     host = v.received or (rcv.src_ip if v.host.strip("[]") != rcv.src_ip
                           else v.host.strip("[]"))
@@ -319,7 +329,7 @@ def send_reply(msg, data: bytes) -> bool:
     if rcv is None or rcv.socket is None:
         log.LM_ERR("cannot send a reply: the request has no receive info")
         return False
-    return send_to(rcv.socket, data, reply_dest(msg))
+    return send_to(rcv.socket, data, reply_dest(msg), rcv.conn_id)
 
 
 def is_our_via(v) -> bool:
