@@ -52,7 +52,12 @@ def send_socket(proto: str, af: int, msg=None):
     if msg is not None:
         forced = getattr(msg, "force_send_socket", None)
         if forced is not None:
-            return forced
+            if forced.proto == proto or not _explicit_proto(msg):
+                return forced
+            # as OpenSIPS: a forced socket of another transport than the
+            # destination names is not used
+            log.LM_WARN(f"force_send_socket {forced.name}: the destination "
+                        f"asks for {proto}; not used")
         rcv = msg.rcv
         if rcv is not None and rcv.socket is not None:
             si = rcv.socket
@@ -64,6 +69,15 @@ def send_socket(proto: str, af: int, msg=None):
     raise ForwardError(f"no {proto} socket for "
                        f"{'IPv6' if af == socket.AF_INET6 else 'IPv4'}",
                        E_NO_SOCKET)
+
+
+def _explicit_proto(msg) -> bool:
+    """The next hop ($du, else the new R-URI) names its transport."""
+    try:
+        return uri_dest(msg.dst_uri or msg.new_uri or msg.parsed_uri)[0] \
+            is not None
+    except ForwardError:
+        return False
 
 
 def send_to(si, data: bytes, addr: Tuple[str, int],

@@ -352,9 +352,10 @@ def loose_route(msg) -> int:
 def _force_socket_of(msg, uri) -> None:
     from opensipy import config
     port = uri.port or 5060
+    proto = (uri.param("transport") or "udp").lower()
     for si in config.settings.sockets:
-        if port == (si.adv_port or si.port) and uri.host.strip("[]") in (
-                si.host, si.adv_host):
+        if port == (si.adv_port or si.port) and si.proto == proto and \
+                uri.host.strip("[]") in (si.host, si.adv_host):
             msg.force_send_socket = si
             return
 

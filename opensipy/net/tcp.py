@@ -884,6 +884,8 @@ def send(si, data: bytes, addr, conn_id: int = 0) -> bool:
             table.set_state(cid, S_CONN_BAD)
             cid = 0
             continue
+        log.LM_DBG(f"tcp: {len(data)} bytes to {addr[0]}:{addr[1]} on "
+                   f"connection {cid}")
         return _send_on(cid, sock, data)
     return False
 
