@@ -34,6 +34,7 @@ tcp_workers=2
 tcp_max_connections=1030
 tcp_max_msg_time=1
 tcp_accept_aliases=yes
+tcp_connect_timeout=300
 {extra}
 socket=udp:127.0.0.1:{port}
 socket=tcp:127.0.0.1:{port}
@@ -52,6 +53,14 @@ route {{
     }}
     if (is_present_hf("X-Forward-To")) {{
         $du = $hdr(X-Forward-To);
+        if (!forward()) {{
+            sl_send_reply(477, "Send failed");
+        }}
+        exit;
+    }}
+    if (is_present_hf("X-Force-TCP")) {{
+        force_send_socket("tcp:127.0.0.1:{port}");
+        $du = $hdr(X-Force-TCP);
         forward();
         exit;
     }}
@@ -260,6 +269,75 @@ def test_aliases_and_reuse_of_a_connection(srv):
         assert not [x for x in conns if x["Remote"].endswith(f":{alias}")]
     finally:
         c.close()
+
+
+def udp_send(port, extra, callid):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    u.settimeout(5)
+    me = u.getsockname()[1]
+    u.sendto((f"MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\n"
+              f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{callid}\r\n"
+              f"{extra}"
+              f"From: <sip:t@x>;tag=u\r\nTo: <sip:bob@x>\r\n"
+              f"Call-ID: {callid}\r\nCSeq: 1 MESSAGE\r\n"
+              f"Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+    return u
+
+
+def test_force_send_socket_chooses_tcp(srv):
+    """No transport in $du, but force_send_socket(tcp:...): the request
+    leaves over TCP, from our TCP socket's address."""
+    _, port, _ = srv
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4)
+    lst.settimeout(5)
+    dst = lst.getsockname()[1]
+    u = udp_send(port, f"X-Force-TCP: sip:127.0.0.1:{dst}\r\n", "forced")
+    try:
+        conn, peer = lst.accept()
+        c = Stream.__new__(Stream)
+        c.s, c.buf, c.eof = conn, b"", False
+        m = SipMsg(c.read_msg(), True)
+        assert m.callid == "forced" and m.via[0].transport == "TCP"
+        assert m.via[0].port == port and peer[0] == "127.0.0.1"
+        conn.close()
+    finally:
+        u.close()
+        lst.close()
+
+
+def test_tcp_connect_timeout(srv):
+    """A peer whose accept queue is full never completes the handshake:
+    the connect gives up after tcp_connect_timeout (300 ms), the forward
+    fails and the script answers 477, long before the kernel would."""
+    _, port, mi = srv
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    dst = lst.getsockname()[1]
+    fill = []
+    for _ in range(3):                 # fill the accept queue
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(("127.0.0.1", dst))
+        fill.append(f)
+    time.sleep(0.2)
+    refused = stat(mi, "proto_tcp:refused_conns")
+    u = udp_send(port, f"X-Forward-To: sip:127.0.0.1:{dst};transport=tcp"
+                       f"\r\n", "blackhole")
+    try:
+        t0 = time.monotonic()
+        r = SipMsg(u.recv(65535))
+        assert r.status == 477
+        assert time.monotonic() - t0 < 5
+        assert stat(mi, "proto_tcp:refused_conns") == refused + 1
+    finally:
+        u.close()
+        for f in fill:
+            f.close()
+        lst.close()
 
 
 def test_ps_shows_the_tcp_processes_with_their_ranks(srv):
