@@ -563,6 +563,10 @@ class Attendant:
         if code == EXIT_INIT_FAILED:
             self.fail(f"process '{slot.desc}' failed its initialisation")
             return
+        if slot.kind == "tcp":
+            self.fail(f"the TCP main process ended ({how}); it holds every "
+                      f"TCP connection: stopping the server", exit_code=1)
+            return
         if code == EXIT_PROC_RETURNED or not slot.respawn:
             self.fail(f"module process '{slot.desc}' ended ({how}); "
                       f"stopping the server", exit_code=1)

@@ -32,6 +32,7 @@ import errno
 import os
 import re
 import resource
+import select
 import selectors
 import socket
 import struct
@@ -335,26 +336,35 @@ def tcp_main_loop() -> None:
     rr = [0]
     last_sweep = 0.0
 
-    def pick_worker():
-        live = [w for w in _worker_slots if pt.get(w).pid]
-        if not live:
-            return None
-        rr[0] += 1
-        return live[rr[0] % len(live)]
-
     def hand_over(cid, sock):
-        w = pick_worker()
-        if w is None:
+        """Round robin over the live workers; a worker whose channel is
+        full is skipped; when all are, wait a little for one."""
+        live = [(w, pt.get(w).pid) for w in _worker_slots]
+        live = [x for x in live if x[1]]
+        if not live:
+            log.LM_ERR(f"tcp main: no TCP worker for connection {cid}")
             return False
-        try:
-            socket.send_fds(_chan_ends[w][0], [_OP.pack(OP_NEW, cid)],
-                            [sock.fileno()])
-        except OSError as e:
-            log.LM_ERR(f"tcp main: cannot hand connection {cid} to "
-                       f"process {w}: {e}")
-            return False
-        table.set_owner(cid, w, pt.get(w).pid)
-        return True
+        rr[0] += 1
+        order = [live[(rr[0] + i) % len(live)] for i in range(len(live))]
+        msg = [_OP.pack(OP_NEW, cid)]
+        for attempt in range(2):
+            for w, pid in order:
+                try:
+                    socket.send_fds(_chan_ends[w][0], msg, [sock.fileno()])
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as e:
+                    log.LM_ERR(f"tcp main: cannot hand connection {cid} "
+                               f"to process {w}: {e}")
+                    continue
+                table.set_owner(cid, w, pid)
+                return True
+            if attempt == 0:
+                select.select([], [_chan_ends[w][0] for w, _ in order], [],
+                              0.5)
+        log.LM_ERR(f"tcp main: every TCP worker is busy; connection {cid} "
+                   f"closed")
+        return False
 
     def close_conn(cid, why):
         sock = fds.pop(cid, None)
@@ -649,10 +659,10 @@ def _frame(c: _Conn, data: bytes, handler) -> Optional[str]:
         if c.id not in _held:
             return None
     c.buf = buf
-    if buf and not c.started:
+    if not buf.strip(b"\r\n"):
+        c.started = 0.0          # nothing or a CRLF: no message begun
+    elif not c.started:
         c.started = time.time()
-    elif not buf:
-        c.started = 0.0
     return None
 
 
@@ -674,7 +684,6 @@ def _tell_main(op: int, cid: int, fd: int = -1) -> None:
     chan = _my_chan()
     if chan is None:
         return
-    import select
     deadline = time.monotonic() + 1.0
     while True:
         try:
@@ -702,7 +711,6 @@ def _fetch_fd(cid: int) -> Optional[socket.socket]:
         return None
     _tell_main(OP_GET, cid)
     deadline = time.monotonic() + 1.0
-    import select
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -764,7 +772,6 @@ def _forget(cid: int) -> None:
 def _send_on(cid: int, sock: socket.socket, data: bytes) -> bool:
     """Write data whole, waiting at most tcp_send_timeout; a write that
     cannot finish closes the connection (the TCP main shuts it down)."""
-    import select
     lk = table.wlocks[cid % table.size]
     deadline = None
     view = memoryview(data)
@@ -812,7 +819,6 @@ def _connect(si, addr) -> int:
         if rc not in (0, errno.EINPROGRESS):
             raise OSError(rc, os.strerror(rc))
         if rc:
-            import select
             _, w, _ = select.select([], [sock], [],
                                     s.tcp_connect_timeout / 1000.0)
             if not w:
@@ -884,8 +890,6 @@ def send(si, data: bytes, addr, conn_id: int = 0) -> bool:
             table.set_state(cid, S_CONN_BAD)
             cid = 0
             continue
-        log.LM_DBG(f"tcp: {len(data)} bytes to {addr[0]}:{addr[1]} on "
-                   f"connection {cid}")
         return _send_on(cid, sock, data)
     return False
 
@@ -901,7 +905,6 @@ def add_alias(cid: int, ip: str, port: int) -> bool:
 
 def list_conns():
     """MI list_tcp_conns: OpenSIPS's reply shape."""
-    from .. import pvar
     out = []
     life = config.settings.tcp_connection_lifetime
     for h, keys in table.all() if table is not None else ():

@@ -129,6 +129,10 @@ def test_framing_several_per_read_split_and_keepalive(srv):
         c.send(b"\r\n\r\n")
         assert c.read_msg(3) == b"\r\n"
         assert c.read_msg(0.3) is None          # one pong, nothing else
+        # a lone CRLF (a client's pong) begins no message: it is not
+        # closed as a slow sender after tcp_max_msg_time (1 s)
+        c.send(b"\r\n")
+        time.sleep(1.6)
         c.send(request(port, 5))
         assert SipMsg(c.read_msg(), True).status == 200
     finally:
