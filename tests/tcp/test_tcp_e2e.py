@@ -344,6 +344,64 @@ def test_tcp_connect_timeout(srv):
         lst.close()
 
 
+def _holder(mi, server_port, client_port):
+    """The pid of the TCP receiver that holds the server's end of the
+    connection from client_port (by its socket inode in /proc)."""
+    inode = None
+    with open("/proc/net/tcp") as f:
+        for ln in f.readlines()[1:]:
+            p = ln.split()
+            if int(p[1].rsplit(":", 1)[1], 16) == server_port and \
+                    int(p[2].rsplit(":", 1)[1], 16) == client_port:
+                inode = p[9]
+    assert inode is not None
+    found = []
+    for pr in mi_call(mi, "ps")["Processes"]:
+        if pr["Type"] != "TCP receiver":
+            continue
+        fd_dir = Path(f"/proc/{pr['PID']}/fd")
+        for fd in fd_dir.iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    found.append(pr["PID"])
+            except OSError:
+                continue
+    return found
+
+
+def test_a_worker_writes_on_a_connection_another_worker_holds(srv):
+    """Two connections, held by the two TCP workers (round robin): a
+    request read by one worker is forwarded on the other's connection
+    (the descriptor comes from the TCP main)."""
+    _, port, mi = srv
+    a, b = Stream(port), Stream(port)
+    try:
+        for i, c in enumerate((a, b)):       # both registered and served
+            c.send(request(port, 80 + i))
+            assert SipMsg(c.read_msg(), True).status == 200
+        ha, hb = _holder(mi, port, a.local_port), \
+            _holder(mi, port, b.local_port)
+        assert len(ha) == 1 and len(hb) == 1 and ha != hb
+        a.send(request(port, 82, method="MESSAGE",
+                       extra=f"X-Forward-To: sip:127.0.0.1:{b.local_port}"
+                             f";transport=tcp\r\n"))
+        m = SipMsg(b.read_msg(), True)
+        assert m.method == "MESSAGE" and m.callid == "tcp82@test"
+        # b answers; the reply goes back, relayed on a's connection
+        reply = (f"SIP/2.0 200 OK\r\n"
+                 + "".join(f"Via: {v.text}\r\n" for v in m.via)
+                 + f"From: {m.hdr('From')}\r\nTo: {m.hdr('To')};tag=b\r\n"
+                 f"Call-ID: {m.callid}\r\nCSeq: 1 MESSAGE\r\n"
+                 f"Content-Length: 0\r\n\r\n").encode()
+        b.send(reply)
+        r = SipMsg(a.read_msg(), True)
+        assert r.status == 200 and r.callid == "tcp82@test"
+        assert len(r.via) == 1
+    finally:
+        a.close()
+        b.close()
+
+
 def test_ps_shows_the_tcp_processes_with_their_ranks(srv):
     s, port, mi = srv
     procs = mi_call(mi, "ps")["Processes"]
