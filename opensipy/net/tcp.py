@@ -42,11 +42,11 @@ from typing import Dict, Optional
 
 from .. import config, log
 
-# connection states (OpenSIPS's S_CONN_*)
+# connection states (OpenSIPS's enum tcp_conn_states values)
+S_CONN_BAD = -1
 S_CONN_OK = 0
 S_CONN_INIT = 1
 S_CONN_EOF = 2
-S_CONN_BAD = 3
 
 # channel operations
 OP_NEW, OP_GET, OP_FD, OP_NOFD, OP_ADD, OP_CLOSE, OP_BAD = range(1, 8)
