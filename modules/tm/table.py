@@ -136,7 +136,7 @@ def set_dst(cell, branch: int, si, si_index: int, ip: str, port: int,
     a reliable transport is not retransmitted); Python sends it, on the
     connection ``conn_id`` (kept in ``conn``) when it is open."""
     sa = sockaddr(ip, port)
-    tcp = si.proto == "tcp"
+    tcp = getattr(si, "proto", None) == "tcp"
     rc = lib.tm_set_dst(cell, branch,
                         -1 if tcp or not si.sock else si.sock.fileno(),
                         sa, len(sa), si_index)
