@@ -780,6 +780,12 @@ def _send_on(cid: int, sock: socket.socket, data: bytes) -> bool:
     view = memoryview(data)
     ok = True
     with lk:
+        h = table.get(cid)
+        if h is None or h[1] != S_CONN_OK:
+            # closed while we waited for the lock (e.g. the write before
+            # ours timed out): do not wait on it again
+            _forget(cid)
+            return False
         while view:
             try:
                 n = sock.send(view)
