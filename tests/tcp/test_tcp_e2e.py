@@ -402,6 +402,34 @@ def test_a_worker_writes_on_a_connection_another_worker_holds(srv):
         b.close()
 
 
+def test_net_waiting_tcp_counts_unread_bytes(srv):
+    """net:waiting_tcp: the bytes waiting in our TCP sockets (here a
+    request the stopped workers have not read yet)."""
+    _, port, mi = srv
+    c = Stream(port)
+    workers = [p["PID"] for p in mi_call(mi, "ps")["Processes"]
+               if p["Type"] == "TCP receiver"]
+    try:
+        c.send(request(port, 90))
+        assert SipMsg(c.read_msg(), True).status == 200
+        assert stat(mi, "net:waiting_tcp") == 0
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        data = request(port, 91)
+        c.send(data)
+        wait_for(lambda: stat(mi, "net:waiting_tcp") >= len(data),
+                 timeout=5, what="net:waiting_tcp to count the request")
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    try:
+        assert SipMsg(c.read_msg(), True).callid == "tcp91@test"
+        wait_for(lambda: stat(mi, "net:waiting_tcp") == 0, timeout=5,
+                 what="net:waiting_tcp back to 0")
+    finally:
+        c.close()
+
+
 def test_ps_shows_the_tcp_processes_with_their_ranks(srv):
     s, port, mi = srv
     procs = mi_call(mi, "ps")["Processes"]
