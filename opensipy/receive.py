@@ -168,7 +168,23 @@ def raw_error_reply(buf: bytes, code: int, reason: str) -> Optional[bytes]:
     return b"\r\n".join(out)
 
 
-def _bad_message(buf, e, src, si) -> None:
+def _tcp_alias(msg) -> None:
+    """tcp_accept_aliases: a Via ``;alias`` makes the sent-by port an
+    alias of the connection the request came on."""
+    from . import config
+    if not config.settings.tcp_accept_aliases:
+        return
+    v = msg.via1
+    if v is None or v.param("alias") is None:
+        return
+    from .net import tcp
+    rcv = msg.rcv
+    port = v.port or 5060
+    if port != rcv.src_port:
+        tcp.add_alias(rcv.conn_id, rcv.src_ip, port)
+
+
+def _bad_message(buf, e, src, si, conn_id=0) -> None:
     stats.bad_msg_hdr.inc()
     if not e.code:
         stats.err_replies.inc()
@@ -179,7 +195,7 @@ def _bad_message(buf, e, src, si) -> None:
     log.LM_DBG(f"bad request from {src[0]}:{src[1]}: {e.reason}")
     data = raw_error_reply(buf, e.code, _reason_for(e))
     if data is not None:
-        forward.send_to(si, data, src[:2])
+        forward.send_to(si, data, src[:2], conn_id)
 
 
 def _reason_for(e) -> str:
@@ -239,13 +255,16 @@ def _proxy_checks(msg) -> bool:
 
 # ------------------------------------------------------------ the path
 
-def receive_msg(buf: bytes, src, si) -> None:
+def receive_msg(buf: bytes, src, si, conn_id: int = 0) -> None:
     try:
         msg = SipMsg(buf)
     except ParseError as e:
-        _bad_message(buf, e, src, si)
+        _bad_message(buf, e, src, si, conn_id)
         return
-    msg.rcv = ReceiveInfo(src[0], src[1], si.host, si.port, si.proto, si)
+    msg.rcv = ReceiveInfo(src[0], src[1], si.host, si.port, si.proto, si,
+                          conn_id)
+    if conn_id and msg.is_request:
+        _tcp_alias(msg)
     try:
         _dispatch(msg)
     except ShmOutOfMemory as e:

@@ -89,10 +89,30 @@ def _sock_uri(si, user: Optional[str]) -> str:
     return uri
 
 
+def _next_hop_socket(msg, inbound):
+    """The socket the request will leave on when its next hop ($du, else
+    the R-URI) names a transport other than the inbound one (UDP <-> TCP
+    bridging needs the double Record-Route); None otherwise."""
+    if inbound is None:
+        return None
+    from opensipy import forward
+    try:
+        d = forward.uri_dest(msg.dst_uri or msg.new_uri or msg.parsed_uri)
+    except forward.ForwardError:
+        return None
+    if d[0] is None or d[0] == inbound.proto:
+        return None
+    try:
+        return forward.send_socket(d[0], inbound.af)
+    except forward.ForwardError:
+        return None
+
+
 def _rr_lines(msg, st: _RRState) -> Optional[str]:
     rcv = msg.rcv
     inbound = rcv.socket if rcv is not None else None
-    outbound = getattr(msg, "force_send_socket", None) or inbound
+    outbound = getattr(msg, "force_send_socket", None) or \
+        _next_hop_socket(msg, inbound) or inbound
     if inbound is None:
         log.LM_ERR("rr: the request has no receiving socket")
         return None
@@ -371,9 +391,10 @@ def loose_route(msg) -> int:
 def _force_socket_of(msg, uri) -> None:
     from opensipy import config
     port = uri.port or 5060
+    proto = (uri.param("transport") or "udp").lower()
     for si in config.settings.sockets:
-        if port == (si.adv_port or si.port) and uri.host.strip("[]") in (
-                si.host, si.adv_host):
+        if port == (si.adv_port or si.port) and si.proto == proto and \
+                uri.host.strip("[]") in (si.host, si.adv_host):
             msg.force_send_socket = si
             return
 

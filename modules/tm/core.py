@@ -238,7 +238,8 @@ def rebuild_request(cell, blob=None):
     if r:
         socks = config.settings.sockets
         si = socks[r[5]] if 0 <= r[5] < len(socks) else None
-        msg.rcv = ReceiveInfo(r[0], r[1], r[2], r[3], r[4], si)
+        msg.rcv = ReceiveInfo(r[0], r[1], r[2], r[3], r[4], si,
+                              r[6] if len(r) > 6 else 0)
     msg.flags = blob.get("flags", 0)
     msg.avps = _avps_copy(blob.get("avps"))
     msg.new_uri = blob.get("ru")
@@ -286,7 +287,8 @@ def _uas_dst(cell, msg) -> None:
     host, port = forward.reply_dest(msg)
     _, addr = forward.resolve(host, port)
     si = msg.rcv.socket
-    tb.set_dst(cell, -1, si, _socket_index(si), addr[0], addr[1])
+    tb.set_dst(cell, -1, si, _socket_index(si), addr[0], addr[1],
+               msg.rcv.conn_id)
 
 
 def _init_uas(cell, msg) -> None:
@@ -296,7 +298,7 @@ def _init_uas(cell, msg) -> None:
     _uas_dst(cell, msg)
     r = msg.rcv
     blob = {"rcv": (r.src_ip, r.src_port, r.dst_ip, r.dst_port, r.proto,
-                    _socket_index(r.socket))}
+                    _socket_index(r.socket), r.conn_id)}
     store_blob(cell, blob)
     msg.tm_blob = blob          # fork() uses it instead of reading it back
     inv = msg.method_id == METHOD_INVITE
@@ -324,8 +326,8 @@ def _oom_500(msg, what) -> None:
 def resend_last(cell) -> None:
     with locked(cell):
         if cell.rpl_len:
-            lib.tm_send(ffi.addressof(cell, "uas_dst"), cell.rpl,
-                        cell.rpl_len)
+            tb.send(ffi.addressof(cell, "uas_dst"),
+                    tb.buf(cell.rpl, cell.rpl_len))
 
 
 def newtran(msg) -> int:
@@ -423,7 +425,7 @@ def send_upstream(cell, code: int, data: bytes, local: bool) -> int:
     if not actions:
         if inv and 200 <= code < 300 and not local:
             # another 2xx (forking) or a retransmitted one: end to end
-            lib.tm_send(ffi.addressof(cell, "uas_dst"), data, len(data))
+            tb.send(ffi.addressof(cell, "uas_dst"), data)
             stats.inc(stats.relayed_replies)
             return 1
         log.LM_DBG(f"tm: {code} not sent upstream in state {state}")
@@ -432,7 +434,7 @@ def send_upstream(cell, code: int, data: bytes, local: bool) -> int:
     for a in actions:
         if a == "send":
             tb.set_buf(cell, lib.TM_BUF_RPL, -1, data)
-            lib.tm_send(ffi.addressof(cell, "uas_dst"), data, len(data))
+            tb.send(ffi.addressof(cell, "uas_dst"), data)
         elif a == "start_G":
             tb.timer_start(cell, lib.TM_TW_UAS_RETR, -1, cfg.T1_timer,
                            lib.TM_K_RETR_RPL, 1)
@@ -552,8 +554,9 @@ def t_uac(method: str, ruri: str, headers: str = "", body=b"",
     body = _enc(body) if isinstance(body, str) else (body or b"")
     try:
         dest = forward.uri_dest(next_hop or ruri)
-        if dest[0] is not None and dest[0] != "udp":
-            raise UacError(f"transport {dest[0]} is not supported yet")
+        if dest[0] is not None and dest[0] not in forward.send_protos():
+            raise UacError(f"transport {dest[0]} is not supported (no "
+                           f"{dest[0]} socket)")
         target, si = forward.pick_target(forward.dest_targets(dest))
         addr = target.addr
         if send_socket:
@@ -734,7 +737,7 @@ def send_ack(cell, idx, reply) -> None:
     except (ValueError, ParseError) as e:
         log.LM_ERR(f"tm: cannot build the ACK of branch {idx}: {e}")
         return
-    lib.tm_send(ffi.addressof(cell.br[idx], "dst"), data, len(data))
+    tb.send(ffi.addressof(cell.br[idx], "dst"), data)
 
 
 def send_cancel(cell, idx, reason=None) -> None:
@@ -756,7 +759,7 @@ def send_cancel(cell, idx, reason=None) -> None:
         log.LM_ERR(f"tm: cannot build the CANCEL of branch {idx}: {e}")
         return
     b.flags = (b.flags | lib.TM_B_CANCEL_SENT) & ~lib.TM_B_CANCEL_PENDING
-    lib.tm_send(ffi.addressof(b, "dst"), data, len(data))
+    tb.send(ffi.addressof(b, "dst"), data)
     tb.timer_start(cell, lib.TM_TW_BR_RETR, idx, cfg.T1_timer,
                    lib.TM_K_RETR_CANCEL, 1)
 
@@ -930,9 +933,9 @@ def _build_branch(cell, msg, idx, uri, du, bflags, broute_f):
         if extra:
             msg.append_hdr(extra)
         dest = _uri_dest(msg.dst_uri or msg.new_uri)
-        if dest[0] is not None and dest[0] != "udp":
+        if dest[0] is not None and dest[0] not in forward.send_protos():
             raise forward.ForwardError(f"transport {dest[0]} is not "
-                                       f"supported yet")
+                                       f"supported (no {dest[0]} socket)")
         # RFC 3263: the first target we have a socket for
         target, si = forward.pick_target(forward.dest_targets(dest), msg)
         addr = target.addr
