@@ -137,7 +137,7 @@ class Rig:
             if m.status >= 200:
                 return m
 
-    def lines(self, text, callid, n=1, timeout=5):
+    def lines(self, text, callid, n=1, timeout=10):
         pat = re.compile(re.escape(text) + r"(timestamp=\d+;.*call_id="
                          + re.escape(callid) + r";.*)")
         deadline = time.monotonic() + timeout
@@ -148,7 +148,7 @@ class Rig:
                         for f in found]
             time.sleep(0.05)
 
-    def rows(self, table, callid, n=1, timeout=5):
+    def rows(self, table, callid, n=1, timeout=10):
         con = db_bind_mod(self.url).init(self.url)
         try:
             con.use_table(table)
@@ -266,6 +266,8 @@ def test_early_media_accounts_a_provisional_with_a_body(server, tmp_path):
         req, addr = rig.at_callee()
         rig.answer(req, addr, 180, "Ringing")            # no body: not
         rig.answer(req, addr, 183, "Session Progress", body=b"v=0\r\n")
+        while SipMsg(rig.caller.recv(65535)).status != 183:
+            pass        # the 183 relayed before the 200 is sent: in order
         rig.answer(req, addr, 200, "OK")
         assert rig.final().status == 200
         lines = rig.lines("ACC: transaction answered: ", "early1", n=2)
