@@ -60,6 +60,7 @@ _ASSIGN_OPS = ("=", ":=", "+=", "-=", "/=", "*=", "%=", "&=", "|=", "^=")
 _SOCKET_RE = re.compile(r"(?:[A-Za-z_]+:)?(?:\[[0-9A-Fa-f:.]*\]|\*|"
                         r"[A-Za-z0-9_.\-]+)(?::(?:[0-9]+|\*))?(?:\s|\Z)")
 _ID_VALUE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SOCKET_ARG_CMDS = ("force_send_socket",)
 
 
 class _Sync(Exception):
@@ -580,8 +581,11 @@ class Parser:
                     "for", "break", "return", "exit", "drop", "in"):
             self.fail(t.loc, f"unexpected '{name}'")
         if self.tok.is_op("("):
+            raw = self.raw_socket_arg() if name in _SOCKET_ARG_CMDS else None
             self.advance()
-            if not self.tok.is_op(")"):
+            if raw is not None:
+                args.append(raw)
+            elif not self.tok.is_op(")"):
                 # an empty argument (``f(a, , c)``) is an omitted one: None
                 args.append(self.call_arg())
                 while self.tok.is_op(","):
@@ -589,6 +593,27 @@ class Parser:
                     args.append(self.call_arg())
             self.expect_op(")", f"to close {name}(")
         return A.Call(t.loc, name, args)
+
+    def raw_socket_arg(self):
+        """OpenSIPS's grammar takes a socket unquoted as the argument of
+        force_send_socket (``force_send_socket(tcp:10.0.0.1:5060)``): read
+        it raw, as a string, when what follows '(' up to ')' is one."""
+        if self.buf:
+            return None
+        lx = self.lexer
+        text, pos = lx.text, lx.pos
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+        end = text.find(")", pos)
+        if end < 0 or text[pos:pos + 1] in ("\"", "'", "$"):
+            return None
+        raw = text[pos:end].rstrip()
+        if "\n" in raw or not _SOCKET_RE.match(raw + " ") or \
+                _ID_VALUE_RE.match(raw):
+            return None
+        loc = lx.loc_at(pos)
+        lx._advance_to(pos + len(raw))
+        return A.Str(loc, raw)
 
     def call_arg(self):
         if self.tok.is_op(",") or self.tok.is_op(")"):

@@ -59,7 +59,7 @@ route {{
         exit;
     }}
     if (is_present_hf("X-Force-TCP")) {{
-        force_send_socket("tcp:127.0.0.1:{port}");
+        force_send_socket(tcp:127.0.0.1:{port});
         $du = $hdr(X-Force-TCP);
         forward();
         exit;
