@@ -508,6 +508,7 @@ class TmApi:
     TMCB_LOCAL_RESPONSE_OUT = callbacks.TMCB_LOCAL_RESPONSE_OUT
     TMCB_LOCAL_COMPLETED = callbacks.TMCB_LOCAL_COMPLETED
     TMCB_TRANS_DELETED = callbacks.TMCB_TRANS_DELETED
+    TMCB_RESPONSE_FWDED = callbacks.TMCB_RESPONSE_FWDED
 
     @staticmethod
     def t_gen_totag(msg):
