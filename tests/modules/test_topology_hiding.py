@@ -405,3 +405,43 @@ def test_tampered_contact_is_refused(call_setup):
     bye, _ = caller.recv("BYE")
     assert bye[0] == f"BYE sip:alice@{caller.addr};pass-me=1;drop-me=2 SIP/2.0"
     assert server.proc.poll() is None
+
+
+def test_encoding_parameters(server):
+    """th_contact_encode_scheme base32, another th_contact_encode_param
+    name and th_callid_prefix: the tokens and Call-IDs the peers see
+    follow them, and the call still routes."""
+    port = free_port()
+    caller, callee = UA("caller"), UA("callee")
+    try:
+        script = SCRIPT.format(port=port, callee=callee.port).replace(
+            'modparam("topology_hiding", "th_passed_contact_uri_params"',
+            'modparam("topology_hiding", "th_contact_encode_scheme", '
+            '"base32")\n'
+            'modparam("topology_hiding", "th_contact_encode_param", "osyth")\n'
+            'modparam("topology_hiding", "th_callid_prefix", "HID-")\n'
+            'modparam("topology_hiding", "th_passed_contact_uri_params"')
+        server.start(script)
+        proxy = ("127.0.0.1", port)
+        invite(caller, proxy, "hidecid", "cid-5")
+        inv, _ = callee.recv("INVITE")
+        ct = h1(inv, "contact")
+        assert re.fullmatch(rf"<sip:alice@127\.0\.0\.1:{port};osyth=[a-z2-7]+"
+                            r";pass-me=1>.*", ct), ct
+        assert "thinfo" not in inv[2]
+        hidden = h1(inv, "call-id")
+        assert hidden.startswith("HID-")
+        callee.reply(inv, 200, "OK", "bb5", contact=f"<sip:bob@{callee.addr}>")
+        ok, _ = caller.recv("200 OK")
+        assert h1(ok, "call-id") == "cid-5"
+        to = h1(ok, "to")
+        ours = ct[1:ct.index(">")]
+        callee.request("BYE", ours, proxy, hidden, to,
+                       "<sip:alice@example.com>;tag=al1", 2)
+        bye, _ = caller.recv("BYE")
+        assert h1(bye, "call-id") == "cid-5"
+        caller.reply(bye, 200, "OK", "al1")
+        assert h1(callee.recv("200 OK")[0], "call-id") == hidden
+    finally:
+        caller.close()
+        callee.close()
