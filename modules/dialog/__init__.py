@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from opensipy import log, statistics, timer
+from opensipy import log, receive, statistics, timer
 from opensipy.modloader import load_api as _load_api
 from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT,
                                 CMD_PARAM_OPT, CMD_PARAM_STR, CMD_PARAM_VAR,
@@ -729,6 +729,7 @@ def mod_init():
     tm.register_tmcb_func("dlg_within", core.on_within_reply)
     tm.register_tmcb(None, tm.TMCB_REQUEST_IN, core.on_request_in)
     tm.register_uac_callback("dlg_ping", core.on_ping_reply)
+    receive.register_post_script_cb(core.post_script)
     if st.rr is not None:
         st.rr.register_rrcb(core.on_route, None, 0)
     if st.db_mode:
@@ -786,6 +787,10 @@ exports = ModuleExports(
         CmdExport("get_profile_size", w_get_profile_size,
                   [_p(CMD_PARAM_STR, fixup_profile),
                    _p(CMD_PARAM_STR | _OPT), _p(CMD_PARAM_VAR)],
+                  ALL_ROUTES),
+        CmdExport("get_profile_size", lambda msg, name, out:
+                  w_get_profile_size(msg, name, None, out),
+                  [_p(CMD_PARAM_STR, fixup_profile), _p(CMD_PARAM_VAR)],
                   ALL_ROUTES),
         CmdExport("get_dialogs_by_profile", w_get_dialogs_by_profile,
                   [_p(CMD_PARAM_STR, fixup_profile),

@@ -176,6 +176,30 @@ def on_request_in(cell, typ, params) -> None:
         st.tm.register_tmcb(cell, types, name, param)
 
 
+def post_script(msg) -> None:
+    """After the request's script: a dialog made by create_dialog() whose
+    request got no transaction (answered statelessly, dropped) can never
+    see a reply: it is destroyed, as OpenSIPS does."""
+    pend = getattr(msg, "dlg_arm", None)
+    if not pend:
+        return
+    msg.dlg_arm = []
+    for name, _types, param in pend:
+        if name != "dlg_onreply":
+            continue
+        key = param[1] if isinstance(param, tuple) else param
+        t = st.tbl
+        with t.locked(parse_key(key)[0]):
+            d = t.get(key)
+            if d is None or d.state != DLG_STATE_UNCONFIRMED:
+                continue
+            d.state = DLG_STATE_DELETED
+            d.end_reason = "No Transaction"
+            t.remove(d)
+        prof.unlink_all(d)
+        cb.run(d, cb.DLGCB_DESTROY)
+
+
 # ---------------------------------------------------------------- replies
 
 def on_initial_reply(cell, typ, params) -> None:

@@ -167,3 +167,137 @@ def test_a_call_listed_over_mi_and_ended_by_bye(server):
     assert st["dialog:processed_dialogs"] == 1
     assert st["dialog:failed_dialogs"] == 0
     assert st["dialog:expired_dialogs"] == 0
+
+
+def test_a_profile_limits_concurrent_calls(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, initial="""
+    if (is_method("INVITE")) {
+        create_dialog();
+        get_profile_size("calls", $var(n));
+        if ($var(n) >= 2) {
+            send_reply(486, "Busy Here");
+            exit;
+        }
+        set_dlg_profile("calls");
+        set_dlg_profile("caller", $fU);
+    }"""), params='modparam("dialog", "profiles_no_value", "calls")\n'
+                  'modparam("dialog", "profiles_with_value", "caller")')
+    b = uas("uas_call.xml", callee, calls=2)
+    a = uac("uac_call.xml", p.port, calls=2, hold_ms=4000)
+    try:
+        wait_for(lambda: p.mi_call("profile_get_size", {"profile": "calls"})
+                 ["profile"]["count"] == 2, 10, what="2 calls in the profile")
+        assert p.mi_call("profile_get_size", ["caller", "alice"]) == \
+            {"profile": {"name": "caller", "value": "alice", "count": 2}}
+        assert len(p.mi_call("profile_list_dlgs", ["calls"])["Dialogs"]) == 2
+        # a third call is refused while both are up
+        c = uac("uac_busy.xml", p.port)
+        finish(c)
+        # its dialog, never given a transaction, is gone with the request
+        assert len(p.dialogs()) == 2
+    finally:
+        finish(a, b)
+    wait_for(lambda: p.mi_call("profile_get_size", {"profile": "calls"})
+             ["profile"]["count"] == 0, 5, what="the profile empty")
+    assert p.mi_call("profile_get_size", ["caller", "alice"])["profile"][
+        "count"] == 0
+    assert p.stat("dialog:processed_dialogs") == 2
+
+
+def test_dlg_val_kept_across_requests(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, initial="""
+    create_dialog();
+    $dlg_val(caller) = $fU;
+    store_dlg_value("leg", "A-$ci");
+    dlg_on_hangup("hangup");""", within="""
+    if (is_method("BYE")) {
+        fetch_dlg_value("leg", $var(leg));
+        if ($dlg_val(caller) != "alice" || $var(leg) != ("A-" + $ci)) {
+            send_reply(403, "Lost Values");
+            exit;
+        }
+        xlog("L_NOTICE", "BYE of $dlg_val(caller) in $DLG_dir, state $DLG_status\\n");
+    }""", extra="""
+route[hangup] {
+    xlog("L_NOTICE", "hangup of $dlg_val(caller): $DLG_end_reason\\n");
+}
+"""))
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_call.xml", p.port, hold_ms=2000)
+    try:
+        wait_for(lambda: p.dialogs(), 10, what="a dialog")
+        d = p.mi_call("dlg_list_ctx")["Dialogs"][0]
+        assert d["context"]["values"]["caller"] == "alice"
+        assert d["context"]["values"]["leg"] == "A-" + d["callid"]
+    finally:
+        finish(a, b)
+    wait_for(lambda: "hangup of alice: Downstream BYE" in server.stderr(), 5,
+             what="the hangup route")
+    assert "BYE of alice in downstream, state 5" in server.stderr()
+
+
+def test_a_dialog_timing_out_sends_bye_to_both_ends(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, initial="""
+    create_dialog("B");
+    $DLG_timeout = 2;
+    dlg_on_timeout("expired");""", extra="""
+route[expired] {
+    xlog("L_NOTICE", "expired $DLG_did after $DLG_lifetime s: $DLG_end_reason\\n");
+}
+"""))
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_wait_bye.xml", p.port)
+    t0 = time.monotonic()
+    finish(a, b)          # both received the proxy's BYE and answered it
+    assert time.monotonic() - t0 >= 1.5
+    st = p.stats("dialog:")
+    assert st["dialog:expired_dialogs"] == 1
+    assert st["dialog:active_dialogs"] == 0
+    assert p.dialogs() == []
+    wait_for(lambda: "Lifetime Timeout" in server.stderr(), 5,
+             what="the timeout route")
+
+
+def test_options_pinging_ends_a_call_whose_callee_is_gone(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, initial='create_dialog("Pp");'),
+              params='modparam("dialog", "options_ping_interval", 1)\n'
+                     'modparam("tm", "fr_timeout", 2)')
+    b = uas("uas_answer_gone.xml", callee)
+    a = uac("uac_wait_bye.xml", p.port)
+    finish(b)
+    finish(a)             # the caller answered pings, then got the BYE
+    wait_for(lambda: p.dialogs() == [], 5, what="the dialog gone")
+    assert p.stat("dialog:active_dialogs") == 0
+    assert p.stat("dialog:expired_dialogs") == 0
+
+
+def test_in_dialog_request_for_unknown_or_ended_dialog_gets_481(server):
+    callee = free_port()
+    p = Proxy(server, route(callee))
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_call.xml", p.port)
+    finish(a, b)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(5)
+    me = s.getsockname()[1]
+    try:
+        for did in ("1.99999", "zz", None):
+            route_hdr = f"Route: <sip:127.0.0.1:{p.port};lr" + \
+                (f";did={did}" if did else "") + ">\r\n"
+            req = (f"BYE sip:callee@127.0.0.1:{callee} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{did}x\r\n"
+                   f"{route_hdr}"
+                   f"From: <sip:alice@example.com>;tag=a1\r\n"
+                   f"To: <sip:callee@example.com>;tag=b1\r\n"
+                   f"Call-ID: gone-{did}@test\r\nCSeq: 3 BYE\r\n"
+                   f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+            s.sendto(req.encode(), ("127.0.0.1", p.port))
+            r = SipMsg(s.recv(65535))
+            assert r.status == 481, (did, r.status)
+    finally:
+        s.close()
