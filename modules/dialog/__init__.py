@@ -110,6 +110,18 @@ def w_match_dialog(msg, mode=None):
     return core.match(msg)
 
 
+def _legs(d, msg, dr):
+    """(source leg, target leg) of a sequential request: the callee leg
+    is the confirmed one, or in an early dialog the one of the request's
+    To tag (downstream) / From tag (upstream)."""
+    f, t = msg.from_, msg.to
+    if dr == core.DOWN:
+        callee = d.callee or d.callee_by_tag(t.tag if t is not None else "")
+        return d.caller, callee
+    callee = d.callee or d.callee_by_tag(f.tag if f is not None else "")
+    return callee, d.caller
+
+
 def w_validate_dialog(msg):
     """-1 no dialog, -2 CSeq lower than the last of its direction, -3 the
     R-URI is not the target's Contact, -4 the dialog has ended."""
@@ -121,11 +133,10 @@ def w_validate_dialog(msg):
             return -4
     dr = getattr(msg, "dlg_dir", 0)
     cs = msg.cseq.num if msg.cseq is not None else 0
-    src = d.caller if dr == core.DOWN else d.callee
+    src, tgt = _legs(d, msg, dr)
     if src is not None and msg.method not in ("ACK", "CANCEL") and \
             cs < int(src[L_CSEQ] or 0):
         return -2
-    tgt = d.callee if dr == core.DOWN else d.caller
     ruri = msg.new_uri or msg.ruri
     if tgt is not None and tgt[L_CONTACT] and ruri != tgt[L_CONTACT]:
         return -3
@@ -138,8 +149,7 @@ def w_fix_route_dialog(msg):
     d = _cur(msg)
     if d is None:
         return -1
-    dr = getattr(msg, "dlg_dir", 0)
-    tgt = d.callee if dr == core.DOWN else d.caller
+    tgt = _legs(d, msg, getattr(msg, "dlg_dir", 0))[1]
     if tgt is None or not tgt[L_CONTACT]:
         return -1
     msg.new_uri = tgt[L_CONTACT]

@@ -111,7 +111,7 @@ route {{
             exit;
         }}
         if (!validate_dialog()) {{
-            xlog("L_INFO", "no dialog for $rm $ci: $DLG_status\\n");
+            xlog("L_NOTICE", "no dialog for $rm $ci: $DLG_status $rc\\n");
             send_reply(481, "Call/Transaction Does Not Exist");
             exit;
         }}
@@ -126,15 +126,18 @@ route {{
     }}
     {initial}
     record_route();
-    $du = "sip:127.0.0.1:{callee}";
+    {target}
     t_relay();
 }}
 """
 
 
-def route(callee, initial="create_dialog();", within="", extra=""):
-    return ROUTE.format(callee=callee, initial=initial,
-                        within=within) + extra
+def route(callee, initial="create_dialog();", within="", extra="",
+          target=None):
+    if target is None:
+        target = f'$du = "sip:127.0.0.1:{callee}";'
+    return ROUTE.format(callee=callee, initial=initial, within=within,
+                        target=target) + extra
 
 
 def test_a_call_listed_over_mi_and_ended_by_bye(server):
@@ -301,3 +304,60 @@ def test_in_dialog_request_for_unknown_or_ended_dialog_gets_481(server):
             assert r.status == 481, (did, r.status)
     finally:
         s.close()
+
+
+def test_a_re_invite_within_the_dialog(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, within="""
+    if (is_method("INVITE"))
+        xlog("L_NOTICE", "re-INVITE in dialog $DLG_did state $DLG_status dir $DLG_dir\\n");"""))
+    b = uas("uas_reinvite.xml", callee)
+    a = uac("uac_reinvite.xml", p.port, hold_ms=1500)
+    try:
+        wait_for(lambda: "6004" in ((p.dialogs() or [{}])[0].get(
+            "caller_sdp") or ""), 10, what="the re-INVITE's SDP kept")
+        d = p.dialogs()[0]
+        assert d["state"] == 4
+        assert d["callee_cseq"] == "2"      # the caller's last CSeq
+    finally:
+        finish(a, b)
+    assert "state 4 dir downstream" in server.stderr()
+    wait_for(lambda: p.dialogs() == [], 5, what="the dialog gone")
+    st = p.stats("dialog:")
+    assert st["dialog:processed_dialogs"] == 1
+    assert st["dialog:active_dialogs"] == 0
+
+
+def test_prack_and_update_in_two_early_dialogs(server):
+    fa, fb = free_port(), free_port()
+    p = Proxy(server, route(fa, within="""
+    xlog("L_NOTICE", "$rm in state $DLG_status dir $DLG_dir\\n");""",
+                            target=f"""
+    seturi("sip:callee@127.0.0.1:{fa}");
+    append_branch("sip:callee@127.0.0.1:{fb}");"""))
+    b1 = uas("uas_fork_a.xml", fa, extra=("-d", "2500"))
+    b2 = uas("uas_fork_b.xml", fb)
+    a = uac("uac_prack_fork.xml", p.port)
+    try:
+        def early_two():
+            ds = p.dialogs()
+            return ds and ds[0]["state"] == 2 and len(ds[0]["CALLEES"]) == 2
+        wait_for(early_two, 10, what="one dialog, two early legs")
+        assert p.stat("dialog:early_dialogs") == 1
+        assert p.stat("dialog:active_dialogs") == 0
+        tags = {c["callee_tag"][-2:-1] for c in p.dialogs()[0]["CALLEES"]}
+        assert tags == {"A", "B"}
+    finally:
+        try:
+            finish(a, b1, b2)
+        finally:
+            print(server.stderr()[-3000:])
+    err = server.stderr()
+    assert "PRACK in state 2 dir downstream" in err
+    assert "UPDATE in state 2 dir downstream" in err
+    assert "BYE in state 5 dir downstream" in err
+    wait_for(lambda: p.dialogs() == [], 5, what="the dialog gone")
+    st = p.stats("dialog:")
+    assert st["dialog:early_dialogs"] == 0
+    assert st["dialog:processed_dialogs"] == 1
+    assert st["dialog:failed_dialogs"] == 0
