@@ -36,7 +36,7 @@ from typing import List, Optional
 
 from opensipy import config, log
 from opensipy.core_cmds import check_self
-from opensipy.modloader import load_api
+from opensipy.modloader import ModuleError, load_api
 from opensipy.parser import HDR_CALLID_T, HDR_RECORDROUTE_T, HDR_VIA_T
 from opensipy.parser import parse_uri
 from opensipy.sr_module import (CMD_PARAM_OPT, CMD_PARAM_STR, DEP_ABORT,
@@ -59,6 +59,7 @@ FLAGS = "UCD"
 _REPLY_CB = "topology_hiding:reply"
 
 _tm = None
+_dlg = None                   # the dialog module's API, when loaded
 _sealer: Optional[Sealer] = None
 _callid: Optional[CallidCodec] = None
 _uri_params: List[str] = []
@@ -125,38 +126,52 @@ def _param_text(params_str: Optional[str], names: List[str]) -> str:
     return out
 
 
-def _hide_contact(msg, out_si, back_si, routes: List[str], flags: str,
-                  far=None) -> bool:
-    """Our Contact (at ``out_si``'s address) in place of the message's
-    one, sealing the original Contact URI, the route set back to its sender
-    and the socket (``back_si``) that sender is reached through; ``far``
-    ([routes, socket name]) is the other side's, when known, so a target
-    refresh coming back with this token can keep that side's route set.
-    No Contact: nothing to do."""
+def _one_contact(msg):
+    """The message's single Contact value; None when it has none."""
     cts = msg.contacts
     if not cts:
-        return True
+        return None
     if len(cts) != 1 or cts[0].star:
-        log.LM_ERR("topology_hiding: more than one Contact (or '*'): "
-                   "cannot hide it")
-        return False
-    c = cts[0]
+        raise ValueError("more than one Contact (or '*'): cannot hide it")
+    return cts[0]
+
+
+def _put_contact(msg, c, out_si, flags: str, param: str,
+                 user: Optional[str] = None) -> None:
+    """Replace Contact value ``c`` with ours: ``<sip:[user@]OUT_ADDR
+    PARAM [passed URI params]>[passed header params]``; ``user`` None: the
+    original's user part with flag U, none without."""
+    if out_si is None:
+        raise ValueError("no socket to advertise in the Contact")
     u = c.parsed_uri
-    if back_si is None or out_si is None:
-        log.LM_ERR("topology_hiding: no socket to advertise in the Contact")
-        return False
+    if user is None:
+        user = u.user if "U" in flags and u.user else ""
+    scheme = "sips" if u.scheme == "sips" else "sip"
+    new = (f"<{scheme}:{user + '@' if user else ''}{_host_port(out_si)}"
+           f"{param}{_param_text(u.params_str, _uri_params)}>"
+           f"{_param_text(c.params_str, _hdr_params)}")
+    msg.replace(c.start, c.end - c.start, new)
+
+
+def _hide_contact(msg, out_si, back_si, routes: List[str], flags: str,
+                  far=None) -> bool:
+    """No-dialog mode: our Contact (at ``out_si``'s address) in place of
+    the message's one, sealing the original Contact URI, the route set back
+    to its sender and the socket (``back_si``) that sender is reached
+    through; ``far`` ([routes, socket name]) is the other side's, when
+    known, so a target refresh coming back with this token can keep that
+    side's route set.  No Contact: nothing to do."""
+    c = _one_contact(msg)
+    if c is None:
+        return True
+    if back_si is None:
+        raise ValueError("no socket the sender is reached through")
     state = {"c": c.uri, "r": routes, "s": back_si.name, "f": flags}
     if far is not None:
         state["fr"], state["fs"] = far
     token = _sealer.seal(json.dumps(state, separators=(",", ":"))
                          .encode("utf-8", "surrogateescape"))
-    user = f"{u.user}@" if "U" in flags and u.user else ""
-    scheme = "sips" if u.scheme == "sips" else "sip"
-    new = (f"<{scheme}:{user}{_host_port(out_si)};"
-           f"{th_contact_encode_param}={token}"
-           f"{_param_text(u.params_str, _uri_params)}>"
-           f"{_param_text(c.params_str, _hdr_params)}")
-    msg.replace(c.start, c.end - c.start, new)
+    _put_contact(msg, c, out_si, flags, f";{th_contact_encode_param}={token}")
     return True
 
 
@@ -186,16 +201,14 @@ def _on_new_transaction(cell, typ, params) -> None:
         _tm.register_tmcb(cell, _tm.TMCB_RESPONSE_FWDED, _REPLY_CB, param)
 
 
-def _hide_request(msg, flags: str, out_si, routes: List[str],
-                  far=None) -> bool:
-    """Vias and Record-Routes off, our Contact on (the parts both the
-    initial and the sequential requests get)."""
+def _hide_request(msg, contact) -> bool:
+    """Vias and Record-Routes off, our Contact on (``contact(msg)`` puts
+    it: the parts both the initial and the sequential requests get)."""
     cp = msg.lump_checkpoint()
     try:
         _delete_hdrs(msg, HDR_VIA_T)
         _delete_hdrs(msg, HDR_RECORDROUTE_T)
-        back_si = msg.rcv.socket if msg.rcv is not None else None
-        if not _hide_contact(msg, out_si, back_si, routes, flags, far):
+        if not contact(msg):
             msg.lump_rollback(cp)
             return False
     except ValueError as e:
@@ -217,11 +230,23 @@ def w_topology_hiding(msg, flags: Optional[str] = None) -> int:
     if getattr(msg, "th_done", False):
         log.LM_DBG("topology_hiding: already engaged for this request")
         return 1
+    if not msg.is_request:
+        return -1
     try:
-        if not msg.is_request:
-            return -1
+        d = _dialog_of(msg)
+    except _NoDialog as e:
+        log.LM_ERR(f"topology_hiding: {e}")
+        return -1
+    if d is not None:
+        return _th_with_dlg(msg, d, flags)
+    if "D" in flags:
+        log.LM_WARN("topology_hiding: no dialog: the D flag is ignored")
+    try:
         routes = _rr_uris(msg)
-        if not _hide_request(msg, flags, _out_socket(msg), routes):
+        out_si = _out_socket(msg)
+        back_si = msg.rcv.socket if msg.rcv is not None else None
+        if not _hide_request(msg, lambda m: _hide_contact(
+                m, out_si, back_si, routes, flags)):
             return -1
         if "C" in flags:
             cid = msg.callid or ""
@@ -243,9 +268,9 @@ def _fixup_flags(value: str) -> str:
     if bad:
         raise ValueError(f"unknown topology_hiding flag(s) {''.join(bad)!r} "
                          f"(U, C, D)")
-    if "D" in value:
+    if "D" in value and _dlg is None:
         raise ValueError("the D flag (dialog id in the Contact) needs the "
-                         "dialog mode, which opensipy does not have yet")
+                         "dialog module (loadmodule \"dialog.so\")")
     return value
 
 
@@ -273,6 +298,18 @@ def _restore_vias(rpl, req) -> None:
             rpl.delete(h.start, h.end - h.start)
 
 
+def _reply_socket(cell, params, rpl):
+    """The socket a reply came in on (the request went out of)."""
+    if rpl.rcv is not None and rpl.rcv.socket is not None:
+        return rpl.rcv.socket
+    idx = params.get("branch", -1)
+    if 0 <= idx < cell.nbranches:
+        k = cell.br[idx].dst.si
+        socks = config.settings.sockets
+        return socks[k] if 0 <= k < len(socks) else None
+    return None
+
+
 def _on_reply(cell, typ, params) -> None:
     rpl, req = params["rpl"], params["req"]
     p = params["param"] or {}
@@ -286,15 +323,12 @@ def _on_reply(cell, typ, params) -> None:
         if routes is None:          # the answer to an initial request
             routes = list(reversed(_rr_uris(rpl)))
         _delete_hdrs(rpl, HDR_RECORDROUTE_T)
-        if not 300 <= rpl.status < 400 and rpl.contacts:
+        if "dlg" in p:
+            _dlg_reply(cell, params, p, rpl, req, routes)
+        elif not 300 <= rpl.status < 400 and rpl.contacts:
             # the answering side is reached through the socket the request
             # went out of (the one the reply came in on)
-            idx = params.get("branch", -1)
-            back_si = rpl.rcv.socket if rpl.rcv is not None else None
-            if back_si is None and 0 <= idx < cell.nbranches:
-                k = cell.br[idx].dst.si
-                socks = config.settings.sockets
-                back_si = socks[k] if 0 <= k < len(socks) else None
+            back_si = _reply_socket(cell, params, rpl)
             out_si = req.rcv.socket if req.rcv is not None else None
             if not _hide_contact(rpl, out_si, back_si, routes, flags,
                                  [p.get("fr") or [], p.get("fs", "")]):
@@ -333,9 +367,15 @@ def w_topology_hiding_match(msg) -> int:
         ruri = msg.parsed_uri
         if ruri is None or msg.route:
             return -1
-        token = ruri.param(th_contact_encode_param)
-        if token is None or not check_self(ruri.host, ruri.port or (
+        if not check_self(ruri.host, ruri.port or (
                 5061 if ruri.scheme == "sips" else 5060)):
+            return -1
+        if _dlg is not None:
+            did = _did_of(ruri)
+            if did is not None:
+                return _match_with_dlg(msg, did)
+        token = ruri.param(th_contact_encode_param)
+        if token is None:
             return -1
     except Exception as e:      # noqa: BLE001 - a bad Request-URI or Route
         log.LM_DBG(f"topology_hiding: no match: {e}")
@@ -362,23 +402,13 @@ def w_topology_hiding_match(msg) -> int:
     except Exception as e:      # noqa: BLE001 - a bad Record-Route
         log.LM_ERR(f"topology_hiding: {msg.method} from {src}: {e}")
         return -1
-    if not _hide_request(msg, flags, si, mine, [routes, state["s"]]):
+    back_si = msg.rcv.socket if msg.rcv is not None else None
+    if not _hide_request(msg, lambda m: _hide_contact(
+            m, si, back_si, mine, flags, [routes, state["s"]])):
         return -1
     try:
         if "C" in flags:
-            cid = msg.callid or ""
-            try:
-                orig = _callid.decode(cid) if _callid.is_encoded(cid) \
-                    else None
-            except ThinfoError:
-                orig = None
-            if orig is not None:      # from the callee: its real Call-ID
-                _set_callid(msg, orig)
-                msg.th_callee_callid = cid
-            else:
-                hidden = _callid.encode(cid)
-                _set_callid(msg, hidden)
-                msg.th_callee_callid = hidden
+            _callid_across(msg)
         _route_to(msg, contact, routes)
     except ValueError as e:
         log.LM_ERR(f"topology_hiding: cannot route {msg.method}: {e}")
@@ -388,6 +418,25 @@ def w_topology_hiding_match(msg) -> int:
         _arm_reply(msg, {"f": flags, "r": routes, "fr": mine,
                          "fs": _sock_name(msg)})
     return 1
+
+
+def _callid_across(msg) -> bool:
+    """C flag, sequential request: a hidden Call-ID (from the callee side)
+    gets the real one back, a real one is hidden; True when it came from
+    the callee side."""
+    cid = msg.callid or ""
+    try:
+        orig = _callid.decode(cid) if _callid.is_encoded(cid) else None
+    except ThinfoError:
+        orig = None
+    if orig is not None:
+        _set_callid(msg, orig)
+        msg.th_callee_callid = cid
+        return True
+    hidden = _callid.encode(cid)
+    _set_callid(msg, hidden)
+    msg.th_callee_callid = hidden
+    return False
 
 
 def _route_to(msg, contact: str, routes: List[str]) -> None:
@@ -407,6 +456,199 @@ def _route_to(msg, contact: str, routes: List[str]) -> None:
         msg.dst_uri = None
         rest = routes[1:] + [contact]
         msg.insert_hdr("Route: " + ", ".join(f"<{r}>" for r in rest))
+
+
+# ------------------------------------------------------------ dialog mode
+#
+# With a dialog (created by the script, or by force_dialog), the state
+# lives in the dialog's values instead of a token: ``th_flags``, the
+# caller's side ``th_caller`` ({t: from-tag, c: Contact, r: route set, s:
+# socket}) and the callees' sides ``th_callees`` (the same per To-tag:
+# several early dialogs of a forked call); our Contact carries the dialog
+# id (``;did=ID``, or ``X.did.ID`` as its user part with flag D).
+
+class _NoDialog(Exception):
+    pass
+
+
+def _dialog_of(msg):
+    if _dlg is None:
+        return None
+    d = _dlg.get_dlg(msg)
+    if d is None and force_dialog:
+        if _dlg.create_dialog(msg) < 0 or _dlg.get_dlg(msg) is None:
+            raise _NoDialog("force_dialog: the dialog cannot be created")
+        d = _dlg.get_dlg(msg)
+    return d
+
+
+def _dlg_rr_param() -> str:
+    return getattr(_dlg, "rr_param", None) or "did"
+
+
+def _did_of(ruri) -> Optional[str]:
+    rp = _dlg_rr_param()
+    v = ruri.param(rp)
+    if v:
+        return v
+    user = ruri.user or ""
+    marker = f".{rp}."
+    if marker in user:
+        return user.rsplit(marker, 1)[1]
+    return None
+
+
+def _fetch(d, name):
+    v = _dlg.fetch_dlg_value(d, name)
+    return None if v is None else json.loads(v)
+
+
+def _store(d, name, value) -> None:
+    if not _dlg.store_dlg_value(d, name, json.dumps(
+            value, separators=(",", ":"))):
+        raise ValueError(f"cannot store {name} on the dialog")
+
+
+def _did_contact(msg, out_si, did: str, flags: str) -> bool:
+    c = _one_contact(msg)
+    if c is None:
+        return True
+    rp = _dlg_rr_param()
+    if "D" in flags:
+        u = c.parsed_uri
+        base = u.user if "U" in flags and u.user else "X"
+        _put_contact(msg, c, out_si, flags, "", f"{base}.{rp}.{did}")
+    else:
+        _put_contact(msg, c, out_si, flags, f";{rp}={did}")
+    return True
+
+
+def _th_with_dlg(msg, d, flags: str) -> int:
+    to = msg.to
+    if to is not None and to.tag:
+        log.LM_WARN("topology_hiding: script error: a sequential request "
+                    "in dialog mode (use topology_hiding_match())")
+        return -1
+    if _dlg.fetch_dlg_value(d, "th_flags") is not None:
+        log.LM_DBG("topology_hiding: already engaged on this dialog")
+        return 1
+    did = d.did
+    try:
+        c = _one_contact(msg)
+        f = msg.from_
+        _store(d, "th_caller", {"t": (f.tag if f else "") or "",
+                                "c": c.uri if c else "",
+                                "r": _rr_uris(msg), "s": _sock_name(msg)})
+        _store(d, "th_callees", {})
+        if not _dlg.store_dlg_value(d, "th_flags", flags):
+            raise ValueError("cannot store th_flags on the dialog")
+        out_si = _out_socket(msg)
+        if not _hide_request(msg, lambda m: _did_contact(m, out_si, did,
+                                                         flags)):
+            return -1
+        if "C" in flags:
+            hidden = _callid.encode(msg.callid or "")
+            _set_callid(msg, hidden)
+            msg.th_callee_callid = hidden
+    except Exception as e:     # noqa: BLE001 - a bad header: the request fails
+        log.LM_ERR(f"topology_hiding: {type(e).__name__}: {e}")
+        return -1
+    msg.th_done = True
+    _arm_reply(msg, {"f": flags, "r": None, "dlg": did, "upd": "callee"})
+    return 1
+
+
+def _dlg_reply(cell, params, p, rpl, req, routes) -> None:
+    """Dialog mode, a reply on its way back: the answering side's Contact
+    (and, for the initial INVITE, its route set and socket) into the
+    dialog, our Contact with the dialog id in its place."""
+    c = _one_contact(rpl)
+    if c is None or 300 <= rpl.status < 400:
+        return
+    did = p["dlg"]
+    d = _dlg.get_dlg_by_key(did.encode())
+    if d is None:
+        raise ValueError(f"dialog {did} is gone")
+    to = rpl.to
+    tag = (to.tag if to is not None else None) or ""
+    if 100 < rpl.status < 300 and tag:
+        if p.get("upd") == "caller":
+            if rpl.status >= 200:       # a target refresh answered
+                caller = _fetch(d, "th_caller")
+                caller["c"] = c.uri
+                _store(d, "th_caller", caller)
+        else:
+            callees = _fetch(d, "th_callees") or {}
+            leg = callees.get(tag)
+            if leg is None or p.get("r") is None:
+                back = _reply_socket(cell, params, rpl)
+                leg = {"c": c.uri, "r": routes,
+                       "s": back.name if back is not None else ""}
+            elif rpl.status >= 200:
+                leg["c"] = c.uri
+            callees[tag] = leg
+            _store(d, "th_callees", callees)
+    out_si = req.rcv.socket if req.rcv is not None else None
+    _did_contact(rpl, out_si, did, p.get("f", ""))
+
+
+def _match_with_dlg(msg, did: str) -> int:
+    src = f"{msg.rcv.src_ip}:{msg.rcv.src_port}" if msg.rcv else "?"
+    d = _dlg.get_dlg_by_key(did.encode())
+    flags = _dlg.fetch_dlg_value(d, "th_flags") if d is not None else None
+    if flags is None:
+        log.LM_ERR(f"topology_hiding: {msg.method} from {src}: no hidden "
+                   f"dialog {did!r}")
+        return -1
+    try:
+        caller = _fetch(d, "th_caller")
+        callees = _fetch(d, "th_callees") or {}
+        f, t = msg.from_, msg.to
+        ftag, ttag = (f.tag or "") if f else "", (t.tag or "") if t else ""
+        if ftag == caller["t"] and ttag in callees:
+            target, side, target_side = callees[ttag], "caller", "callee"
+        elif ttag == caller["t"] and ftag in callees:
+            target, side, target_side = caller, "callee", "caller"
+        else:
+            log.LM_ERR(f"topology_hiding: {msg.method} from {src}: its tags "
+                       f"are not those of dialog {did}")
+            return -1
+        si = _socket_named(target["s"])
+        if si is None or not target["c"]:
+            log.LM_ERR(f"topology_hiding: {msg.method} from {src}: dialog "
+                       f"{did} has no way to its {target_side}")
+            return -1
+        msg.force_send_socket = si
+        c = _one_contact(msg)
+        if c is not None and msg.method in ("INVITE", "UPDATE"):
+            # a target refresh: the sender's new Contact
+            if side == "caller":
+                caller["c"] = c.uri
+                _store(d, "th_caller", caller)
+            else:
+                callees[ftag]["c"] = c.uri
+                _store(d, "th_callees", callees)
+        if not _hide_request(msg, lambda m: _did_contact(m, si, did, flags)):
+            return -1
+        if "C" in flags:
+            _callid_across(msg)
+        _route_to(msg, target["c"], target["r"])
+    except (ValueError, KeyError, TypeError) as e:
+        log.LM_ERR(f"topology_hiding: cannot route {msg.method} of dialog "
+                   f"{did}: {e}")
+        return -1
+    # the dialog module's own handling of the request (state, CSeq, the
+    # end of the call); a hidden Call-ID from the callee side is not one it
+    # can match, so a BYE ends the dialog here
+    if getattr(msg, "dlg_key", None) is None and \
+            _dlg.match_dialog(msg) < 0 and msg.method == "BYE":
+        _dlg.end_dlg(d, "Upstream BYE" if side == "callee"
+                     else "Downstream BYE", send_bye=False)
+    msg.th_done = True
+    if msg.method != "ACK":
+        _arm_reply(msg, {"f": flags, "r": target["r"], "dlg": did,
+                         "upd": target_side})
+    return 1
 
 
 # ------------------------------------------------------------ variables
@@ -429,10 +671,14 @@ def _split(text: str) -> List[str]:
 
 
 def mod_init() -> int:
-    global _tm, _sealer, _callid, _uri_params, _hdr_params
-    if force_dialog:
-        log.LM_ERR("topology_hiding: force_dialog needs the dialog mode, "
-                   "which opensipy does not have yet (set it to 0)")
+    global _tm, _dlg, _sealer, _callid, _uri_params, _hdr_params
+    try:
+        _dlg = load_api("dialog", needed_by="topology_hiding")
+    except ModuleError:
+        _dlg = None
+    if force_dialog and _dlg is None:
+        log.LM_ERR("topology_hiding: force_dialog needs the dialog module "
+                   "(loadmodule \"dialog.so\")")
         return -1
     try:
         _sealer = Sealer(th_contact_encode_passwd,

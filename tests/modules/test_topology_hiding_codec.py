@@ -79,7 +79,7 @@ route {{
 
 @pytest.mark.parametrize("call,extra,err", [
     ('topology_hiding("UX");', "", "unknown topology_hiding flag"),
-    ('topology_hiding("D");', "", "needs the dialog mode"),
+    ('topology_hiding("D");', "", "needs the dialog module"),
     ("topology_hiding();",
      'modparam("topology_hiding", "force_dialog", 1)', "force_dialog"),
     ("topology_hiding();",
