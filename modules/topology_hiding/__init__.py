@@ -1,5 +1,5 @@
 """topology_hiding: hide the addresses of each side of a call from the
-other (OpenSIPS's topology_hiding module, its no-dialog mode).
+other (OpenSIPS's topology_hiding module, with and without dialog).
 
 ``topology_hiding([flags])`` on an initial request takes every Via and
 Record-Route off and puts our own Contact in place of the sender's:
@@ -21,12 +21,13 @@ hidden the way its INVITE asked for.
 
 Flags: ``U`` keeps the user part of the hidden Contact; ``C`` hides the
 Call-ID (``th_callid_prefix`` + a keyed encoding with ``th_callid_passwd``,
-decoded again for the other side); ``D`` (the dialog id in the Contact's
-user part) needs the dialog mode, which is not built: it is refused when
-the script is checked.
+decoded again for the other side); ``D`` puts the dialog id in the
+Contact's user part (dialog mode).
 
-The dialog mode (state kept on the dialog instead of the token, through
-``load_api("dialog")``) is not built: see README.md.
+Dialog mode: when the request has a dialog (``create_dialog()`` in the
+script, or ``force_dialog``), the same state is kept in the dialog's values
+through ``load_api("dialog")`` and our Contact carries the dialog id
+instead of a token (see "dialog mode" below and README.md).
 """
 from __future__ import annotations
 
