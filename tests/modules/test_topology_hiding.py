@@ -152,6 +152,8 @@ class UA:
                 contact=None, routes=(), extra_vias=(), extra=""):
         b = self.branch()
         vias = f"Via: SIP/2.0/UDP {self.addr};branch={b}\r\n"
+        if method == "INVITE":
+            self.last_invite_via = f"SIP/2.0/UDP {self.addr};branch={b}"
         vias += "".join(f"Via: {v}\r\n" for v in extra_vias)
         rt = "".join(f"Route: {r}\r\n" for r in routes)
         ct = f"Contact: {contact}\r\n" if contact else ""
@@ -445,3 +447,42 @@ def test_encoding_parameters(server):
     finally:
         caller.close()
         callee.close()
+
+
+def test_cancel_and_487_through_the_hiding(call_setup):
+    """A CANCEL goes out of tm from the hidden INVITE (only our Via), the
+    stored 487 comes back to the caller with its own Vias and without the
+    callee's Record-Route."""
+    server, port, caller, callee = call_setup
+    proxy = ("127.0.0.1", port)
+    invite(caller, proxy, "bob", "cid-6")
+    inv, _ = callee.recv("INVITE")
+    rr = f"Record-Route: <sip:{callee.addr};lr>\r\n"
+    callee.reply(inv, 180, "Ringing", "bb6", contact=f"<sip:bob@{callee.addr}>",
+                 extra=rr)
+    caller.recv("180")
+    top = f"SIP/2.0/UDP {caller.addr};branch=z9hG4bK-caller-1-"
+    first_via = [v for v in hv(inv, "via")]
+    assert len(first_via) == 1
+    # the CANCEL carries the INVITE's top Via (the caller's branch)
+    text = (f"CANCEL sip:bob@example.com SIP/2.0\r\n"
+            f"Via: {caller.last_invite_via}\r\n"
+            f"Via: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK-upstream\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=al1\r\n"
+            f"To: <sip:bob@example.com>\r\nCall-ID: cid-6\r\n"
+            f"CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n")
+    assert caller.last_invite_via.startswith(top)
+    caller.send(text, proxy)
+    assert caller.recv("200")[0][0].startswith("SIP/2.0 200")
+    cancel, _ = callee.recv("CANCEL")
+    assert hv(cancel, "via") == first_via
+    only_proxy(cancel, port, caller)
+    callee.reply(cancel, 200, "OK", "bb6")
+    callee.reply(inv, 487, "Request Terminated", "bb6", extra=rr)
+    r487, _ = caller.recv("487")
+    assert hv(r487, "via") == [caller.last_invite_via,
+                               "SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK-upstream"]
+    assert hv(r487, "record-route") == []
+    only_proxy(r487, port, callee)
+    ack, _ = callee.recv("ACK")           # tm's hop-by-hop ACK
+    assert hv(ack, "via") == first_via
