@@ -38,12 +38,14 @@ from typing import List, Optional
 from opensipy import config, log
 from opensipy.core_cmds import check_self
 from opensipy.modloader import ModuleError, load_api
-from opensipy.parser import HDR_CALLID_T, HDR_RECORDROUTE_T, HDR_VIA_T
+from opensipy.parser import (HDR_CALLID_T, HDR_CONTACT_T, HDR_RECORDROUTE_T,
+                             HDR_VIA_T)
 from opensipy.parser import parse_uri
 from opensipy.sr_module import (CMD_PARAM_OPT, CMD_PARAM_STR, DEP_ABORT,
                                 DEP_SILENT, INT_PARAM, REQUEST_ROUTE,
-                                STR_PARAM, CmdExport, CmdParam, DepExport, ModuleDep,
-                                ModuleExports, ParamExport, PVExport)
+                                STR_PARAM, CmdExport, CmdParam, DepExport,
+                                ModuleDep, ModuleExports, ParamExport,
+                                PVExport)
 
 from .codec import CallidCodec, Sealer, ThinfoError
 
@@ -324,6 +326,15 @@ def _on_reply(cell, typ, params) -> None:
         if routes is None:          # the answer to an initial request
             routes = list(reversed(_rr_uris(rpl)))
         _delete_hdrs(rpl, HDR_RECORDROUTE_T)
+        if "C" in flags and req.callid:
+            _set_callid(rpl, req.callid)
+    except Exception as e:     # noqa: BLE001 - never stop tm
+        log.LM_ERR(f"topology_hiding: cannot hide the {rpl.status} reply: "
+                   f"{type(e).__name__}: {e}")
+        rpl.lump_rollback(cp)
+        return
+    cp = rpl.lump_checkpoint()
+    try:
         if "dlg" in p:
             _dlg_reply(cell, params, p, rpl, req, routes)
         elif not 300 <= rpl.status < 400 and rpl.contacts:
@@ -331,15 +342,17 @@ def _on_reply(cell, typ, params) -> None:
             # went out of (the one the reply came in on)
             back_si = _reply_socket(cell, params, rpl)
             out_si = req.rcv.socket if req.rcv is not None else None
-            if not _hide_contact(rpl, out_si, back_si, routes, flags,
-                                 [p.get("fr") or [], p.get("fs", "")]):
-                raise ValueError("the Contact cannot be hidden")
-        if "C" in flags and req.callid:
-            _set_callid(rpl, req.callid)
+            _hide_contact(rpl, out_si, back_si, routes, flags,
+                          [p.get("fr") or [], p.get("fs", "")])
     except Exception as e:     # noqa: BLE001 - never stop tm
-        log.LM_ERR(f"topology_hiding: cannot hide the {rpl.status} reply: "
-                   f"{type(e).__name__}: {e}")
+        # a Contact that cannot be hidden does not go out either
+        log.LM_ERR(f"topology_hiding: the Contact of the {rpl.status} reply "
+                   f"cannot be hidden ({type(e).__name__}: {e}): removed")
         rpl.lump_rollback(cp)
+        try:
+            _delete_hdrs(rpl, HDR_CONTACT_T)
+        except ValueError as e2:
+            log.LM_ERR(f"topology_hiding: cannot remove the Contact: {e2}")
 
 
 # ------------------------------------------------------------ sequential

@@ -486,3 +486,19 @@ def test_cancel_and_487_through_the_hiding(call_setup):
     only_proxy(r487, port, callee)
     ack, _ = callee.recv("ACK")           # tm's hop-by-hop ACK
     assert hv(ack, "via") == first_via
+
+
+def test_a_contact_that_cannot_be_hidden_does_not_leak(call_setup):
+    """Two Contacts in a 200: the reply still reaches the caller with its
+    Vias, but without the callee's Contacts (an error logged)."""
+    server, port, caller, callee = call_setup
+    proxy = ("127.0.0.1", port)
+    invite(caller, proxy, "bob", "cid-7")
+    inv, _ = callee.recv("INVITE")
+    callee.reply(inv, 200, "OK", "bb7",
+                 contact=f"<sip:bob@{callee.addr}>, <sip:bob2@{callee.addr}>")
+    ok, _ = caller.recv("200 OK")
+    assert hv(ok, "contact") == []
+    assert len(hv(ok, "via")) == 2
+    only_proxy(ok, port, callee)
+    assert "the Contact of the 200 reply cannot be hidden" in server.stderr()
