@@ -95,6 +95,15 @@ def armed(cell, typ) -> bool:
     return any(t & typ for t, _, _ in core.load_blob(cell).get("cbs", ()))
 
 
+def armed_by_name(cell, name: str) -> bool:
+    """Whether the callback registered as ``name`` is armed on the cell
+    (a module arming it from several routes arms it once)."""
+    if not cell.flags & F_CBS:
+        return False
+    from . import core
+    return any(n == name for _, n, _ in core.load_blob(cell).get("cbs", ()))
+
+
 def run(cell, typ, req=None, rpl=None, code=0, **extra) -> None:
     """Run the callbacks of ``typ`` armed on the cell (``extra`` goes
     into the params dict)."""

@@ -42,10 +42,10 @@ from opensipy.parser import (HDR_CALLID_T, HDR_CONTACT_T, HDR_RECORDROUTE_T,
                              HDR_VIA_T)
 from opensipy.parser import parse_uri
 from opensipy.sr_module import (CMD_PARAM_OPT, CMD_PARAM_STR, DEP_ABORT,
-                                DEP_SILENT, INT_PARAM, REQUEST_ROUTE,
-                                STR_PARAM, CmdExport, CmdParam, DepExport,
-                                ModuleDep, ModuleExports, ParamExport,
-                                PVExport)
+                                DEP_SILENT, FAILURE_ROUTE, INT_PARAM,
+                                REQUEST_ROUTE, STR_PARAM, CmdExport,
+                                CmdParam, DepExport, ModuleDep,
+                                ModuleExports, ParamExport, PVExport)
 
 from .codec import CallidCodec, Sealer, ThinfoError
 
@@ -192,7 +192,7 @@ def _arm_reply(msg, param: dict) -> None:
     cell = getattr(msg, "tm_cell", None)
     if cell is None:
         msg.th_pending = param
-    else:
+    elif not _tm.tmcb_armed(cell, _REPLY_CB):    # again in failure_route
         _tm.register_tmcb(cell, _tm.TMCB_RESPONSE_FWDED, _REPLY_CB, param)
 
 
@@ -721,7 +721,8 @@ exports = ModuleExports(
     cmds=[
         CmdExport("topology_hiding", w_topology_hiding,
                   [CmdParam(CMD_PARAM_STR | CMD_PARAM_OPT,
-                            fixup=_fixup_flags)], REQUEST_ROUTE),
+                            fixup=_fixup_flags)],
+                  REQUEST_ROUTE | FAILURE_ROUTE),
         CmdExport("topology_hiding_match", w_topology_hiding_match, [],
                   REQUEST_ROUTE),
     ],

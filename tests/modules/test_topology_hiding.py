@@ -502,3 +502,77 @@ def test_a_contact_that_cannot_be_hidden_does_not_leak(call_setup):
     assert len(hv(ok, "via")) == 2
     only_proxy(ok, port, callee)
     assert "the Contact of the 200 reply cannot be hidden" in server.stderr()
+
+
+SERIAL = """
+udp_workers=2
+socket=udp:127.0.0.1:{port}
+loadmodule "proto_udp.so"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "sipmsgops.so"
+loadmodule "topology_hiding.so"
+route {{
+    if (has_totag()) {{
+        if (topology_hiding_match()) {{
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK")) {{
+            if (t_check_trans())
+                t_relay();
+            exit;
+        }}
+        sl_send_reply(404, "Not here");
+        exit;
+    }}
+    topology_hiding("U");
+    t_on_failure("next");
+    $du = "sip:127.0.0.1:{first}";
+    t_relay();
+}}
+failure_route[next] {{
+    if (t_check_status("486")) {{
+        {again}
+        $du = "sip:127.0.0.1:{second}";
+        t_relay();
+    }}
+}}
+"""
+
+
+def test_serial_forking_from_failure_route(server):
+    """tm rebuilds the request for failure_route from what it received:
+    topology_hiding() there hides the next branch again (without it the
+    second callee would see the caller's three Vias), and the replies are
+    changed once (the callback is not armed twice)."""
+    port = free_port()
+    caller, busy, callee = UA("caller"), UA("busy"), UA("callee")
+    caller.behind = ["10.1.1.1", "10.2.2.2"]
+    try:
+        server.start(SERIAL.format(port=port, first=busy.port,
+                                   second=callee.port,
+                                   again='topology_hiding("U");'))
+        proxy = ("127.0.0.1", port)
+        invite(caller, proxy, "bob", "cid-8")
+        inv1, _ = busy.recv("INVITE")
+        busy.reply(inv1, 486, "Busy Here", "bz")
+        inv, _ = callee.recv("INVITE")
+        assert len(hv(inv, "via")) == 1 and hv(inv, "record-route") == []
+        proxy_contact(inv, port, "alice")
+        only_proxy(inv, port, caller)
+        callee.reply(inv, 200, "OK", "bb8", contact=f"<sip:bob@{callee.addr}>")
+        ok, _ = caller.recv("200 OK")
+        assert hv(ok, "via") == [caller.last_invite_via,
+                                 "SIP/2.0/UDP 10.1.1.1:5060;"
+                                 "branch=z9hG4bK-upstream"]
+        ct = proxy_contact(ok, port, "bob")
+        only_proxy(ok, port, callee)
+        caller.request("BYE", ct, proxy, "cid-8",
+                       "<sip:alice@example.com>;tag=al1", h1(ok, "to"), 2)
+        bye, _ = callee.recv("BYE")
+        assert bye[0] == f"BYE sip:bob@{callee.addr} SIP/2.0"
+        assert "topology_hiding: cannot" not in server.stderr()
+    finally:
+        for ua in (caller, busy, callee):
+            ua.close()
