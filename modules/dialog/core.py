@@ -28,6 +28,9 @@ from .table import (DLG_FLAG_BYEONTIMEOUT, DLG_FLAG_PING_CALLEE,
                     L_CSEQ, L_ROUTES, L_SDP, L_SOCK, L_TAG, PING_FLAGS,
                     Dialog, dlg_key, parse_did)
 
+# the SDPs are kept only for re-INVITE pinging (it resends them)
+SDP_FLAGS = DLG_FLAG_REINVITE_PING_CALLER | DLG_FLAG_REINVITE_PING_CALLEE
+
 DOWN = cb.DLG_DIR_DOWNSTREAM
 UP = cb.DLG_DIR_UPSTREAM
 
@@ -129,7 +132,8 @@ def create(msg, mflags: int = 0) -> int:
     d.ruri = msg.ruri
     d.caller = [fr.tag or "", _contact(msg), str(msg.cseq.num),
                 _rr_text(msg), _sock_str(msg.rcv.socket if msg.rcv else None),
-                msg.body.decode("utf-8", "replace") if msg.body else ""]
+                msg.body.decode("utf-8", "replace")
+                if msg.body and mflags & SDP_FLAGS else ""]
     d.lifetime = int(getattr(msg, "dlg_timeout", 0) or st.default_timeout)
     d.mflags = mflags
     try:
@@ -243,7 +247,8 @@ def _callee_routes(rpl) -> str:
 def _leg_from_reply(d, rpl, tag):
     leg = d.callee_by_tag(tag)
     sock = _sock_str(rpl.rcv.socket if rpl.rcv else None)
-    body = rpl.body.decode("utf-8", "replace") if rpl.body else ""
+    body = rpl.body.decode("utf-8", "replace") \
+        if rpl.body and d.mflags & SDP_FLAGS else ""
     if leg is None:
         leg = [tag, _contact(rpl), "0", _callee_routes(rpl), sock, body]
         d.callees.append(leg)
@@ -445,7 +450,8 @@ def within(msg, d: Dialog, direction: int) -> None:
                 d.callee or d.callee_by_tag(_tags(msg)[0]))
             if leg is not None and cseq > int(leg[L_CSEQ] or 0):
                 leg[L_CSEQ] = str(cseq)
-            if m == METHOD_INVITE and leg is not None and msg.body:
+            if m == METHOD_INVITE and leg is not None and msg.body and \
+                    d.mflags & SDP_FLAGS:
                 leg[L_SDP] = msg.body.decode("utf-8", "replace")
             t.put(d)
             _db_write(d)
@@ -698,7 +704,7 @@ def ping_all(reinvite: bool) -> int:
 
 # ---------------------------------------------------------------- timer
 
-_last_ping = [0.0, 0.0]
+_last_ping = []
 
 
 def timer(ticks=None, param=None) -> None:
@@ -718,6 +724,8 @@ def timer(ticks=None, param=None) -> None:
         except Exception as e:   # noqa: BLE001 - keep the timer going
             log.LM_ERR(f"dialog: expiring {key.decode()} failed: {e}")
     mono = time.monotonic()
+    if not _last_ping:
+        _last_ping[:] = [mono, mono]     # the first round one interval on
     if len(t.pings):
         if mono - _last_ping[0] >= st.options_ping_interval:
             _last_ping[0] = mono
