@@ -61,7 +61,7 @@ class Proxy:
         self.port = free_port()
         self.mi = free_port()
         self.server = server
-        server.start(f"""
+        self.script = f"""
 log_level=2
 udp_workers={workers}
 socket=udp:127.0.0.1:{self.port}
@@ -78,7 +78,12 @@ modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{self.mi}")
 modparam("tm", "wt_timer", 1)
 {params}
 {routes}
-""")
+"""
+        server.start(self.script)
+
+    def restart(self):
+        assert self.server.terminate() == 0
+        self.server.start(self.script)
 
     def mi_call(self, cmd, params=None):
         return mi_call(self.mi, cmd, params)
@@ -366,3 +371,46 @@ def test_prack_and_update_in_two_early_dialogs(server):
     assert st["dialog:early_dialogs"] == 0
     assert st["dialog:processed_dialogs"] == 1
     assert st["dialog:failed_dialogs"] == 0
+
+
+def test_a_restart_with_write_through_keeps_an_established_dialog(
+        server, tmp_path):
+    import sqlite3
+
+    from opensipy.db import admin
+    path = tmp_path / "dlg.db"
+    url = f"sqlite://{path}"
+    admin.create(url, ["dialog"])
+    callee = free_port()
+    p = Proxy(server, route(callee, initial="""
+    create_dialog();
+    $dlg_val(who) = $fU;"""), params=f"""
+loadmodule "db_sqlite.so"
+modparam("dialog", "db_url", "{url}")
+modparam("dialog", "db_mode", 1)""")
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_call.xml", p.port, hold_ms=6000)
+    try:
+        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+                 what="an established dialog")
+        before = p.mi_call("dlg_list_ctx")["Dialogs"][0]
+        with sqlite3.connect(path) as c:
+            rows = c.execute("select dlg_id, state, callid from dialog")\
+                .fetchall()
+        assert rows == [(before["ID"], 4, before["callid"])]
+        p.restart()
+        after = p.mi_call("dlg_list_ctx")["Dialogs"]
+        assert len(after) == 1
+        for k in ("ID", "callid", "from_uri", "to_uri", "caller_tag",
+                  "caller_contact", "timestart", "timeout", "state"):
+            assert after[0][k] == before[k], k
+        assert after[0]["CALLEES"][0]["callee_tag"] == \
+            before["CALLEES"][0]["callee_tag"]
+        assert after[0]["context"]["values"] == {"who": "alice"}
+        assert p.stat("dialog:active_dialogs") == 1
+    finally:
+        finish(a, b)        # the BYE after the restart matched and relayed
+    wait_for(lambda: p.dialogs() == [], 5, what="the dialog ended")
+    with sqlite3.connect(path) as c:
+        assert c.execute("select count(*) from dialog").fetchone()[0] == 0
+    assert p.stat("dialog:active_dialogs") == 0
