@@ -619,7 +619,7 @@ _PING_END = (408, 481)
 
 def on_ping_reply(cell, code, data, param) -> None:
     """t_uac callback of an OPTIONS / re-INVITE ping."""
-    key, to_callee, reinvite = param
+    key, to_callee, reinvite, cseq = param
     key = bytes(key)
     if code in _PING_END or (reinvite and code >= 300 and code != 491):
         log.LM_INFO(f"dialog: {'re-INVITE' if reinvite else 'OPTIONS'} ping "
@@ -627,38 +627,35 @@ def on_ping_reply(cell, code, data, param) -> None:
                     f"{key.decode()} failed ({code}): ending the call")
         end_dialog(key, "ReINVITE Ping Timeout" if reinvite
                    else "Ping Timeout", True)
-    elif reinvite and 200 <= code < 300 and data:
-        _ack_reinvite(key, to_callee, data)
+    elif reinvite and 200 <= code < 300:
+        _ack_reinvite(key, to_callee, cseq)
 
 
-def _ack_reinvite(key, to_callee, data) -> None:
-    """The ACK of our re-INVITE ping's 2xx (end to end, CSeq of the
-    re-INVITE)."""
-    from opensipy.parser import SipMsg
-    try:
-        rpl = SipMsg(data)
-    except Exception:            # noqa: BLE001
-        return
+def _ack_reinvite(key, to_callee, cseq) -> None:
+    """The ACK of our re-INVITE ping's 2xx: end to end (RFC 3261 §13.2.2.4),
+    so sent here, statelessly, with the re-INVITE's CSeq number."""
+    from opensipy import forward
     t = st.tbl
     with t.locked(parse_key(key)[0]):
         d = t.get(key)
         if d is None:
             return
-        r = list(_request(d, to_callee, "ACK"))
-    # the ACK carries the re-INVITE's CSeq number
-    r[2] = r[2].replace(f"CSeq: {int(r[2].split('CSeq: ')[1].split()[0])} "
-                        f"ACK", f"CSeq: {rpl.cseq.num} ACK")
-    from opensipy import forward
+        method, ruri, hdrs, _, next_hop, _, _ = _request(d, to_callee,
+                                                         "ACK")
+    lines = [ln for ln in hdrs.split("\r\n") if not ln.startswith("CSeq:")]
+    lines.append(f"CSeq: {cseq} ACK")
     try:
-        dest = forward.uri_dest(r[4] or r[1])
+        dest = forward.uri_dest(next_hop or ruri)
         target, si = forward.pick_target(forward.dest_targets(dest))
-        via = forward.our_via(si, f"z9hG4bKdlgack{rpl.cseq.num}"
+        via = forward.our_via(si, f"z9hG4bKdlg{cseq}x"
                                   f"{key.decode().replace('.', 'x')}")
-        lines = [f"ACK {r[1]} SIP/2.0", f"Via: {via}", "Max-Forwards: 70",
-                 r[2], "Content-Length: 0", "", ""]
-        si.sock.sendto(_enc("\r\n".join(lines)), target.addr)
+        data = "\r\n".join([f"ACK {ruri} SIP/2.0", f"Via: {via}",
+                             "Max-Forwards: 70", *lines,
+                             "Content-Length: 0", "", ""])
+        si.sock.sendto(_enc(data), target.addr)
     except Exception as e:       # noqa: BLE001
-        log.LM_ERR(f"dialog: cannot ACK the re-INVITE ping: {e}")
+        log.LM_ERR(f"dialog: cannot ACK the re-INVITE ping of "
+                   f"{key.decode()}: {type(e).__name__}: {e}")
 
 
 def ping_all(reinvite: bool) -> int:
@@ -696,8 +693,9 @@ def ping_all(reinvite: bool) -> int:
                                  "application/sdp" if sdp else "")
                 else:
                     r = _request(cur, to_callee, method)
+            n_cseq = int(r[2].split("CSeq: ")[1].split()[0])
             if _send(*r, cb_name="dlg_ping",
-                     param=(key, to_callee, reinvite)):
+                     param=(key, to_callee, reinvite, n_cseq)):
                 n += 1
     return n
 

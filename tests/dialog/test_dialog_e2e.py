@@ -48,7 +48,8 @@ def finish(*procs, timeout=60):
     try:
         for p in procs:
             out, _ = p.communicate(timeout=timeout)
-            assert p.returncode == 0, out.decode(errors="replace")[-3000:]
+            text = out.decode(errors="replace")
+            assert p.returncode == 0, text[:1500] + "\n...\n" + text[-2000:]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -414,3 +415,34 @@ modparam("dialog", "db_mode", 1)""")
     with sqlite3.connect(path) as c:
         assert c.execute("select count(*) from dialog").fetchone()[0] == 0
     assert p.stat("dialog:active_dialogs") == 0
+
+
+def test_mi_dlg_end_dlg_sends_bye_to_both_ends(server):
+    callee = free_port()
+    p = Proxy(server, route(callee))
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_wait_bye.xml", p.port)
+    try:
+        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+                 what="an established dialog")
+        d = p.dialogs()[0]
+        with pytest.raises(AssertionError, match="404"):
+            p.mi_call("dlg_end_dlg", {"dialog_id": "12345"})
+        assert p.mi_call("dlg_end_dlg", {"dialog_id": str(d["ID"])}) == "OK"
+    finally:
+        finish(a, b)
+    assert p.dialogs() == []
+    assert p.stat("dialog:active_dialogs") == 0
+
+
+def test_re_invite_pinging_keeps_a_live_call(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, initial='create_dialog("r");'),
+              params='modparam("dialog", "reinvite_ping_interval", 1)')
+    b = uas("uas_pinged.xml", callee)
+    a = uac("uac_call.xml", p.port, hold_ms=3500)
+    finish(a, b)     # the callee got >= 1 re-INVITE with the caller's SDP
+    wait_for(lambda: p.dialogs() == [], 5, what="the dialog gone")
+    st = p.stats("dialog:")
+    assert st["dialog:processed_dialogs"] == 1
+    assert st["dialog:active_dialogs"] == 0
