@@ -456,7 +456,7 @@ def within(msg, d: Dialog, direction: int) -> None:
             t.put(d)
             _db_write(d)
     _set_ctx(msg, d, direction)
-    if m != METHOD_ACK:
+    if m != METHOD_ACK and not ended:
         cb.run(d, cb.DLGCB_REQ_WITHIN, msg, direction)
         if any(ty & cb.DLGCB_RESPONSE_WITHIN for ty, _, _ in d.cbs) and \
                 not ended:
