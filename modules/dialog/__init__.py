@@ -565,7 +565,7 @@ def mi_dlg_end_dlg(params):
     d = _by_id(str(params["dialog_id"]))
     if d is None:
         raise MIError(404, "Dialog not found")
-    extra = str(params.get("extra_hdrs") or "") or dlg_extra_hdrs
+    extra = str(params.get("extra_hdrs") or "")
     if d.state < DLG_STATE_CONFIRMED_NA:
         raise MIError(404, "Dialog not found")
     if not core.end_dialog(d.key, "MI Termination", True,
@@ -722,6 +722,7 @@ def mod_init():
         if int(globals()[n]) <= 0:
             raise ValueError(f"dialog: {n} must be positive")
     st.rr_param = rr_param
+    st.extra_hdrs = dlg_extra_hdrs
     st.default_timeout = int(default_timeout)
     st.match_mode = int(dlg_match_mode)
     st.db_mode = int(db_mode)

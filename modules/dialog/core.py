@@ -54,6 +54,7 @@ class State:
     reinvite_ping_interval = 300
     active = early = processed = expired = failed = None
     ctx_key = None             # load_dialog_ctx() / a timer route's dialog
+    extra_hdrs = ""            # dlg_extra_hdrs: on every BYE we send
 
 
 st = State()
@@ -510,6 +511,7 @@ def end_dialog(key: bytes, reason: str, send_bye: bool,
                                         DLG_STATE_CONFIRMED):
             return False
         if send_bye:
+            extra_hdrs = extra_hdrs or st.extra_hdrs
             # the CSeqs the BYEs use are taken now, under the lock
             byes = [_request(d, True, "BYE", extra=extra_hdrs),
                     _request(d, False, "BYE", extra=extra_hdrs)]
