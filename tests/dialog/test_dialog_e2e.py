@@ -446,3 +446,45 @@ def test_re_invite_pinging_keeps_a_live_call(server):
     st = p.stats("dialog:")
     assert st["dialog:processed_dialogs"] == 1
     assert st["dialog:active_dialogs"] == 0
+
+
+def test_match_dialog_by_callid_and_tags_without_a_route_set(server):
+    """The bench's calls (bench/scenarios): ACK and BYE carry no Route
+    set; match_dialog() with dlg_match_mode 1 finds the dialogs by Call-ID
+    and tags, and every BYE ends its dialog."""
+    callee = free_port()
+    p = Proxy(server, """
+route {
+    if ($tt != NULL) {
+        if (!loose_route() && !match_dialog()) {
+            send_reply(481, "Call/Transaction Does Not Exist");
+            exit;
+        }
+        xlog("L_NOTICE", "$rm matched: $DLG_status $DLG_dir\\n");
+    } else if ($rm == "INVITE") {
+        create_dialog();
+        record_route();
+    }
+    $du = "sip:127.0.0.1:%d";
+    t_relay();
+}
+""" % callee, params='modparam("dialog", "dlg_match_mode", 1)')
+    n = 10
+    bench = REPO / "bench" / "scenarios"
+    b = subprocess.Popen(["sipp", "-sf", str(bench / "invite_uas.xml"),
+                          "-i", "127.0.0.1", "-p", str(callee), "-m", str(n),
+                          "-nostdin", "-timeout", "40s"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    a = subprocess.Popen(["sipp", "-sf", str(bench / "invite_uac.xml"),
+                          f"127.0.0.1:{p.port}", "-i", "127.0.0.1", "-p",
+                          str(free_port()), "-m", str(n), "-r", "10",
+                          "-nostdin", "-timeout", "40s"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    finish(a, b)
+    wait_for(lambda: p.dialogs() == [], 5, what="every dialog ended")
+    st = p.stats("dialog:")
+    assert st["dialog:processed_dialogs"] == n
+    assert st["dialog:active_dialogs"] == 0
+    assert server.stderr().count("BYE matched: 5 downstream") == n
