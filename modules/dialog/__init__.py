@@ -501,6 +501,8 @@ def mi_dialog(d: Dialog, ctx=False) -> dict:
         if d.profiles:
             c["profiles"] = [{n: (v if v is not None else "")}
                              for n, v in d.profiles]
+        # other modules add theirs (DLGCB_MI_CONTEXT: params["context"])
+        cb.run(d, cb.DLGCB_MI_CONTEXT, extra={"context": c})
         o["context"] = c
     return o
 

@@ -218,6 +218,9 @@ def on_initial_reply(cell, typ, params) -> None:
             return
         to = rpl.to
         tag = to.tag if to is not None else None
+        d = st.tbl.get(key)
+        if d is not None and d.cbs:
+            cb.run(d, cb.DLGCB_RESPONSE_FWDED, rpl, UP)
         if 100 < code < 200 and tag:
             _early(key, rpl, tag)
         elif 200 <= code < 300 and tag:

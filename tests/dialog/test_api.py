@@ -40,7 +40,8 @@ def dlg():
         events.append((typ, d.callid, None, 0))
         api.register_dlgcb(d, api.DLGCB_CONFIRMED | api.DLGCB_TERMINATED
                            | api.DLGCB_EXPIRED | api.DLGCB_REQ_WITHIN
-                           | api.DLGCB_EARLY, "test_events", "P1")
+                           | api.DLGCB_EARLY | api.DLGCB_RESPONSE_FWDED,
+                           "test_events", "P1")
         api.store_dlg_value(d, "acc", "on")
 
     api.register_dlgcb_func("test_events", on_event)
@@ -67,11 +68,11 @@ def test_callbacks_follow_a_call_and_its_bye(dlg):
     assert api.get_dlg_by_key(key) is None
     assert api.get_dlg(bye).end_reason == "Downstream BYE"
     types = [e[0] for e in events]
-    assert types == [api.DLGCB_CREATED, api.DLGCB_CONFIRMED,
-                     api.DLGCB_TERMINATED]
+    assert types == [api.DLGCB_CREATED, api.DLGCB_RESPONSE_FWDED,
+                     api.DLGCB_CONFIRMED, api.DLGCB_TERMINATED]
     assert all(e[1] == cid for e in events)
-    assert events[1][2] == "P1"
-    assert events[1][3] == api.DLG_DIR_UPSTREAM      # the 200 came up
+    assert events[2][2] == "P1"
+    assert events[2][3] == api.DLG_DIR_UPSTREAM      # the 200 came up
 
 
 def test_expiry_runs_expired_then_terminated(dlg):
@@ -95,4 +96,20 @@ def test_per_dialog_callbacks_need_a_registered_name(dlg):
         api.register_dlgcb(d, api.DLGCB_CONFIRMED, "nobody")
     with pytest.raises(DlgcbError):
         api.register_dlgcb(d, api.DLGCB_CREATED, "test_events")
+    assert api.end_dlg(d, "test", send_bye=False)
+
+
+def test_mi_context_callbacks_add_to_dlg_list_ctx(dlg):
+    b, core, api = dlg
+    from opensipy_modules import dialog
+
+    def ctx(d, typ, params):
+        params["context"]["acc"] = {"leg": d.caller[0]}
+    api.register_dlgcb_func("test_ctx", ctx)
+    key = b.make_calls(core, 1, start=903)[0]
+    d = api.get_dlg_by_key(key)
+    api.register_dlgcb(d, api.DLGCB_MI_CONTEXT, "test_ctx")
+    out = dialog.mi_dlg_list_ctx({"callid": d.callid})["Dialogs"][0]
+    assert out["context"]["acc"] == {"leg": "8kd73hs903"}
+    assert out["context"]["values"] == {"acc": "on"}
     assert api.end_dlg(d, "test", send_bye=False)
