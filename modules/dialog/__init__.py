@@ -24,7 +24,7 @@ from . import callbacks as cb
 from . import core
 from . import profiles as prof
 from .core import st
-from .table import (DLG_STATE_CONFIRMED, DLG_STATE_CONFIRMED_NA,
+from .table import (DLG_STATE_CONFIRMED_NA,
                     DLG_STATE_DELETED, FLAG_LETTERS, L_CONTACT, L_CSEQ,
                     L_ROUTES, L_SDP, L_SOCK, L_TAG, DlgTable, Dialog,
                     dlg_key, parse_did, split_dlg_id)
