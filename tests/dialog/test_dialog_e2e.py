@@ -487,3 +487,29 @@ route {
     assert st["dialog:processed_dialogs"] == n
     assert st["dialog:active_dialogs"] == 0
     assert server.stderr().count("BYE matched: 5 downstream") == n
+
+
+def test_dlg_on_answer_and_a_sequential_request_of_ours(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, initial="""
+    create_dialog();
+    dlg_on_answer("answered");""", within="""
+    if (is_method("ACK"))
+        dlg_send_sequential("OPTIONS", "caller");""", extra="""
+route[answered] {
+    xlog("L_NOTICE", "answered $DLG_did state $DLG_status\\n");
+}
+"""))
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_wait_bye.xml", p.port)
+    try:
+        wait_for(lambda: p.dialogs() and p.dialogs()[0]["CALLEES"][0][
+            "caller_cseq"] == "1", 10,
+            what="our OPTIONS took the callee side's next CSeq")
+        d = p.dialogs()[0]
+        assert f"answered {d['ID'] >> 32:x}.{d['ID'] & 0xffffffff:x} " \
+            "state 3" in server.stderr()
+        assert p.mi_call("dlg_end_dlg", [d["callid"]]) == "OK"
+    finally:
+        finish(a, b)
+    assert p.dialogs() == []
