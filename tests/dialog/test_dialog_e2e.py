@@ -235,7 +235,11 @@ route[hangup] {
     b = uas("uas_call.xml", callee)
     a = uac("uac_call.xml", p.port, hold_ms=2000)
     try:
-        wait_for(lambda: p.dialogs(), 10, what="a dialog")
+        # the dialog is listed from create_dialog() on; its values come
+        # with the next statements of the route
+        wait_for(lambda: len((p.mi_call("dlg_list_ctx")["Dialogs"] or [{}])
+                             [0].get("context", {}).get("values", {})) == 2,
+                 10, what="a dialog with its two values")
         d = p.mi_call("dlg_list_ctx")["Dialogs"][0]
         assert d["context"]["values"]["caller"] == "alice"
         assert d["context"]["values"]["leg"] == "A-" + d["callid"]
