@@ -12,6 +12,7 @@ import time
 
 from opensipy import log, receive, statistics, timer
 from opensipy.modloader import load_api as _load_api
+from opensipy.parser import METHOD_BYE
 from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT,
                                 CMD_PARAM_OPT, CMD_PARAM_STR, CMD_PARAM_VAR,
                                 FAILURE_ROUTE, INT_PARAM, ONREPLY_ROUTE,
@@ -129,7 +130,7 @@ def w_validate_dialog(msg):
     if d is None:
         return -1
     if d.state == DLG_STATE_DELETED or st.tbl.get(d.key) is None:
-        if msg.method_id != 8:        # METHOD_BYE: the one that ended it
+        if msg.method_id != METHOD_BYE:   # the BYE that ended it passes
             return -4
     dr = getattr(msg, "dlg_dir", 0)
     cs = msg.cseq.num if msg.cseq is not None else 0
@@ -330,14 +331,12 @@ def w_load_dialog_ctx(msg, dlg_id):
     d = _by_id(str(dlg_id))
     if d is None:
         return -1
-    st.ctx_key = d.key
     msg.dlg_key = d.key
     msg.dlg_snap = d
     return 1
 
 
 def w_unload_dialog_ctx(msg):
-    st.ctx_key = None
     msg.__dict__.pop("dlg_key", None)
     msg.__dict__.pop("dlg_snap", None)
     return 1
@@ -594,6 +593,8 @@ def mi_profile_list_dlgs(params):
     if name not in prof.profiles:
         raise MIError(404, "Profile not found")
     value = params.get("value")
+    if not prof.profiles[name]:
+        value = None
     return {"Dialogs": [mi_dialog(d) for d in _dialogs_in(name, value)]}
 
 

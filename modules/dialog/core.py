@@ -53,7 +53,6 @@ class State:
     options_ping_interval = 30
     reinvite_ping_interval = 300
     active = early = processed = expired = failed = None
-    ctx_key = None             # load_dialog_ctx() / a timer route's dialog
     extra_hdrs = ""            # dlg_extra_hdrs: on every BYE we send
 
 
@@ -70,8 +69,6 @@ def _inc(stat, n=1):
 def current(msg):
     """The dialog of the message (a fresh record), or None."""
     key = getattr(msg, "dlg_key", None) if msg is not None else None
-    if key is None:
-        key = st.ctx_key
     if key is None:
         return None
     d = st.tbl.get(key)

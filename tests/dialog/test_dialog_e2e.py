@@ -517,3 +517,79 @@ route[answered] {
     finally:
         finish(a, b)
     assert p.dialogs() == []
+
+
+PROBE_ROUTE = """
+    if (is_method("OPTIONS") && $hdr(X-Dlg) != NULL) {
+        if (!load_dialog_ctx($hdr(X-Dlg))) {
+            send_reply(404, "No Dialog");
+            exit;
+        }
+        $var(r) = "st=" + $DLG_status + " who=" + $dlg_val(caller);
+        if (is_dlg_flag_set(3))
+            $var(r) = $var(r) + " f3";
+        if (is_in_profile("callers", "alice"))
+            $var(r) = $var(r) + " in";
+        get_dialog_info("caller", $var(i), "room", "r1");
+        $var(r) = $var(r) + " info=" + $var(i);
+        get_dialogs_by_val("room", "r1", $avp(ids), $var(n));
+        $var(r) = $var(r) + " byval=" + $var(n);
+        get_dialogs_by_profile("callers", "alice", $avp(p), $var(m));
+        $var(r) = $var(r) + " byprof=" + $var(m);
+        get_dialog_vals($avp(names), $avp(vals), $ci);
+        unload_dialog_ctx();
+        if ($DLG_status == NULL)
+            $var(r) = $var(r) + " unloaded";
+        send_reply(200, "$var(r)");
+        exit;
+    }
+"""
+
+
+def test_script_functions_over_a_live_dialog(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, initial=PROBE_ROUTE + """
+    create_dialog();
+    $dlg_val(caller) = $fU;
+    store_dlg_value("room", "r1");
+    set_dlg_flag(3);
+    if (test_and_set_dlg_flag(3))
+        xlog("L_ERR", "flag 3 was not set\\n");
+    reset_dlg_flag(4);
+    set_dlg_profile("callers", $fU);
+    $DLG_flags = $DLG_flags | 16;"""),
+        params='modparam("dialog", "profiles_with_value", "callers")')
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_call.xml", p.port, hold_ms=3000)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(5)
+    me = s.getsockname()[1]
+
+    def probe(which, i):
+        br = f"z9hG4bKprobe{i}"
+        s.sendto((f"OPTIONS sip:127.0.0.1:{p.port} SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={br}\r\n"
+                  f"From: <sip:probe@test>;tag=p{i}\r\n"
+                  f"To: <sip:proxy@test>\r\nCall-ID: probe{i}@test\r\n"
+                  f"CSeq: 1 OPTIONS\r\nX-Dlg: {which}\r\n"
+                  f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+                 .encode(), ("127.0.0.1", p.port))
+        while True:
+            r = SipMsg(s.recv(65535))
+            if r.via1.branch == br:
+                return r.status, r.reason
+    try:
+        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+                 what="an established dialog")
+        d = p.dialogs()[0]
+        assert d["user_flags"] == (1 << 3) | 16
+        for i, which in enumerate((d["callid"], str(d["ID"]))):
+            assert probe(which, i) == (
+                200, "st=4 who=alice f3 in info=alice byval=1 byprof=1 "
+                     "unloaded")
+        assert probe("nope", 9) == (404, "No Dialog")
+    finally:
+        s.close()
+        finish(a, b)
+    assert "flag 3 was not set" not in server.stderr()
