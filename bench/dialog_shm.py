@@ -86,7 +86,7 @@ def make_calls(core, n, start=0):
         if core.create(inv, 0) != 1:
             raise RuntimeError("create_dialog failed")
         key = inv.dlg_key
-        did = key.decode()
+        did = inv.dlg_snap.did
         rpl = SipMsg(OK.format(i=i, did=did, blen=len(SDP_B), body=SDP_B)
                      .encode())
         rpl.rcv = rcv

@@ -473,8 +473,10 @@ def _date(ts):
 
 
 def mi_dialog(d: Dialog, ctx=False) -> dict:
-    o = {"ID": d.dlg_id, "state": d.state, "user_flags": d.user_flags,
-         "timestart": d.start_ts}
+    """One dialog as OpenSIPS 3.x prints it (``ID`` the did, ``db_id`` the
+    numeric id as a string, absolute ``timeout``)."""
+    o = {"ID": d.did, "db_id": str(d.dlg_id), "state": d.state,
+         "user_flags": d.user_flags, "timestart": d.start_ts}
     if d.start_ts:
         o["datestart"] = _date(d.start_ts)
     o["timeout"] = d.timeout
@@ -486,17 +488,22 @@ def mi_dialog(d: Dialog, ctx=False) -> dict:
               "caller_contact": d.caller[L_CONTACT],
               "callee_cseq": d.caller[L_CSEQ],
               "caller_route_set": d.caller[L_ROUTES],
-              "caller_bind_addr": d.caller[L_SOCK],
-              "caller_sdp": d.caller[L_SDP]})
-    o["CALLEES"] = [{"callee_tag": c[L_TAG], "callee_contact": c[L_CONTACT],
-                     "caller_cseq": c[L_CSEQ],
-                     "callee_route_set": c[L_ROUTES],
-                     "callee_bind_addr": c[L_SOCK],
-                     "callee_sdp": c[L_SDP]} for c in d.callees]
+              "caller_bind_addr": d.caller[L_SOCK]})
+    if d.caller[L_SDP]:
+        o["caller_sdp"] = d.caller[L_SDP]
+    callees = []
+    for c in d.callees:
+        e = {"callee_tag": c[L_TAG], "callee_contact": c[L_CONTACT],
+             "caller_cseq": c[L_CSEQ], "callee_route_set": c[L_ROUTES],
+             "callee_bind_addr": c[L_SOCK] or None}
+        if c[L_SDP]:
+            e["callee_sdp"] = c[L_SDP]
+        callees.append(e)
+    o["CALLEES"] = callees
     if ctx:
         c = {}
         if d.vals:
-            c["values"] = {k: str(v) for k, v in d.vals.items()}
+            c["values"] = [{k: str(v)} for k, v in d.vals.items()]
         if d.profiles:
             c["profiles"] = [{n: (v if v is not None else "")}
                              for n, v in d.profiles]
@@ -530,25 +537,22 @@ def _mi_list(params, ctx):
     from opensipy.mi import MIError
     t = st.tbl
     if "callid" in params:
-        out = []
         for k in t.ids_of_callid(str(params["callid"])):
             d = t.get(k)
-            if d is None:
+            if d is None or d.state == DLG_STATE_DELETED:
                 continue
-            if params.get("from_tag") and d.caller[L_TAG] != \
-                    params["from_tag"]:
+            if params.get("from_tag") is not None and \
+                    d.caller[L_TAG] != params["from_tag"]:
                 continue
-            out.append(mi_dialog(d, ctx))
-        if not out:
-            raise MIError(404, "No such dialog")
-        return {"Dialogs": out}
+            return {"Dialog": mi_dialog(d, ctx)}
+        raise MIError(404, "No such dialog")
     ds = sorted(t.all(), key=lambda d: (d.h_entry, d.h_id))
     if "index" in params:
         try:
             idx, cnt = int(params["index"]), int(params["counter"])
         except (TypeError, ValueError, KeyError):
             raise MIError(400, "Bad index/counter") from None
-        return {"dlg_counter": len(ds),
+        return {"count": len(ds),
                 "Dialogs": [mi_dialog(d, ctx) for d in ds[idx:idx + cnt]]}
     return {"Dialogs": [mi_dialog(d, ctx) for d in ds]}
 

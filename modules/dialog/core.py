@@ -27,6 +27,7 @@ from .table import (DLG_FLAG_BYEONTIMEOUT, DLG_FLAG_PING_CALLEE,
                     DLG_STATE_EARLY, DLG_STATE_UNCONFIRMED, L_CONTACT,
                     L_CSEQ, L_ROUTES, L_SDP, L_SOCK, L_TAG, PING_FLAGS,
                     Dialog, dlg_key, parse_did)
+from .table import parse_key as _parse_key
 
 # the SDPs are kept only for re-INVITE pinging (it resends them)
 SDP_FLAGS = DLG_FLAG_REINVITE_PING_CALLER | DLG_FLAG_REINVITE_PING_CALLEE
@@ -321,7 +322,7 @@ def _failed(key, code) -> None:
 
 
 def parse_key(key: bytes):
-    return parse_did(key.decode())
+    return _parse_key(key.decode())
 
 
 # ---------------------------------------------------------------- matching

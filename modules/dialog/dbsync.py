@@ -149,11 +149,11 @@ class DlgDb:
         """Write-back: the marked dialogs written (or their rows deleted
         when they ended); returns how many."""
         from .core import st
-        from .table import parse_did
+        from .table import parse_key
         t = st.tbl
         n = 0
         for key in t.dirty.keys():
-            he, hid = parse_did(key.decode())
+            he, hid = parse_key(key.decode())
             with t.locked(he):
                 t.dirty.delete(key)
                 d = t.get(key)

@@ -109,7 +109,8 @@ def test_mi_context_callbacks_add_to_dlg_list_ctx(dlg):
     key = b.make_calls(core, 1, start=903)[0]
     d = api.get_dlg_by_key(key)
     api.register_dlgcb(d, api.DLGCB_MI_CONTEXT, "test_ctx")
-    out = dialog.mi_dlg_list_ctx({"callid": d.callid})["Dialogs"][0]
+    out = dialog.mi_dlg_list_ctx({"callid": d.callid})["Dialog"]
     assert out["context"]["acc"] == {"leg": "8kd73hs903"}
-    assert out["context"]["values"] == {"acc": "on"}
+    assert out["context"]["values"] == [{"acc": "on"}]
+    assert out["ID"] == d.did and out["db_id"] == str(d.dlg_id)
     assert api.end_dlg(d, "test", send_bye=False)
