@@ -214,6 +214,8 @@ def on_initial_reply(cell, typ, params) -> None:
         rpl = params.get("rpl")
         if rpl is None:
             return
+        if code == 100:
+            return
         to = rpl.to
         tag = to.tag if to is not None else None
         d = st.tbl.get(key)

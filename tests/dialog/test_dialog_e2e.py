@@ -596,3 +596,30 @@ def test_script_functions_over_a_live_dialog(server):
         s.close()
         finish(a, b)
     assert "flag 3 was not set" not in server.stderr()
+
+
+def test_a_call_refused_by_the_callee_is_a_failed_dialog(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, initial="""
+    create_dialog();
+    set_dlg_profile("calls");"""),
+        params='modparam("dialog", "profiles_no_value", "calls")')
+    b = uas_path(REPO / "tests" / "tm" / "scenarios" / "uas_busy.xml",
+                 callee)
+    a = uac("uac_busy.xml", p.port)
+    finish(a, b)
+    wait_for(lambda: p.stat("dialog:failed_dialogs") == 1, 5,
+             what="a failed dialog")
+    st = p.stats("dialog:")
+    assert st["dialog:processed_dialogs"] == 0
+    assert st["dialog:early_dialogs"] == 0
+    assert p.dialogs() == []
+    assert p.mi_call("profile_get_size", ["calls"])["profile"]["count"] == 0
+
+
+def uas_path(path, port):
+    return subprocess.Popen(["sipp", "-sf", str(path), "-i", "127.0.0.1",
+                             "-p", str(port), "-m", "1", "-nostdin",
+                             "-timeout", "40s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
