@@ -12,6 +12,7 @@ import time
 
 from opensipy import log, receive, statistics, timer
 from opensipy.modloader import load_api as _load_api
+from opensipy.parser import METHOD_BYE
 from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT,
                                 CMD_PARAM_OPT, CMD_PARAM_STR, CMD_PARAM_VAR,
                                 FAILURE_ROUTE, INT_PARAM, ONREPLY_ROUTE,
@@ -24,7 +25,7 @@ from . import callbacks as cb
 from . import core
 from . import profiles as prof
 from .core import st
-from .table import (DLG_STATE_CONFIRMED, DLG_STATE_CONFIRMED_NA,
+from .table import (DLG_STATE_CONFIRMED_NA,
                     DLG_STATE_DELETED, FLAG_LETTERS, L_CONTACT, L_CSEQ,
                     L_ROUTES, L_SDP, L_SOCK, L_TAG, DlgTable, Dialog,
                     dlg_key, parse_did, split_dlg_id)
@@ -129,7 +130,7 @@ def w_validate_dialog(msg):
     if d is None:
         return -1
     if d.state == DLG_STATE_DELETED or st.tbl.get(d.key) is None:
-        if msg.method_id != 8:        # METHOD_BYE: the one that ended it
+        if msg.method_id != METHOD_BYE:   # the BYE that ended it passes
             return -4
     dr = getattr(msg, "dlg_dir", 0)
     cs = msg.cseq.num if msg.cseq is not None else 0
@@ -330,14 +331,12 @@ def w_load_dialog_ctx(msg, dlg_id):
     d = _by_id(str(dlg_id))
     if d is None:
         return -1
-    st.ctx_key = d.key
     msg.dlg_key = d.key
     msg.dlg_snap = d
     return 1
 
 
 def w_unload_dialog_ctx(msg):
-    st.ctx_key = None
     msg.__dict__.pop("dlg_key", None)
     msg.__dict__.pop("dlg_snap", None)
     return 1
@@ -474,8 +473,10 @@ def _date(ts):
 
 
 def mi_dialog(d: Dialog, ctx=False) -> dict:
-    o = {"ID": d.dlg_id, "state": d.state, "user_flags": d.user_flags,
-         "timestart": d.start_ts}
+    """One dialog as OpenSIPS 3.x prints it (``ID`` the did, ``db_id`` the
+    numeric id as a string, absolute ``timeout``)."""
+    o = {"ID": d.did, "db_id": str(d.dlg_id), "state": d.state,
+         "user_flags": d.user_flags, "timestart": d.start_ts}
     if d.start_ts:
         o["datestart"] = _date(d.start_ts)
     o["timeout"] = d.timeout
@@ -487,20 +488,27 @@ def mi_dialog(d: Dialog, ctx=False) -> dict:
               "caller_contact": d.caller[L_CONTACT],
               "callee_cseq": d.caller[L_CSEQ],
               "caller_route_set": d.caller[L_ROUTES],
-              "caller_bind_addr": d.caller[L_SOCK],
-              "caller_sdp": d.caller[L_SDP]})
-    o["CALLEES"] = [{"callee_tag": c[L_TAG], "callee_contact": c[L_CONTACT],
-                     "caller_cseq": c[L_CSEQ],
-                     "callee_route_set": c[L_ROUTES],
-                     "callee_bind_addr": c[L_SOCK],
-                     "callee_sdp": c[L_SDP]} for c in d.callees]
+              "caller_bind_addr": d.caller[L_SOCK]})
+    if d.caller[L_SDP]:
+        o["caller_sdp"] = d.caller[L_SDP]
+    callees = []
+    for c in d.callees:
+        e = {"callee_tag": c[L_TAG], "callee_contact": c[L_CONTACT],
+             "caller_cseq": c[L_CSEQ], "callee_route_set": c[L_ROUTES],
+             "callee_bind_addr": c[L_SOCK] or None}
+        if c[L_SDP]:
+            e["callee_sdp"] = c[L_SDP]
+        callees.append(e)
+    o["CALLEES"] = callees
     if ctx:
         c = {}
         if d.vals:
-            c["values"] = {k: str(v) for k, v in d.vals.items()}
+            c["values"] = [{k: str(v)} for k, v in d.vals.items()]
         if d.profiles:
             c["profiles"] = [{n: (v if v is not None else "")}
                              for n, v in d.profiles]
+        # other modules add theirs (DLGCB_MI_CONTEXT: params["context"])
+        cb.run(d, cb.DLGCB_MI_CONTEXT, extra={"context": c})
         o["context"] = c
     return o
 
@@ -529,25 +537,22 @@ def _mi_list(params, ctx):
     from opensipy.mi import MIError
     t = st.tbl
     if "callid" in params:
-        out = []
         for k in t.ids_of_callid(str(params["callid"])):
             d = t.get(k)
-            if d is None:
+            if d is None or d.state == DLG_STATE_DELETED:
                 continue
-            if params.get("from_tag") and d.caller[L_TAG] != \
-                    params["from_tag"]:
+            if params.get("from_tag") is not None and \
+                    d.caller[L_TAG] != params["from_tag"]:
                 continue
-            out.append(mi_dialog(d, ctx))
-        if not out:
-            raise MIError(404, "No such dialog")
-        return {"Dialogs": out}
+            return {"Dialog": mi_dialog(d, ctx)}
+        raise MIError(404, "No such dialog")
     ds = sorted(t.all(), key=lambda d: (d.h_entry, d.h_id))
     if "index" in params:
         try:
             idx, cnt = int(params["index"]), int(params["counter"])
         except (TypeError, ValueError, KeyError):
             raise MIError(400, "Bad index/counter") from None
-        return {"dlg_counter": len(ds),
+        return {"count": len(ds),
                 "Dialogs": [mi_dialog(d, ctx) for d in ds[idx:idx + cnt]]}
     return {"Dialogs": [mi_dialog(d, ctx) for d in ds]}
 
@@ -565,7 +570,7 @@ def mi_dlg_end_dlg(params):
     d = _by_id(str(params["dialog_id"]))
     if d is None:
         raise MIError(404, "Dialog not found")
-    extra = str(params.get("extra_hdrs") or "") or dlg_extra_hdrs
+    extra = str(params.get("extra_hdrs") or "")
     if d.state < DLG_STATE_CONFIRMED_NA:
         raise MIError(404, "Dialog not found")
     if not core.end_dialog(d.key, "MI Termination", True,
@@ -592,6 +597,8 @@ def mi_profile_list_dlgs(params):
     if name not in prof.profiles:
         raise MIError(404, "Profile not found")
     value = params.get("value")
+    if not prof.profiles[name]:
+        value = None
     return {"Dialogs": [mi_dialog(d) for d in _dialogs_in(name, value)]}
 
 
@@ -722,6 +729,7 @@ def mod_init():
         if int(globals()[n]) <= 0:
             raise ValueError(f"dialog: {n} must be positive")
     st.rr_param = rr_param
+    st.extra_hdrs = dlg_extra_hdrs
     st.default_timeout = int(default_timeout)
     st.match_mode = int(dlg_match_mode)
     st.db_mode = int(db_mode)

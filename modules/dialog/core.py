@@ -27,6 +27,10 @@ from .table import (DLG_FLAG_BYEONTIMEOUT, DLG_FLAG_PING_CALLEE,
                     DLG_STATE_EARLY, DLG_STATE_UNCONFIRMED, L_CONTACT,
                     L_CSEQ, L_ROUTES, L_SDP, L_SOCK, L_TAG, PING_FLAGS,
                     Dialog, dlg_key, parse_did)
+from .table import parse_key as _parse_key
+
+# the SDPs are kept only for re-INVITE pinging (it resends them)
+SDP_FLAGS = DLG_FLAG_REINVITE_PING_CALLER | DLG_FLAG_REINVITE_PING_CALLEE
 
 DOWN = cb.DLG_DIR_DOWNSTREAM
 UP = cb.DLG_DIR_UPSTREAM
@@ -50,7 +54,7 @@ class State:
     options_ping_interval = 30
     reinvite_ping_interval = 300
     active = early = processed = expired = failed = None
-    ctx_key = None             # load_dialog_ctx() / a timer route's dialog
+    extra_hdrs = ""            # dlg_extra_hdrs: on every BYE we send
 
 
 st = State()
@@ -66,8 +70,6 @@ def _inc(stat, n=1):
 def current(msg):
     """The dialog of the message (a fresh record), or None."""
     key = getattr(msg, "dlg_key", None) if msg is not None else None
-    if key is None:
-        key = st.ctx_key
     if key is None:
         return None
     d = st.tbl.get(key)
@@ -129,7 +131,8 @@ def create(msg, mflags: int = 0) -> int:
     d.ruri = msg.ruri
     d.caller = [fr.tag or "", _contact(msg), str(msg.cseq.num),
                 _rr_text(msg), _sock_str(msg.rcv.socket if msg.rcv else None),
-                msg.body.decode("utf-8", "replace") if msg.body else ""]
+                msg.body.decode("utf-8", "replace")
+                if msg.body and mflags & SDP_FLAGS else ""]
     d.lifetime = int(getattr(msg, "dlg_timeout", 0) or st.default_timeout)
     d.mflags = mflags
     try:
@@ -211,8 +214,13 @@ def on_initial_reply(cell, typ, params) -> None:
         rpl = params.get("rpl")
         if rpl is None:
             return
+        if code == 100:
+            return
         to = rpl.to
         tag = to.tag if to is not None else None
+        d = st.tbl.get(key)
+        if d is not None and d.cbs:
+            cb.run(d, cb.DLGCB_RESPONSE_FWDED, rpl, UP)
         if 100 < code < 200 and tag:
             _early(key, rpl, tag)
         elif 200 <= code < 300 and tag:
@@ -243,7 +251,8 @@ def _callee_routes(rpl) -> str:
 def _leg_from_reply(d, rpl, tag):
     leg = d.callee_by_tag(tag)
     sock = _sock_str(rpl.rcv.socket if rpl.rcv else None)
-    body = rpl.body.decode("utf-8", "replace") if rpl.body else ""
+    body = rpl.body.decode("utf-8", "replace") \
+        if rpl.body and d.mflags & SDP_FLAGS else ""
     if leg is None:
         leg = [tag, _contact(rpl), "0", _callee_routes(rpl), sock, body]
         d.callees.append(leg)
@@ -315,7 +324,7 @@ def _failed(key, code) -> None:
 
 
 def parse_key(key: bytes):
-    return parse_did(key.decode())
+    return _parse_key(key.decode())
 
 
 # ---------------------------------------------------------------- matching
@@ -445,12 +454,13 @@ def within(msg, d: Dialog, direction: int) -> None:
                 d.callee or d.callee_by_tag(_tags(msg)[0]))
             if leg is not None and cseq > int(leg[L_CSEQ] or 0):
                 leg[L_CSEQ] = str(cseq)
-            if m == METHOD_INVITE and leg is not None and msg.body:
+            if m == METHOD_INVITE and leg is not None and msg.body and \
+                    d.mflags & SDP_FLAGS:
                 leg[L_SDP] = msg.body.decode("utf-8", "replace")
             t.put(d)
             _db_write(d)
     _set_ctx(msg, d, direction)
-    if m != METHOD_ACK:
+    if m != METHOD_ACK and not ended:
         cb.run(d, cb.DLGCB_REQ_WITHIN, msg, direction)
         if any(ty & cb.DLGCB_RESPONSE_WITHIN for ty, _, _ in d.cbs) and \
                 not ended:
@@ -504,6 +514,7 @@ def end_dialog(key: bytes, reason: str, send_bye: bool,
                                         DLG_STATE_CONFIRMED):
             return False
         if send_bye:
+            extra_hdrs = extra_hdrs or st.extra_hdrs
             # the CSeqs the BYEs use are taken now, under the lock
             byes = [_request(d, True, "BYE", extra=extra_hdrs),
                     _request(d, False, "BYE", extra=extra_hdrs)]
@@ -613,7 +624,7 @@ _PING_END = (408, 481)
 
 def on_ping_reply(cell, code, data, param) -> None:
     """t_uac callback of an OPTIONS / re-INVITE ping."""
-    key, to_callee, reinvite = param
+    key, to_callee, reinvite, cseq = param
     key = bytes(key)
     if code in _PING_END or (reinvite and code >= 300 and code != 491):
         log.LM_INFO(f"dialog: {'re-INVITE' if reinvite else 'OPTIONS'} ping "
@@ -621,38 +632,35 @@ def on_ping_reply(cell, code, data, param) -> None:
                     f"{key.decode()} failed ({code}): ending the call")
         end_dialog(key, "ReINVITE Ping Timeout" if reinvite
                    else "Ping Timeout", True)
-    elif reinvite and 200 <= code < 300 and data:
-        _ack_reinvite(key, to_callee, data)
+    elif reinvite and 200 <= code < 300:
+        _ack_reinvite(key, to_callee, cseq)
 
 
-def _ack_reinvite(key, to_callee, data) -> None:
-    """The ACK of our re-INVITE ping's 2xx (end to end, CSeq of the
-    re-INVITE)."""
-    from opensipy.parser import SipMsg
-    try:
-        rpl = SipMsg(data)
-    except Exception:            # noqa: BLE001
-        return
+def _ack_reinvite(key, to_callee, cseq) -> None:
+    """The ACK of our re-INVITE ping's 2xx: end to end (RFC 3261 §13.2.2.4),
+    so sent here, statelessly, with the re-INVITE's CSeq number."""
+    from opensipy import forward
     t = st.tbl
     with t.locked(parse_key(key)[0]):
         d = t.get(key)
         if d is None:
             return
-        r = list(_request(d, to_callee, "ACK"))
-    # the ACK carries the re-INVITE's CSeq number
-    r[2] = r[2].replace(f"CSeq: {int(r[2].split('CSeq: ')[1].split()[0])} "
-                        f"ACK", f"CSeq: {rpl.cseq.num} ACK")
-    from opensipy import forward
+        method, ruri, hdrs, _, next_hop, _, _ = _request(d, to_callee,
+                                                         "ACK")
+    lines = [ln for ln in hdrs.split("\r\n") if not ln.startswith("CSeq:")]
+    lines.append(f"CSeq: {cseq} ACK")
     try:
-        dest = forward.uri_dest(r[4] or r[1])
+        dest = forward.uri_dest(next_hop or ruri)
         target, si = forward.pick_target(forward.dest_targets(dest))
-        via = forward.our_via(si, f"z9hG4bKdlgack{rpl.cseq.num}"
+        via = forward.our_via(si, f"z9hG4bKdlg{cseq}x"
                                   f"{key.decode().replace('.', 'x')}")
-        lines = [f"ACK {r[1]} SIP/2.0", f"Via: {via}", "Max-Forwards: 70",
-                 r[2], "Content-Length: 0", "", ""]
-        si.sock.sendto(_enc("\r\n".join(lines)), target.addr)
+        data = "\r\n".join([f"ACK {ruri} SIP/2.0", f"Via: {via}",
+                             "Max-Forwards: 70", *lines,
+                             "Content-Length: 0", "", ""])
+        si.sock.sendto(_enc(data), target.addr)
     except Exception as e:       # noqa: BLE001
-        log.LM_ERR(f"dialog: cannot ACK the re-INVITE ping: {e}")
+        log.LM_ERR(f"dialog: cannot ACK the re-INVITE ping of "
+                   f"{key.decode()}: {type(e).__name__}: {e}")
 
 
 def ping_all(reinvite: bool) -> int:
@@ -690,15 +698,16 @@ def ping_all(reinvite: bool) -> int:
                                  "application/sdp" if sdp else "")
                 else:
                     r = _request(cur, to_callee, method)
+            n_cseq = int(r[2].split("CSeq: ")[1].split()[0])
             if _send(*r, cb_name="dlg_ping",
-                     param=(key, to_callee, reinvite)):
+                     param=(key, to_callee, reinvite, n_cseq)):
                 n += 1
     return n
 
 
 # ---------------------------------------------------------------- timer
 
-_last_ping = [0.0, 0.0]
+_last_ping = []
 
 
 def timer(ticks=None, param=None) -> None:
@@ -718,6 +727,8 @@ def timer(ticks=None, param=None) -> None:
         except Exception as e:   # noqa: BLE001 - keep the timer going
             log.LM_ERR(f"dialog: expiring {key.decode()} failed: {e}")
     mono = time.monotonic()
+    if not _last_ping:
+        _last_ping[:] = [mono, mono]     # the first round one interval on
     if len(t.pings):
         if mono - _last_ping[0] >= st.options_ping_interval:
             _last_ping[0] = mono

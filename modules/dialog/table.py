@@ -1,7 +1,9 @@
 """The dialog table in shared memory (OpenSIPS's ``d_table``).
 
 A dialog is a :class:`Dialog` record marshalled (as one tuple) into a shm
-:class:`~opensipy.shm.HashTable` under its id ``b"<h_entry hex>.<h_id hex>"``.
+:class:`~opensipy.shm.HashTable` under its key ``b"<h_entry hex>.<h_id
+hex>"`` (its ``did``, OpenSIPS's rr parameter, writes the same numbers in
+reversed hex).
 ``h_entry`` is the hash of the Call-ID (OpenSIPS's ``dlg_hash``), ``h_id``
 a number taken from a shared counter, so the id is unique while the
 server runs and, with ``h_entry``, names the lock of the dialog: a
@@ -96,7 +98,9 @@ class Dialog:
 
     @property
     def did(self) -> str:
-        return f"{self.h_entry:x}.{self.h_id:x}"
+        """OpenSIPS's did (the rr parameter, MI ``ID``): h_entry and h_id
+        in hex written least significant digit first."""
+        return f"{self.h_entry:x}"[::-1] + "." + f"{self.h_id:x}"[::-1]
 
     @property
     def dlg_id(self) -> int:
@@ -130,10 +134,8 @@ def dlg_key(h_entry: int, h_id: int) -> bytes:
     return f"{h_entry:x}.{h_id:x}".encode()
 
 
-def parse_did(text) -> Optional[tuple]:
-    """(h_entry, h_id) of a ``did`` value, else None."""
-    if not text:
-        return None
+def parse_key(text) -> Optional[tuple]:
+    """(h_entry, h_id) of a table key (hex, most significant first)."""
     a, sep, b = str(text).partition(".")
     if not sep:
         return None
@@ -141,6 +143,16 @@ def parse_did(text) -> Optional[tuple]:
         return int(a, 16), int(b, 16)
     except ValueError:
         return None
+
+
+def parse_did(text) -> Optional[tuple]:
+    """(h_entry, h_id) of a ``did`` value (reversed hex), else None."""
+    if not text:
+        return None
+    a, sep, b = str(text).partition(".")
+    if not sep or not a or not b:
+        return None
+    return parse_key(a[::-1] + "." + b[::-1])
 
 
 def split_dlg_id(n: int) -> tuple:

@@ -546,7 +546,8 @@ def _th_with_dlg(msg, d, flags: str) -> int:
     if _dlg.fetch_dlg_value(d, "th_flags") is not None:
         log.LM_DBG("topology_hiding: already engaged on this dialog")
         return 1
-    did = d.did
+    # the dialog's table key (what get_dlg_by_key takes back)
+    did = d.key.decode()
     try:
         c = _one_contact(msg)
         f = msg.from_

@@ -33,6 +33,9 @@ def test_a_record_round_trips_and_ids_name_it():
     assert dlg_key(d.h_entry, d.h_id) == d.key
     assert t.ids_of_callid("abc@host") == [d.key]
     assert parse_did("zz") is None and parse_did("12") is None
+    # OpenSIPS writes both numbers in hex, least significant digit first
+    d2 = Dialog(0xb6c, 0x1f, "x")
+    assert d2.did == "c6b.f1" and parse_did("c6b.f1") == (0xb6c, 0x1f)
     with t.locked(d.h_entry):
         t.remove(d)
     assert t.get(d.key) is None and t.ids_of_callid("abc@host") == []
