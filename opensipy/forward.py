@@ -270,7 +270,13 @@ def _fix_sender_via(msg) -> None:
     if v.received is None:
         text += f";received={rcv.src_ip}"
     if text != orig:
-        msg.replace(v.start, v.end - v.start, text)
+        try:
+            msg.replace(v.start, v.end - v.start, text)
+        except ValueError:
+            # the script already changed or removed that Via (e.g.
+            # topology_hiding): nothing of the sender's Via goes out
+            log.LM_DBG("the sender's Via was changed by the script: no "
+                       "received/rport added")
 
 
 def our_via(si, branch: str) -> str:

@@ -28,7 +28,8 @@ BENCH = os.path.dirname(HERE)
 REPO = os.path.dirname(BENCH)
 HOST = "127.0.0.1"
 
-SCENARIOS = ("stateless", "stateful", "register", "stateless-tcp")
+SCENARIOS = ("stateless", "stateful", "stateful-dialog", "register",
+             "stateless-tcp")
 
 # the literal addresses the scripts are written with, replaced per step
 _ADDR = re.compile(r'127\.0\.0\.1:(5060|5080)\b|"127\.0\.0\.1",\s*(5080)\b')

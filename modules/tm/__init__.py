@@ -502,6 +502,7 @@ class TmApi:
     # register_tmcb(cell or None, TMCB_* types, name, param)
     register_tmcb_func = staticmethod(callbacks.register_tmcb_func)
     register_tmcb = staticmethod(callbacks.register_tmcb)
+    tmcb_armed = staticmethod(callbacks.armed_by_name)
     TMCB_REQUEST_IN = callbacks.TMCB_REQUEST_IN
     TMCB_RESPONSE_IN = callbacks.TMCB_RESPONSE_IN
     TMCB_ON_FAILURE = callbacks.TMCB_ON_FAILURE

@@ -1035,7 +1035,7 @@ def on_reply(cell, idx, msg) -> None:
     if not actions:
         if inv and 200 <= code < 300:      # a retransmitted 2xx
             if not run_onreply(cell, idx, msg):
-                _relay_reply(cell, msg, code)
+                _relay_reply(cell, msg, code, idx)
         return
     b.state = SID[new]
     for a in actions:
@@ -1094,17 +1094,19 @@ def run_onreply(cell, idx, msg) -> bool:
     return dropped
 
 
-def _response_fwded(cell, msg, code) -> None:
-    """TMCB_RESPONSE_FWDED: a reply about to be relayed upstream; the
-    callbacks may change it (lumps) before it is built."""
-    if cell.flags & cbs.F_CBS:
-        cbs.run(cell, cbs.TMCB_RESPONSE_FWDED, rpl=msg, code=code)
+def _response_fwded(cell, idx, msg, code) -> None:
+    """TMCB_RESPONSE_FWDED: a relayed reply, our Via off, before it is
+    built (callbacks change it with lumps)."""
+    if cbs.armed(cell, cbs.TMCB_RESPONSE_FWDED):
+        cbs.run(cell, cbs.TMCB_RESPONSE_FWDED, req=rebuild_request(cell),
+                rpl=msg, code=code, branch=idx)
 
 
-def _relay_reply(cell, msg, code) -> None:
-    _response_fwded(cell, msg, code)
+def _relay_reply(cell, msg, code, idx=-1) -> None:
     try:
         msg.remove_via()
+        if cell.flags & cbs.F_CBS:
+            _response_fwded(cell, idx, msg, code)
         data = msg.build()
     except ValueError as e:
         log.LM_ERR(f"tm: cannot relay the {code} reply: {e}")
@@ -1127,13 +1129,13 @@ def proxy_reply(cell, idx, msg) -> None:
             send_cancel(cell, idx)
         if code == 100 or cell.flags & lib.TM_F_FINAL_SENT:
             return
-        _relay_reply(cell, msg, code)
+        _relay_reply(cell, msg, code, idx)
         return
     b.status = code
     b.flags |= lib.TM_B_FINAL
     if code < 300:
         cell.relayed_branch = idx
-        _relay_reply(cell, msg, code)
+        _relay_reply(cell, msg, code, idx)
         return
     try:
         tb.set_buf(cell, lib.TM_BUF_BR_RPL, idx, msg.raw)
@@ -1262,8 +1264,9 @@ def relay_best(cell, best) -> None:
             if code == 503:        # RFC 3261 §16.7 step 6
                 m.replace(*_status_span(m), "500 Server Internal Error")
                 code = 500
-            _response_fwded(cell, m, code)
             m.remove_via()
+            if cell.flags & cbs.F_CBS:
+                _response_fwded(cell, best, m, code)
             send_upstream(cell, code, m.build(), False)
             return
         except (ParseError, ValueError) as e:
