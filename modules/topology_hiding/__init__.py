@@ -230,7 +230,10 @@ def _sock_name(msg) -> str:
 
 def w_topology_hiding(msg, flags: Optional[str] = None) -> int:
     flags = flags or ""
-    if getattr(msg, "th_done", False):
+    if getattr(msg, "th_done", False) or \
+            (msg.__dict__.get("persist") or {}).get("th"):
+        # already hidden: in a failure_route the request tm rebuilds keeps
+        # the changes made before t_relay (as OpenSIPS's faked request)
         log.LM_DBG("topology_hiding: already engaged for this request")
         return 1
     if not msg.is_request:
@@ -260,10 +263,19 @@ def w_topology_hiding(msg, flags: Optional[str] = None) -> int:
         log.LM_ERR(f"topology_hiding: {type(e).__name__}: {e}")
         return -1
     msg.th_done = True
+    _persist(msg)["th"] = 1
     if msg.method != "ACK":
         _arm_reply(msg, {"f": flags, "r": None, "fr": routes,
                          "fs": _sock_name(msg)})
     return 1
+
+
+def _persist(msg) -> dict:
+    """What tm keeps with the transaction for a failure_route's request."""
+    p = msg.__dict__.get("persist")
+    if p is None:
+        p = msg.persist = {}
+    return p
 
 
 def _fixup_flags(value: str) -> str:
@@ -428,6 +440,7 @@ def w_topology_hiding_match(msg) -> int:
         log.LM_ERR(f"topology_hiding: cannot route {msg.method}: {e}")
         return -1
     msg.th_done = True
+    _persist(msg)["th"] = 1
     if msg.method != "ACK":
         _arm_reply(msg, {"f": flags, "r": routes, "fr": mine,
                          "fs": _sock_name(msg)})
@@ -569,6 +582,7 @@ def _th_with_dlg(msg, d, flags: str) -> int:
         log.LM_ERR(f"topology_hiding: {type(e).__name__}: {e}")
         return -1
     msg.th_done = True
+    _persist(msg)["th"] = 1
     _arm_reply(msg, {"f": flags, "r": None, "dlg": did, "upd": "callee"})
     return 1
 
@@ -660,6 +674,7 @@ def _match_with_dlg(msg, did: str) -> int:
         _dlg.end_dlg(d, "Upstream BYE" if side == "callee"
                      else "Downstream BYE", send_bye=False)
     msg.th_done = True
+    _persist(msg)["th"] = 1
     if msg.method != "ACK":
         _arm_reply(msg, {"f": flags, "r": target["r"], "dlg": did,
                          "upd": target_side})

@@ -541,18 +541,20 @@ failure_route[next] {{
 """
 
 
-def test_serial_forking_from_failure_route(server):
-    """tm rebuilds the request for failure_route from what it received:
-    topology_hiding() there hides the next branch again (without it the
-    second callee would see the caller's three Vias), and the replies are
-    changed once (the callback is not armed twice)."""
+@pytest.mark.parametrize("again", ['topology_hiding("U");', ""])
+def test_serial_forking_from_failure_route(server, again):
+    """The request a failure_route relays again keeps the changes made
+    before the first t_relay (as OpenSIPS's faked request): the second
+    callee sees no Via of the caller's whether or not the script calls
+    topology_hiding() again there (a second call does nothing), and the
+    replies are changed once (the callback is not armed twice)."""
     port = free_port()
     caller, busy, callee = UA("caller"), UA("busy"), UA("callee")
     caller.behind = ["10.1.1.1", "10.2.2.2"]
     try:
         server.start(SERIAL.format(port=port, first=busy.port,
                                    second=callee.port,
-                                   again='topology_hiding("U");'))
+                                   again=again))
         proxy = ("127.0.0.1", port)
         invite(caller, proxy, "bob", "cid-8")
         inv1, _ = busy.recv("INVITE")
