@@ -2,7 +2,7 @@
 """opensipy load benchmark: the highest call rate a proxy sustains with no
 failed call, kamailio and opensipy measured side by side.
 
-    bench/run.sh [knobs] stateless|stateful|register
+    bench/run.sh [knobs] stateless|stateful|register|stateless-tcp
     bench/run.sh --report bench/results/<run directory>
 
 Topology (UDP, 127.0.0.1 only):
@@ -148,18 +148,24 @@ def run_step(k, proxy, scenario, rate, stepdir):
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     ports = [k.proxy_port, k.uas_port, k.uac_port, k.uac_media_port,
              k.uas_media_port]
+    proto = sipp.transport(scenario)
     for port in ports:
         if not procs.wait_port(port, False, k.port_wait):
             raise Abort("UDP port %d is still in use after %.0f s: %s" % (
                 port, k.port_wait, procs.who_holds(port)))
+        if proto == "tcp" and not procs.wait_port(port, False, k.port_wait,
+                                                  "tcp"):
+            raise Abort("TCP port %d is still listened on after %.0f s" % (
+                port, k.port_wait))
     with_uas = scenario != "register"
     uas = prx = None
     try:
         if with_uas:
             uas = procs.start_group(
-                "uas", sipp.uas_cmd(HOST, k.uas_port, k.uas_media_port, life),
+                "uas", sipp.uas_cmd(HOST, k.uas_port, k.uas_media_port, life,
+                                    proto),
                 stepdir, os.path.join(stepdir, "uas.log"), life)
-            if not procs.wait_port(k.uas_port, True, 10):
+            if not procs.wait_port(k.uas_port, True, 10, proto):
                 raise Abort("the SIPp UAS did not bind port %d (see %s)" % (
                     k.uas_port, os.path.join(stepdir, "uas.log")))
         if proxy.has_process:

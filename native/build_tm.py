@@ -25,7 +25,7 @@ enum {
 };
 
 typedef struct { int32_t list; int32_t kind; uint32_t gen; ...; } tm_timer_t;
-typedef struct { int32_t fd; int32_t salen; int32_t si; uint8_t sa[32]; ...; } tm_dst_t;
+typedef struct { int32_t fd; int32_t salen; int32_t si; int32_t conn; uint8_t sa[32]; ...; } tm_dst_t;
 typedef struct {
     int32_t state; int32_t status; int32_t flags;
     tm_dst_t dst;

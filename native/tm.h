@@ -72,7 +72,7 @@ typedef struct {
     int32_t fd;
     int32_t salen;
     int32_t si;          /* socket index (Python side) */
-    int32_t pad;
+    int32_t conn;        /* TCP connection id (Python side; fd is -1) */
     uint8_t sa[32];
 } tm_dst_t;
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import config, log, modloader, pt, sdnotify
 from .sr_module import (PROC_FLAG_INITCHILD, PROC_MAIN, PROC_MODULE,
-                        PROC_TIMER, ModuleError)
+                        PROC_TCP_MAIN, PROC_TIMER, ModuleError)
 
 # exit codes of children that mean "do not respawn me"
 EXIT_INIT_FAILED = 3       # child_init failed: the server cannot run
@@ -156,14 +156,14 @@ class Attendant:
                                          "no socket= (listen=) is defined"))
         for si in config.settings.sockets:
             loc = si.loc or whole_file
-            if si.proto != "udp":
+            if si.proto not in ("udp", "tcp"):
                 errors.append(ScriptError.at(
                     loc, f"socket {si.name}: protocol '{si.proto}' is not "
-                         f"supported yet (only udp)"))
-            elif not self.registry.is_loaded("proto_udp"):
+                         f"supported yet (only udp and tcp)"))
+            elif not self.registry.is_loaded(f"proto_{si.proto}"):
                 errors.append(ScriptError.at(
                     loc, f"socket {si.name} needs loadmodule "
-                         f"\"proto_udp.so\""))
+                         f"\"proto_{si.proto}.so\""))
         errors.extend(script_mod.check(self.script, self.registry))
         return errors
 
@@ -190,7 +190,7 @@ class Attendant:
     def init(self) -> None:
         """mod_init of every module, fixups and compilation, sockets."""
         from . import pvar, script as script_mod, statistics, timer
-        from .net import udp
+        from .net import tcp, udp
         self._apply_log_settings()
         pvar.startup_time = int(time.time())
         timer.set_timer_workers(config.settings.timer_workers)
@@ -234,9 +234,14 @@ class Attendant:
             if not si.port_given and proto_mod is not None:
                 si.port = getattr(proto_mod.pymod, f"{si.proto}_port", si.port)
             try:
-                udp.open_udp(si, config.settings.maxbuffer)
+                if si.proto == "tcp":
+                    tcp.open_tcp(si)
+                else:
+                    udp.open_udp(si, config.settings.maxbuffer)
             except OSError as e:
                 raise StartupError(str(e.strerror or e))
+        if tcp.enabled():
+            tcp.init_table()
         self._plan_slots()
         for slot in self.slots:            # load:load-proc-<id>
             if slot.kind == "sip":
@@ -257,17 +262,37 @@ class Attendant:
 
     def _plan_slots(self) -> None:
         from . import receive, timer
-        from .net import udp
+        from .net import tcp, udp
         self.slots = []
         sid = 1                                  # 0 is the attendant
         rank = 1
         s = config.settings
         for si in s.sockets:
+            if si.proto != "udp":
+                continue
             n = 1 if s.debug_mode else (si.workers or s.udp_workers)
             for _ in range(n):
                 self.slots.append(Slot(
                     sid, "sip", rank, f"SIP receiver {si.name}",
                     self._receiver_target(si), respawn=True))
+                sid += 1
+                rank += 1
+        tcp_main = -1
+        tcp_workers = []
+        if tcp.enabled():
+            # OpenSIPS's shape: the TCP main, then the TCP workers with
+            # the ranks after the UDP receivers
+            tcp_main = sid
+            self.slots.append(Slot(sid, "tcp", PROC_TCP_MAIN, "TCP main",
+                                   lambda r: tcp.tcp_main_loop(),
+                                   respawn=False))
+            sid += 1
+            n = 1 if s.debug_mode else s.tcp_workers
+            for _ in range(n):
+                tcp_workers.append(sid)
+                self.slots.append(Slot(sid, "sip", rank, "TCP receiver",
+                                       self._tcp_worker_target(),
+                                       respawn=True))
                 sid += 1
                 rank += 1
         self.slots.append(Slot(sid, "timer", PROC_TIMER, "timer",
@@ -286,6 +311,8 @@ class Attendant:
                         pe.name, self._module_proc_target(pe), respawn=False,
                         initchild=initchild, module=lm.name))
                     sid += 1
+        if tcp.enabled():
+            tcp.plan_channels(len(self.slots) + 1, tcp_main, tcp_workers)
         pt.init(len(self.slots) + 1, log.state.level)
         pt.set_entry(0, os.getpid(), PROC_MAIN, "attendant")
 
@@ -296,6 +323,15 @@ class Attendant:
         def target(rank):
             receive.child_start(rank, self.compiled)
             udp.udp_rcv_loop(si, receive.receive_msg)
+        return target
+
+    def _tcp_worker_target(self):
+        from . import receive
+        from .net import tcp
+
+        def target(rank):
+            receive.child_start(rank, self.compiled)
+            tcp.tcp_worker_loop(receive.receive_msg)
         return target
 
     def _module_proc_target(self, pe):
@@ -533,6 +569,10 @@ class Attendant:
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         if code == EXIT_INIT_FAILED:
             self.fail(f"process '{slot.desc}' failed its initialisation")
+            return
+        if slot.kind == "tcp":
+            self.fail(f"the TCP main process ended ({how}); it holds every "
+                      f"TCP connection: stopping the server", exit_code=1)
             return
         if code == EXIT_PROC_RETURNED or not slot.respawn:
             self.fail(f"module process '{slot.desc}' ended ({how}); "

@@ -211,6 +211,23 @@ SETTINGS: List[Setting] = [
             "(is_myself, uri==myself); may repeat", multi=True),
     Setting("udp_workers", lambda v, k: _positive(to_int(v)), 8,
             "SIP receiver processes per UDP socket", aliases=("children",)),
+    Setting("tcp_workers", lambda v, k: _positive(to_int(v)), 8,
+            "TCP worker processes (they read and handle the TCP "
+            "connections the TCP main process hands them)",
+            aliases=("tcp_children",)),
+    Setting("tcp_max_connections", lambda v, k: _positive(to_int(v)), 2048,
+            "TCP connections open at once (more are refused)"),
+    Setting("tcp_connection_lifetime", lambda v, k: _positive(to_int(v)),
+            120, "seconds a TCP connection may stay idle before it is "
+            "closed"),
+    Setting("tcp_connect_timeout", lambda v, k: _positive(to_int(v)), 100,
+            "milliseconds a connect() to a TCP peer may take"),
+    Setting("tcp_accept_aliases", to_bool, False,
+            "a Via ;alias parameter on a request received over TCP makes "
+            "its sent-by port an alias of the connection"),
+    Setting("tcp_max_msg_time", lambda v, k: _positive(to_int(v)), 4,
+            "seconds a SIP message may take to arrive whole on a TCP "
+            "connection (slow senders are closed)"),
     Setting("timer_workers", lambda v, k: _positive(to_int(v)), 1,
             "processes that run the timer handlers: 1 runs them in the "
             "timer process, N > 1 makes it fork N handler processes"),

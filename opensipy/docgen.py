@@ -68,10 +68,13 @@ def tables(exp: ModuleExports, pymod=None) -> str:
                 default = f"`{v!r}`" if isinstance(v, str) else f"`{v}`"
             out.append(f"| `{p.name}` | {_ptype(p.type)} | {default} |")
         out.append("")
-    if exp.cmds:
-        out += ["### Exported Functions", "",
+    for title, cmds in (("Exported Functions", exp.cmds),
+                        ("Exported Asynchronous Functions", exp.acmds)):
+        if not cmds:
+            continue
+        out += [f"### {title}", "",
                 "| function | parameters | allowed in |", "| --- | --- | --- |"]
-        for c in exp.cmds:
+        for c in cmds:
             params = []
             for i, cp in enumerate(c.params, 1):
                 text = f"{i}: {_param_kind(cp.flags)}"

@@ -52,7 +52,12 @@ def send_socket(proto: str, af: int, msg=None):
     if msg is not None:
         forced = getattr(msg, "force_send_socket", None)
         if forced is not None:
-            return forced
+            if forced.proto == proto or not _explicit_proto(msg):
+                return forced
+            # as OpenSIPS: a forced socket of another transport than the
+            # destination names is not used
+            log.LM_WARN(f"force_send_socket {forced.name}: the destination "
+                        f"asks for {proto}; not used")
         rcv = msg.rcv
         if rcv is not None and rcv.socket is not None:
             si = rcv.socket
@@ -66,7 +71,22 @@ def send_socket(proto: str, af: int, msg=None):
                        E_NO_SOCKET)
 
 
-def send_to(si, data: bytes, addr: Tuple[str, int]) -> bool:
+def _explicit_proto(msg) -> bool:
+    """The next hop ($du, else the new R-URI) names its transport."""
+    try:
+        return uri_dest(msg.dst_uri or msg.new_uri or msg.parsed_uri)[0] \
+            is not None
+    except ForwardError:
+        return False
+
+
+def send_to(si, data: bytes, addr: Tuple[str, int],
+            conn_id: int = 0) -> bool:
+    """Send data to addr from socket si: a datagram, or over TCP on the
+    connection conn_id / an open connection to addr / a new one."""
+    if si.proto == "tcp":
+        from .net import tcp
+        return tcp.send(si, data, addr, conn_id)
     try:
         si.sock.sendto(data, addr)
         return True
@@ -235,7 +255,10 @@ def _fix_sender_via(msg) -> None:
     if v is None or rcv is None:
         return
     rport = v.rport
-    want_rport = rport == "" or getattr(msg, "force_rport", False)
+    # over a stream the reply must find the connection: its source port
+    # is where it goes (as if the sender had asked for rport)
+    want_rport = rport == "" or getattr(msg, "force_rport", False) or \
+        rcv.proto == "tcp"
     if not want_rport and v.host.strip("[]") == rcv.src_ip:
         return
     orig = text = v.text
@@ -247,7 +270,13 @@ def _fix_sender_via(msg) -> None:
     if v.received is None:
         text += f";received={rcv.src_ip}"
     if text != orig:
-        msg.replace(v.start, v.end - v.start, text)
+        try:
+            msg.replace(v.start, v.end - v.start, text)
+        except ValueError:
+            # the script already changed or removed that Via (e.g.
+            # topology_hiding): nothing of the sender's Via goes out
+            log.LM_DBG("the sender's Via was changed by the script: no "
+                       "received/rport added")
 
 
 def our_via(si, branch: str) -> str:
@@ -278,9 +307,9 @@ def forward_request(msg, dest: Optional[str] = None) -> int:
             d = uri_dest(msg.dst_uri)
         else:
             d = uri_dest(msg.new_uri or msg.parsed_uri)
-        if d[0] is not None and d[0] != "udp":
-            raise ForwardError(f"transport {d[0]} is not supported yet",
-                               E_BAD_PROTO)
+        if d[0] is not None and d[0] not in send_protos():
+            raise ForwardError(f"transport {d[0]} is not supported (no "
+                               f"{d[0]} socket)", E_BAD_PROTO)
         target, si = pick_target(dest_targets(d), msg)
         addr = target.addr
         _fix_sender_via(msg)
@@ -305,7 +334,8 @@ def reply_dest(msg) -> Tuple[str, int]:
     rcv = msg.rcv
     if v is None:
         return rcv.src_ip, rcv.src_port
-    if v.rport is not None or getattr(msg, "force_rport", False):
+    if v.rport is not None or getattr(msg, "force_rport", False) or \
+            rcv.conn_id:
         return rcv.src_ip, rcv.src_port
     host = v.received or (rcv.src_ip if v.host.strip("[]") != rcv.src_ip
                           else v.host.strip("[]"))
@@ -319,7 +349,7 @@ def send_reply(msg, data: bytes) -> bool:
     if rcv is None or rcv.socket is None:
         log.LM_ERR("cannot send a reply: the request has no receive info")
         return False
-    return send_to(rcv.socket, data, reply_dest(msg))
+    return send_to(rcv.socket, data, reply_dest(msg), rcv.conn_id)
 
 
 def is_our_via(v) -> bool:

@@ -53,7 +53,7 @@ _SYSLOG_PRIO = {L_ALERT: 1, L_CRIT: 2, L_ERR: 3, L_WARN: 4, L_NOTICE: 5,
 class _State:
     __slots__ = ("level", "stderr", "syslog", "facility", "name", "xlog_level",
                  "_syslog_mod", "stderr_format", "syslog_format", "msg",
-                 "_whoami")
+                 "_whoami", "_syslog_opened")
 
     def __init__(self):
         self.level = L_NOTICE
@@ -63,6 +63,7 @@ class _State:
         self.facility = None
         self.name = "opensipy"
         self._syslog_mod = None
+        self._syslog_opened = None
         self.stderr_format = "plain"
         self.syslog_format = "plain"
         self.msg = None          # the SIP message being routed, if any
@@ -123,11 +124,17 @@ def configure(level=None, stderr=None, syslog=None, facility=None,
         state.facility = facility
     if name is not None:
         state.name = name
-    if state.syslog and state._syslog_mod is None:
+    # (re)open when the facility or the name changed since: the script's
+    # settings are applied as they are read, so syslog may have been
+    # opened before syslog_facility was seen
+    opened = (state.name, state.facility or "LOG_DAEMON")
+    if state.syslog and (state._syslog_mod is None
+                         or state._syslog_opened != opened):
         import syslog as _sl
-        fac = getattr(_sl, state.facility or "LOG_DAEMON", _sl.LOG_DAEMON)
+        fac = getattr(_sl, opened[1], _sl.LOG_DAEMON)
         _sl.openlog(state.name, _sl.LOG_PID, fac)
         state._syslog_mod = _sl
+        state._syslog_opened = opened
 
 
 def _json_excepthook(etype, value, tb) -> None:

@@ -69,6 +69,7 @@ class Registry:
         self._by_name: Dict[str, LoadedModule] = {}
         self._cmds: Dict[str, List[Tuple[LoadedModule, CmdExport]]] = {}
         self._pvs: Dict[str, PVExport] = {}
+        self._acmds: Dict[str, List[Tuple[LoadedModule, CmdExport]]] = {}
 
     def add(self, lm: LoadedModule) -> LoadedModule:
         if lm.name in self._by_name:
@@ -90,6 +91,8 @@ class Registry:
             self._cmds.setdefault(c.name, []).append((lm, c))
         for pv in lm.exports.items:
             self._pvs[pv.name] = pv
+        for c in lm.exports.acmds:
+            self._acmds.setdefault(c.name, []).append((lm, c))
         return lm
 
     def get(self, name: str) -> Optional[LoadedModule]:
@@ -100,6 +103,10 @@ class Registry:
 
     def find_cmds(self, name: str) -> List[Tuple[LoadedModule, CmdExport]]:
         return list(self._cmds.get(name, ()))
+
+    def find_acmds(self, name: str) -> List[Tuple[LoadedModule, CmdExport]]:
+        """The async forms of function ``name`` (for async()/launch())."""
+        return list(self._acmds.get(name, ()))
 
     def find_pv(self, name: str) -> Optional[PVExport]:
         return self._pvs.get(name)

@@ -70,6 +70,14 @@ def register_post_script_cb(fn: Callable) -> None:
     _post_script_cbs.append(fn)
 
 
+def finish_request(msg) -> None:
+    """What runs once request_route is over for msg: the post-script
+    callbacks.  A request suspended by ``async()`` gets them after its
+    resume route instead (opensipy.async_engine)."""
+    for cb in _post_script_cbs:
+        cb(msg)
+
+
 class _Stats:
     """The core statistics this path counts, bound once per process."""
     __slots__ = ("rcv_requests", "rcv_replies", "fwd_replies",
@@ -161,7 +169,23 @@ def raw_error_reply(buf: bytes, code: int, reason: str) -> Optional[bytes]:
     return b"\r\n".join(out)
 
 
-def _bad_message(buf, e, src, si) -> None:
+def _tcp_alias(msg) -> None:
+    """tcp_accept_aliases: a Via ``;alias`` makes the sent-by port an
+    alias of the connection the request came on."""
+    from . import config
+    if not config.settings.tcp_accept_aliases:
+        return
+    v = msg.via1
+    if v is None or v.param("alias") is None:
+        return
+    from .net import tcp
+    rcv = msg.rcv
+    port = v.port or 5060
+    if port != rcv.src_port:
+        tcp.add_alias(rcv.conn_id, rcv.src_ip, port)
+
+
+def _bad_message(buf, e, src, si, conn_id=0) -> None:
     stats.bad_msg_hdr.inc()
     if not e.code:
         stats.err_replies.inc()
@@ -172,7 +196,7 @@ def _bad_message(buf, e, src, si) -> None:
     log.LM_DBG(f"bad request from {src[0]}:{src[1]}: {e.reason}")
     data = raw_error_reply(buf, e.code, _reason_for(e))
     if data is not None:
-        forward.send_to(si, data, src[:2])
+        forward.send_to(si, data, src[:2], conn_id)
 
 
 def _reason_for(e) -> str:
@@ -232,14 +256,17 @@ def _proxy_checks(msg) -> bool:
 
 # ------------------------------------------------------------ the path
 
-def receive_msg(buf: bytes, src, si) -> None:
+def receive_msg(buf: bytes, src, si, conn_id: int = 0) -> None:
     _reload_poll()          # MI reload_routes: new routes before this one
     try:
         msg = SipMsg(buf)
     except ParseError as e:
-        _bad_message(buf, e, src, si)
+        _bad_message(buf, e, src, si, conn_id)
         return
-    msg.rcv = ReceiveInfo(src[0], src[1], si.host, si.port, si.proto, si)
+    msg.rcv = ReceiveInfo(src[0], src[1], si.host, si.port, si.proto, si,
+                          conn_id)
+    if conn_id and msg.is_request:
+        _tcp_alias(msg)
     try:
         _dispatch(msg)
     except ShmOutOfMemory as e:
@@ -283,8 +310,8 @@ def _dispatch(msg) -> None:
         try:
             route(msg)
         finally:
-            for cb in _post_script_cbs:
-                cb(msg)
+            if not getattr(msg, "async_suspended", False):
+                finish_request(msg)
         return
     stats.rcv_replies.inc()
     for f in _response_fs:

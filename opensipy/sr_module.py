@@ -261,6 +261,9 @@ class ModuleExports:
     destroy_f: Optional[Callable[[], None]] = None
     init_child_f: Optional[Callable[[int], int]] = None
     events: Sequence[EventExport] = ()
+    # async functions (acmd_export_t): function(msg, actx, *params), used
+    # inside async()/launch() (opensipy.async_engine)
+    acmds: Sequence[CmdExport] = ()
 
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -280,30 +283,8 @@ def check_exports(exp: Any, where: str) -> None:
     if exp.version != MODULE_VERSION:
         raise bad(f"version {exp.version} does not match the core's "
                   f"{MODULE_VERSION}")
-    seen_cmds: dict = {}
-    for c in exp.cmds:
-        if not isinstance(c, CmdExport) or not callable(c.function):
-            raise bad(f"bad cmd export {c!r}")
-        if not _NAME_RE.match(c.name):
-            raise bad(f"bad function name {c.name!r}")
-        if len(c.params) > MAX_CMD_PARAMS:
-            raise bad(f"function {c.name} has {len(c.params)} parameters "
-                      f"(at most {MAX_CMD_PARAMS})")
-        for i, p in enumerate(c.params):
-            kind = p.flags & (CMD_PARAM_INT | CMD_PARAM_STR | CMD_PARAM_VAR
-                              | CMD_PARAM_REGEX)
-            if bin(kind).count("1") != 1:
-                raise bad(f"function {c.name} parameter {i + 1}: exactly one "
-                          f"of CMD_PARAM_INT/STR/VAR/REGEX is needed")
-        if not c.flags & ALL_ROUTES:
-            raise bad(f"function {c.name} is allowed in no route")
-        nparams = len(c.params)
-        other = seen_cmds.setdefault(c.name, [])
-        for o in other:
-            if o.min_args <= nparams and c.min_args <= o.max_args:
-                raise bad(f"function {c.name} is exported twice with "
-                          f"overlapping parameter counts")
-        other.append(c)
+    _check_cmds(exp.cmds, bad)
+    _check_cmds(exp.acmds, bad, "async ")
     names = set()
     for p in exp.params:
         if not isinstance(p, ParamExport):
@@ -344,6 +325,33 @@ def check_exports(exp: Any, where: str) -> None:
         v = getattr(exp, f)
         if v is not None and not callable(v):
             raise bad(f"{f} is not callable")
+
+
+def _check_cmds(cmds, bad, kind="") -> None:
+    seen_cmds: dict = {}
+    for c in cmds:
+        if not isinstance(c, CmdExport) or not callable(c.function):
+            raise bad(f"bad cmd export {c!r}")
+        if not _NAME_RE.match(c.name):
+            raise bad(f"bad {kind}function name {c.name!r}")
+        if len(c.params) > MAX_CMD_PARAMS:
+            raise bad(f"function {c.name} has {len(c.params)} parameters "
+                      f"(at most {MAX_CMD_PARAMS})")
+        for i, p in enumerate(c.params):
+            pk = p.flags & (CMD_PARAM_INT | CMD_PARAM_STR | CMD_PARAM_VAR
+                            | CMD_PARAM_REGEX)
+            if bin(pk).count("1") != 1:
+                raise bad(f"function {c.name} parameter {i + 1}: exactly one "
+                          f"of CMD_PARAM_INT/STR/VAR/REGEX is needed")
+        if not c.flags & ALL_ROUTES:
+            raise bad(f"function {c.name} is allowed in no route")
+        nparams = len(c.params)
+        other = seen_cmds.setdefault(c.name, [])
+        for o in other:
+            if o.min_args <= nparams and c.min_args <= o.max_args:
+                raise bad(f"function {c.name} is exported twice with "
+                          f"overlapping parameter counts")
+        other.append(c)
 
 
 def replace(exp: ModuleExports, **kw) -> ModuleExports:

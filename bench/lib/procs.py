@@ -220,10 +220,27 @@ def udp_port_bound(port):
     return port in _bound_ports()
 
 
-def wait_port(port, bound, timeout):
+def tcp_port_listening(port):
+    """A TCP socket listens on port (state 0A in /proc/net/tcp*)."""
+    for name in ("tcp", "tcp6"):
+        try:
+            with open("/proc/net/" + name) as f:
+                next(f)
+                for ln in f:
+                    parts = ln.split()
+                    if parts[3] == "0A" and \
+                            int(parts[1].rsplit(":", 1)[1], 16) == port:
+                        return True
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return False
+
+
+def wait_port(port, bound, timeout, proto="udp"):
+    check = tcp_port_listening if proto == "tcp" else udp_port_bound
     end = time.monotonic() + timeout
     while True:
-        if udp_port_bound(port) == bound:
+        if check(port) == bound:
             return True
         if time.monotonic() >= end:
             return False

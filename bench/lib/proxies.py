@@ -28,7 +28,8 @@ BENCH = os.path.dirname(HERE)
 REPO = os.path.dirname(BENCH)
 HOST = "127.0.0.1"
 
-SCENARIOS = ("stateless", "stateful", "register")
+SCENARIOS = ("stateless", "stateful", "stateful-dialog", "register",
+             "stateless-tcp")
 
 # the literal addresses the scripts are written with, replaced per step
 _ADDR = re.compile(r'127\.0\.0\.1:(5060|5080)\b|"127\.0\.0\.1",\s*(5080)\b')
@@ -237,6 +238,11 @@ class Opensipy(Proxy):
         if n != 1:
             raise ProxyUnavailable("%s must set udp_workers= exactly once "
                                    "(found %d)" % (self._src(scenario), n))
+        # a TCP scenario: the same knob sets the TCP workers (kamailio's
+        # -n sets children, and tcp_children follows it)
+        text = re.sub(r"^(\s*)tcp_workers\s*=\s*\d+",
+                      r"\g<1>tcp_workers=%d" % self.k.children, text,
+                      flags=re.M)
         dst = os.path.join(rundir, "opensipy-%s.cfg" % scenario)
         with open(dst, "w") as f:
             f.write(text)

@@ -16,8 +16,19 @@ SOCKBUF = 1 << 20          # SIPp -buff_size (rmem_max here is 4 MiB)
 LOG_CAP = 1 << 20          # -max_log_size for the error logs of failing steps
 
 
-def uas_cmd(host, port, ctrl_port, limit_s):
+def transport(scenario):
+    """'tcp' for the scenarios over TCP (name ends in -tcp), else 'udp'."""
+    return "tcp" if scenario.endswith("-tcp") else "udp"
+
+
+def _t(proto):
+    # over TCP SIPp keeps one connection per side (-t t1), as a trunk does
+    return ["-t", "t1"] if proto == "tcp" else []
+
+
+def uas_cmd(host, port, ctrl_port, limit_s, proto="udp"):
     return ["sipp", "-sf", os.path.join(SCENARIOS, "invite_uas.xml"),
+            *_t(proto),
             "-i", host, "-p", str(port), "-mi", host, "-mp", str(ctrl_port),
             "-nostdin", "-buff_size", str(SOCKBUF),
             "-timeout", "%ds" % int(limit_s), "-timeout_error",
@@ -30,7 +41,7 @@ def uac_cmd(scenario, host, target_port, port, ctrl_port, rate, calls,
             limit_s):
     xml = "register_uac.xml" if scenario == "register" else "invite_uac.xml"
     return ["sipp", "-sf", os.path.join(SCENARIOS, xml),
-            "%s:%d" % (host, target_port),
+            "%s:%d" % (host, target_port), *_t(transport(scenario)),
             "-i", host, "-p", str(port), "-mi", host, "-mp", str(ctrl_port),
             "-r", str(rate), "-rp", "1000", "-m", str(calls),
             # enough concurrent calls that the limit never throttles the rate

@@ -16,6 +16,7 @@ Every value is hex, lower case.  Text is hashed as UTF-8.
 from __future__ import annotations
 
 import hashlib
+import os
 import hmac
 import re
 from typing import Dict, Optional
@@ -324,3 +325,105 @@ def parse_algorithms(text) -> list:
         if a not in out:
             out.append(a)
     return out
+
+
+# --- the client side (uac_auth): challenges in, credentials out -------------------
+
+class DigestChallenge:
+    """One parsed ``WWW-Authenticate``/``Proxy-Authenticate`` Digest value:
+    ``realm``, ``nonce``, ``opaque`` (None when absent), ``algorithm``
+    (canonical, or None when the server named one we do not know;
+    ``algorithm_raw`` keeps what it wrote), ``qops`` (the offered qop
+    values, lower case), ``stale``."""
+    __slots__ = ("realm", "nonce", "opaque", "algorithm", "algorithm_raw",
+                 "qops", "stale")
+
+    def __init__(self, realm, nonce, opaque, algorithm, algorithm_raw, qops,
+                 stale):
+        self.realm = realm
+        self.nonce = nonce
+        self.opaque = opaque
+        self.algorithm = algorithm
+        self.algorithm_raw = algorithm_raw
+        self.qops = qops
+        self.stale = stale
+
+    def pick_qop(self) -> str:
+        """``auth`` when offered (preferred, as OpenSIPS), else
+        ``auth-int``, else '' (RFC 2069 form)."""
+        if "auth" in self.qops:
+            return "auth"
+        if "auth-int" in self.qops:
+            return "auth-int"
+        return ""
+
+    def __repr__(self):
+        return (f"DigestChallenge(realm={self.realm!r}, "
+                f"algorithm={self.algorithm_raw!r}, qops={self.qops!r})")
+
+
+def parse_challenge(text: str) -> DigestChallenge:
+    """Parse a Digest challenge value; DigestError says what is unusable
+    (another scheme, no realm, no nonce, a bad parameter list).  An
+    algorithm we do not know is not an error here: ``algorithm`` is None
+    and the caller decides."""
+    scheme, pos = split_scheme(text)
+    if scheme != "digest":
+        raise DigestError(f"scheme {scheme!r} is not Digest")
+    p = _parse_params(text, pos)
+    for need in ("realm", "nonce"):
+        if need not in p:
+            raise DigestError(f"{need} is missing")
+    if not p["nonce"]:
+        raise DigestError("nonce is empty")
+    raw = p.get("algorithm")
+    qops = tuple(q.strip().lower() for q in p.get("qop", "").split(",")
+                 if q.strip())
+    return DigestChallenge(p["realm"], p["nonce"], p.get("opaque"),
+                           canonical_algorithm(raw), raw or "MD5", qops,
+                           p.get("stale", "").lower() == "true")
+
+
+def make_cnonce() -> str:
+    """A fresh client nonce (16 hex digits from the OS's random source)."""
+    return os.urandom(8).hex()
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def build_credentials(hf_name: str, ch: DigestChallenge, username: str,
+                      ha1: str, method: str, uri: str, body: bytes = b"",
+                      cnonce: Optional[str] = None, nc: int = 1) -> str:
+    """One ``Authorization``/``Proxy-Authorization`` line (no CRLF)
+    answering ``ch``: ``ha1`` is H(username:realm:password) of the
+    challenge's algorithm (the session key is made here for ``*-sess``);
+    with a qop, ``cnonce`` (made when None) and ``nc`` are used."""
+    alg = ch.algorithm
+    if alg is None:
+        raise DigestError(f"unsupported algorithm {ch.algorithm_raw!r}")
+    if len(ha1) != hex_len(alg) or not _HEX.match(ha1):
+        raise DigestError(f"HA1 is not {hex_len(alg)} hex digits for {alg}")
+    qop = ch.pick_qop()
+    ncs = ""
+    if qop or alg.endswith("-sess"):
+        if cnonce is None:
+            cnonce = make_cnonce()
+        ncs = f"{nc:08x}"
+    else:
+        cnonce = ""
+    key = sess_key(alg, ha1.lower(), ch.nonce, cnonce)
+    resp = calc_response(alg, key, ch.nonce, method, uri, qop,
+                         ncs if qop else "", cnonce if qop else "", body)
+    line = (f'{hf_name}: Digest username="{_quote(username)}", '
+            f'realm="{_quote(ch.realm)}", nonce="{_quote(ch.nonce)}", '
+            f'uri="{_quote(uri)}"')
+    if ch.opaque is not None:
+        line += f', opaque="{_quote(ch.opaque)}"'
+    if qop:
+        line += f', qop={qop}, nc={ncs}, cnonce="{cnonce}"'
+    elif alg.endswith("-sess"):
+        line += f', cnonce="{cnonce}"'
+    line += f', response="{resp}", algorithm={alg}'
+    return line

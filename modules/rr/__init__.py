@@ -9,8 +9,9 @@ next loose-routing hop (or moves a strict next hop into the Request-URI).
 Parameters stored in our Record-Route come back in our Route and are read
 by ``check_route_param()``, ``is_direction()`` and ``$rr_params``.
 
-The module's API (``load_api``) gives other modules (dialog) add_rr_param,
-check_route_param, is_direction, get_route_param and register_rrcb.
+The module's API (``load_api``) gives other modules (dialog, uac)
+add_rr_param, set_rr_param, check_route_param, is_direction,
+get_route_param and register_rrcb.
 """
 from __future__ import annotations
 
@@ -58,7 +59,20 @@ def _state(msg) -> _RRState:
     if st is None:
         st = _RRState()
         msg.rr_state = st
+        # a failure_route's request: tm gave back what we kept at t_relay
+        kept = (getattr(msg, "persist", None) or {}).get("rr")
+        if kept:
+            st.added, st.params, st.checkpoint = kept
     return st
+
+
+def _keep(msg, st: _RRState) -> None:
+    """What a failure_route needs to add params to our Record-Route
+    (tm keeps ``msg.persist`` with the transaction)."""
+    p = msg.__dict__.get("persist")
+    if p is None:
+        p = msg.persist = {}
+    p["rr"] = (st.added, st.params, st.checkpoint)
 
 
 # ------------------------------------------------------------ record_route
@@ -75,10 +89,30 @@ def _sock_uri(si, user: Optional[str]) -> str:
     return uri
 
 
+def _next_hop_socket(msg, inbound):
+    """The socket the request will leave on when its next hop ($du, else
+    the R-URI) names a transport other than the inbound one (UDP <-> TCP
+    bridging needs the double Record-Route); None otherwise."""
+    if inbound is None:
+        return None
+    from opensipy import forward
+    try:
+        d = forward.uri_dest(msg.dst_uri or msg.new_uri or msg.parsed_uri)
+    except forward.ForwardError:
+        return None
+    if d[0] is None or d[0] == inbound.proto:
+        return None
+    try:
+        return forward.send_socket(d[0], inbound.af)
+    except forward.ForwardError:
+        return None
+
+
 def _rr_lines(msg, st: _RRState) -> Optional[str]:
     rcv = msg.rcv
     inbound = rcv.socket if rcv is not None else None
-    outbound = getattr(msg, "force_send_socket", None) or inbound
+    outbound = getattr(msg, "force_send_socket", None) or \
+        _next_hop_socket(msg, inbound) or inbound
     if inbound is None:
         log.LM_ERR("rr: the request has no receiving socket")
         return None
@@ -125,6 +159,7 @@ def _apply_rr(msg, st: _RRState) -> bool:
         return False
     st.checkpoint = cp
     st.added = True
+    _keep(msg, st)
     return True
 
 
@@ -191,9 +226,33 @@ def add_rr_param(msg, param: str) -> int:
         return E_UNSPEC
     st = _state(msg)
     st.params += param
+    _keep(msg, st)
     if st.added:
         if st.checkpoint is None:
             log.LM_ERR("rr: cannot add a parameter to a preset Record-Route")
+            return E_UNSPEC
+        return 1 if _apply_rr(msg, st) else E_UNSPEC
+    return 1
+
+
+def set_rr_param(msg, name: str, value: str) -> int:
+    """API only: give the Record-Route parameter ``name`` the value
+    ``value``, replacing the one set before (a URI parameter must not
+    appear twice); add it when absent.  1, or E_UNSPEC."""
+    if not re.match(r"[A-Za-z0-9_.!~*'-]+\Z", name) or \
+            not _PARAM_OK.match(f";{name}={value}"):
+        log.LM_ERR(f"rr: bad Record-Route parameter {name}={value!r}")
+        return E_UNSPEC
+    st = _state(msg)
+    pat = re.compile(r";" + re.escape(name) + r"(=[^;]*)?(?=;|\Z)", re.I)
+    if not pat.search(st.params):
+        return add_rr_param(msg, f";{name}={value}")
+    st.params = pat.sub(lambda m: f";{name}={value}", st.params, count=1)
+    _keep(msg, st)
+    if st.added:
+        if st.checkpoint is None:
+            log.LM_ERR("rr: cannot change a parameter of a preset "
+                       "Record-Route")
             return E_UNSPEC
         return 1 if _apply_rr(msg, st) else E_UNSPEC
     return 1
@@ -332,9 +391,10 @@ def loose_route(msg) -> int:
 def _force_socket_of(msg, uri) -> None:
     from opensipy import config
     port = uri.port or 5060
+    proto = (uri.param("transport") or "udp").lower()
     for si in config.settings.sockets:
-        if port == (si.adv_port or si.port) and uri.host.strip("[]") in (
-                si.host, si.adv_host):
+        if port == (si.adv_port or si.port) and si.proto == proto and \
+                uri.host.strip("[]") in (si.host, si.adv_host):
             msg.force_send_socket = si
             return
 
@@ -420,6 +480,7 @@ def register_rrcb(callback: Callable, param=None, prior: int = 0) -> int:
 
 class RRApi:
     add_rr_param = staticmethod(add_rr_param)
+    set_rr_param = staticmethod(set_rr_param)
     check_route_param = staticmethod(
         lambda msg, pattern: check_route_param(msg, re.compile(pattern)))
     is_direction = staticmethod(is_direction)

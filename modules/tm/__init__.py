@@ -25,7 +25,8 @@ from opensipy.sr_module import (ALL_ROUTES, BRANCH_ROUTE, CMD_PARAM_INT,
 from . import callbacks, core, table
 from .callbacks import (TMCB_LOCAL_COMPLETED, TMCB_LOCAL_RESPONSE_OUT,  # noqa
                         TMCB_ON_FAILURE, TMCB_REQUEST_IN, TMCB_RESPONSE_IN,
-                        TMCB_RESPONSE_OUT, TMCB_TRANS_DELETED)
+                        TMCB_RESPONSE_FWDED, TMCB_RESPONSE_OUT,
+                        TMCB_TRANS_DELETED)
 from .core import cfg, cur, lib
 
 # ---- parameters (OpenSIPS names; times as OpenSIPS: s, T1/T2 in ms) -------
@@ -501,6 +502,7 @@ class TmApi:
     # register_tmcb(cell or None, TMCB_* types, name, param)
     register_tmcb_func = staticmethod(callbacks.register_tmcb_func)
     register_tmcb = staticmethod(callbacks.register_tmcb)
+    tmcb_armed = staticmethod(callbacks.armed_by_name)
     TMCB_REQUEST_IN = callbacks.TMCB_REQUEST_IN
     TMCB_RESPONSE_IN = callbacks.TMCB_RESPONSE_IN
     TMCB_ON_FAILURE = callbacks.TMCB_ON_FAILURE
@@ -508,6 +510,18 @@ class TmApi:
     TMCB_LOCAL_RESPONSE_OUT = callbacks.TMCB_LOCAL_RESPONSE_OUT
     TMCB_LOCAL_COMPLETED = callbacks.TMCB_LOCAL_COMPLETED
     TMCB_TRANS_DELETED = callbacks.TMCB_TRANS_DELETED
+    TMCB_RESPONSE_FWDED = callbacks.TMCB_RESPONSE_FWDED
+
+    @staticmethod
+    def t_get_picked_branch():
+        """In a failure_route: the branch whose reply was picked (-1
+        elsewhere)."""
+        return cur.branch if cur.route == "failure" else -1
+
+    # (cell, idx) -> the final reply of that branch (SipMsg) or None
+    t_get_branch_reply = staticmethod(core.branch_reply)
+    # (cell, idx) -> the Request-URI that branch was sent to
+    t_get_branch_uri = staticmethod(core.branch_uri)
 
     @staticmethod
     def t_gen_totag(msg):

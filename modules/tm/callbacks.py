@@ -28,7 +28,12 @@ TMCB_RESPONSE_OUT = 1 << 3
 TMCB_LOCAL_RESPONSE_OUT = 1 << 4
 TMCB_LOCAL_COMPLETED = 1 << 5
 TMCB_TRANS_DELETED = 1 << 6
-ALL = (1 << 7) - 1
+# a received reply about to be relayed upstream (OpenSIPS's
+# TMCB_RESPONSE_FWDED): our Via is already off, the callback may change
+# the reply with lumps; ``req`` is the request as received, ``branch`` the
+# branch the reply came on
+TMCB_RESPONSE_FWDED = 1 << 7
+ALL = (1 << 8) - 1
 
 F_CBS = 1 << 17          # the cell has armed callbacks (Python-side flag)
 
@@ -67,9 +72,13 @@ def register_tmcb(cell, types: int, name_or_fn, param=None) -> int:
                         f"(register_tmcb_func in mod_init)")
     from . import core
     with core.locked(cell):
-        blob = core.load_blob(cell)
-        blob.setdefault("cbs", []).append((types, name_or_fn, param))
-        core.store_blob(cell, blob)
+        blob = core.forking.get(core._addr(cell))
+        if blob is not None:          # in a branch_route: fork() stores it
+            blob.setdefault("cbs", []).append((types, name_or_fn, param))
+        else:
+            blob = core.load_blob(cell)
+            blob.setdefault("cbs", []).append((types, name_or_fn, param))
+            core.store_blob(cell, blob)
         cell.flags |= F_CBS
         if types & TMCB_TRANS_DELETED:
             cell.flags |= lib.TM_F_DELCB
@@ -82,8 +91,26 @@ def request_in(cell, req) -> None:
                                           "code": 0, "param": param})
 
 
-def run(cell, typ, req=None, rpl=None, code=0) -> None:
-    """Run the callbacks of ``typ`` armed on the cell."""
+def armed(cell, typ) -> bool:
+    """Whether a callback of ``typ`` is armed on the cell."""
+    if not cell.flags & F_CBS:
+        return False
+    from . import core
+    return any(t & typ for t, _, _ in core.load_blob(cell).get("cbs", ()))
+
+
+def armed_by_name(cell, name: str) -> bool:
+    """Whether the callback registered as ``name`` is armed on the cell
+    (a module arming it from several routes arms it once)."""
+    if not cell.flags & F_CBS:
+        return False
+    from . import core
+    return any(n == name for _, n, _ in core.load_blob(cell).get("cbs", ()))
+
+
+def run(cell, typ, req=None, rpl=None, code=0, **extra) -> None:
+    """Run the callbacks of ``typ`` armed on the cell (``extra`` goes
+    into the params dict)."""
     if not cell.flags & F_CBS:
         return
     from . import core
@@ -91,8 +118,11 @@ def run(cell, typ, req=None, rpl=None, code=0) -> None:
         if types & typ:
             fn = _funcs.get(name)
             if fn is not None:
-                _call(fn, cell, typ, {"req": req, "rpl": rpl, "code": code,
-                                      "param": param})
+                params = {"req": req, "rpl": rpl, "code": code,
+                          "param": param}
+                if extra:
+                    params.update(extra)
+                _call(fn, cell, typ, params)
 
 
 def _call(fn, cell, typ, params) -> None:

@@ -238,13 +238,22 @@ def rebuild_request(cell, blob=None):
     if r:
         socks = config.settings.sockets
         si = socks[r[5]] if 0 <= r[5] < len(socks) else None
-        msg.rcv = ReceiveInfo(r[0], r[1], r[2], r[3], r[4], si)
+        msg.rcv = ReceiveInfo(r[0], r[1], r[2], r[3], r[4], si,
+                              r[6] if len(r) > 6 else 0)
     msg.flags = blob.get("flags", 0)
     msg.avps = _avps_copy(blob.get("avps"))
     msg.new_uri = blob.get("ru")
     msg.dst_uri = blob.get("du")
     if blob.get("ah"):
         msg.tm_add_hdrs = blob["ah"]
+    # the changes the script made before t_relay (Record-Route, replaced
+    # headers, ...) and what modules keep with them: a failure_route works
+    # on the request as it was relayed, as OpenSIPS's faked request
+    for kind, off, removed, data in blob.get("lumps") or ():
+        msg._lump(kind, off, removed, data)
+    mp = blob.get("mp")
+    if mp:
+        msg.persist = dict(mp)
     msg.tm_cell = cell
     return msg
 
@@ -278,7 +287,8 @@ def _uas_dst(cell, msg) -> None:
     host, port = forward.reply_dest(msg)
     _, addr = forward.resolve(host, port)
     si = msg.rcv.socket
-    tb.set_dst(cell, -1, si, _socket_index(si), addr[0], addr[1])
+    tb.set_dst(cell, -1, si, _socket_index(si), addr[0], addr[1],
+               msg.rcv.conn_id)
 
 
 def _init_uas(cell, msg) -> None:
@@ -288,7 +298,7 @@ def _init_uas(cell, msg) -> None:
     _uas_dst(cell, msg)
     r = msg.rcv
     blob = {"rcv": (r.src_ip, r.src_port, r.dst_ip, r.dst_port, r.proto,
-                    _socket_index(r.socket))}
+                    _socket_index(r.socket), r.conn_id)}
     store_blob(cell, blob)
     msg.tm_blob = blob          # fork() uses it instead of reading it back
     inv = msg.method_id == METHOD_INVITE
@@ -316,8 +326,8 @@ def _oom_500(msg, what) -> None:
 def resend_last(cell) -> None:
     with locked(cell):
         if cell.rpl_len:
-            lib.tm_send(ffi.addressof(cell, "uas_dst"), cell.rpl,
-                        cell.rpl_len)
+            tb.send(ffi.addressof(cell, "uas_dst"),
+                    tb.buf(cell.rpl, cell.rpl_len))
 
 
 def newtran(msg) -> int:
@@ -415,7 +425,7 @@ def send_upstream(cell, code: int, data: bytes, local: bool) -> int:
     if not actions:
         if inv and 200 <= code < 300 and not local:
             # another 2xx (forking) or a retransmitted one: end to end
-            lib.tm_send(ffi.addressof(cell, "uas_dst"), data, len(data))
+            tb.send(ffi.addressof(cell, "uas_dst"), data)
             stats.inc(stats.relayed_replies)
             return 1
         log.LM_DBG(f"tm: {code} not sent upstream in state {state}")
@@ -424,7 +434,7 @@ def send_upstream(cell, code: int, data: bytes, local: bool) -> int:
     for a in actions:
         if a == "send":
             tb.set_buf(cell, lib.TM_BUF_RPL, -1, data)
-            lib.tm_send(ffi.addressof(cell, "uas_dst"), data, len(data))
+            tb.send(ffi.addressof(cell, "uas_dst"), data)
         elif a == "start_G":
             tb.timer_start(cell, lib.TM_TW_UAS_RETR, -1, cfg.T1_timer,
                            lib.TM_K_RETR_RPL, 1)
@@ -544,8 +554,9 @@ def t_uac(method: str, ruri: str, headers: str = "", body=b"",
     body = _enc(body) if isinstance(body, str) else (body or b"")
     try:
         dest = forward.uri_dest(next_hop or ruri)
-        if dest[0] is not None and dest[0] != "udp":
-            raise UacError(f"transport {dest[0]} is not supported yet")
+        if dest[0] is not None and dest[0] not in forward.send_protos():
+            raise UacError(f"transport {dest[0]} is not supported (no "
+                           f"{dest[0]} socket)")
         target, si = forward.pick_target(forward.dest_targets(dest))
         addr = target.addr
         if send_socket:
@@ -726,7 +737,7 @@ def send_ack(cell, idx, reply) -> None:
     except (ValueError, ParseError) as e:
         log.LM_ERR(f"tm: cannot build the ACK of branch {idx}: {e}")
         return
-    lib.tm_send(ffi.addressof(cell.br[idx], "dst"), data, len(data))
+    tb.send(ffi.addressof(cell.br[idx], "dst"), data)
 
 
 def send_cancel(cell, idx, reason=None) -> None:
@@ -748,7 +759,7 @@ def send_cancel(cell, idx, reason=None) -> None:
         log.LM_ERR(f"tm: cannot build the CANCEL of branch {idx}: {e}")
         return
     b.flags = (b.flags | lib.TM_B_CANCEL_SENT) & ~lib.TM_B_CANCEL_PENDING
-    lib.tm_send(ffi.addressof(b, "dst"), data, len(data))
+    tb.send(ffi.addressof(b, "dst"), data)
     tb.timer_start(cell, lib.TM_TW_BR_RETR, idx, cfg.T1_timer,
                    lib.TM_K_RETR_CANCEL, 1)
 
@@ -802,6 +813,9 @@ def relay(msg, flags=None) -> int:
     return r
 
 
+# cell address -> the blob a fork() of this process is filling
+forking = {}
+
 # t_relay's failures, as OpenSIPS numbers them
 RELAY_ERROR, RELAY_NO_DEST, RELAY_BAD_DEST, RELAY_SEND_FAILED = -1, -3, -4, -6
 
@@ -826,6 +840,12 @@ def fork(cell, msg) -> int:
             msg.tm_on = {}
         broute = blob.get("br")
         broute_f = find_route("branch_route", broute) if broute else None
+        # (before the Via fix, which every fork makes again)
+        if msg.n_lumps:
+            blob["lumps"] = msg.lumps()
+        mp = d.get("persist")
+        if mp:
+            blob["mp"] = mp
         forward._fix_sender_via(msg)
         targets = _fork_targets(msg)
         msg.branches = []
@@ -833,42 +853,48 @@ def fork(cell, msg) -> int:
         bru = blob.setdefault("bru", {})
         sent = 0
         bad_dest = send_failed = False
-        for uri, du, bflags in targets:
-            idx = cell.nbranches
-            if idx >= tb.MAX_BRANCHES:
-                log.LM_ERR(f"tm: too many branches (at most "
-                           f"{tb.MAX_BRANCHES})")
-                break
-            data, si, addr, ruri = _build_branch(cell, msg, idx, uri, du,
-                                                 bflags, broute_f)
-            if data is None:
-                if si is not None:          # not dropped: it failed
-                    bad_dest = True
-                continue
-            try:
-                tb.set_buf(cell, lib.TM_BUF_BR_REQ, idx, data)
-                tb.set_dst(cell, idx, si, _socket_index(si), addr[0],
-                           addr[1])
-            except ShmOutOfMemory:
-                log.LM_ERR("tm: out of shared memory for a branch")
-                break
-            b = cell.br[idx]
-            b.flags = lib.TM_B_USED
-            if cfg.minor_bit >= 0 and bflags & (1 << cfg.minor_bit):
-                b.flags |= B_MINOR
-            b.status = 0
-            cell.nbranches = idx + 1
-            bru[idx] = ruri
-            if not tb.send(ffi.addressof(b, "dst"), data):
-                log.LM_ERR(f"tm: sending branch {idx} to {addr[0]}:"
-                           f"{addr[1]} failed")
-                send_failed = True
-                b.flags |= lib.TM_B_FINAL
-                b.status = 503
-                b.state = _TERMINATED
-                continue
-            _start_client(cell, idx)
-            sent += 1
+        # a branch_route arming callbacks writes into this blob (stored
+        # below), not into the cell's copy this fork then overwrites
+        forking[_addr(cell)] = blob
+        try:
+            for uri, du, bflags in targets:
+                idx = cell.nbranches
+                if idx >= tb.MAX_BRANCHES:
+                    log.LM_ERR(f"tm: too many branches (at most "
+                               f"{tb.MAX_BRANCHES})")
+                    break
+                data, si, addr, ruri = _build_branch(cell, msg, idx, uri, du,
+                                                     bflags, broute_f)
+                if data is None:
+                    if si is not None:          # not dropped: it failed
+                        bad_dest = True
+                    continue
+                try:
+                    tb.set_buf(cell, lib.TM_BUF_BR_REQ, idx, data)
+                    tb.set_dst(cell, idx, si, _socket_index(si), addr[0],
+                               addr[1])
+                except ShmOutOfMemory:
+                    log.LM_ERR("tm: out of shared memory for a branch")
+                    break
+                b = cell.br[idx]
+                b.flags = lib.TM_B_USED
+                if cfg.minor_bit >= 0 and bflags & (1 << cfg.minor_bit):
+                    b.flags |= B_MINOR
+                b.status = 0
+                cell.nbranches = idx + 1
+                bru[idx] = ruri
+                if not tb.send(ffi.addressof(b, "dst"), data):
+                    log.LM_ERR(f"tm: sending branch {idx} to {addr[0]}:"
+                               f"{addr[1]} failed")
+                    send_failed = True
+                    b.flags |= lib.TM_B_FINAL
+                    b.status = 503
+                    b.state = _TERMINATED
+                    continue
+                _start_client(cell, idx)
+                sent += 1
+        finally:
+            forking.pop(_addr(cell), None)
         if cell.nbranches > first:
             cell.first_branch = first
         blob["ru"] = msg.new_uri
@@ -907,9 +933,9 @@ def _build_branch(cell, msg, idx, uri, du, bflags, broute_f):
         if extra:
             msg.append_hdr(extra)
         dest = _uri_dest(msg.dst_uri or msg.new_uri)
-        if dest[0] is not None and dest[0] != "udp":
+        if dest[0] is not None and dest[0] not in forward.send_protos():
             raise forward.ForwardError(f"transport {dest[0]} is not "
-                                       f"supported yet")
+                                       f"supported (no {dest[0]} socket)")
         # RFC 3263: the first target we have a socket for
         target, si = forward.pick_target(forward.dest_targets(dest), msg)
         addr = target.addr
@@ -1009,7 +1035,7 @@ def on_reply(cell, idx, msg) -> None:
     if not actions:
         if inv and 200 <= code < 300:      # a retransmitted 2xx
             if not run_onreply(cell, idx, msg):
-                _relay_reply(cell, msg, code)
+                _relay_reply(cell, msg, code, idx)
         return
     b.state = SID[new]
     for a in actions:
@@ -1068,9 +1094,19 @@ def run_onreply(cell, idx, msg) -> bool:
     return dropped
 
 
-def _relay_reply(cell, msg, code) -> None:
+def _response_fwded(cell, idx, msg, code) -> None:
+    """TMCB_RESPONSE_FWDED: a relayed reply, our Via off, before it is
+    built (callbacks change it with lumps)."""
+    if cbs.armed(cell, cbs.TMCB_RESPONSE_FWDED):
+        cbs.run(cell, cbs.TMCB_RESPONSE_FWDED, req=rebuild_request(cell),
+                rpl=msg, code=code, branch=idx)
+
+
+def _relay_reply(cell, msg, code, idx=-1) -> None:
     try:
         msg.remove_via()
+        if cell.flags & cbs.F_CBS:
+            _response_fwded(cell, idx, msg, code)
         data = msg.build()
     except ValueError as e:
         log.LM_ERR(f"tm: cannot relay the {code} reply: {e}")
@@ -1093,13 +1129,13 @@ def proxy_reply(cell, idx, msg) -> None:
             send_cancel(cell, idx)
         if code == 100 or cell.flags & lib.TM_F_FINAL_SENT:
             return
-        _relay_reply(cell, msg, code)
+        _relay_reply(cell, msg, code, idx)
         return
     b.status = code
     b.flags |= lib.TM_B_FINAL
     if code < 300:
         cell.relayed_branch = idx
-        _relay_reply(cell, msg, code)
+        _relay_reply(cell, msg, code, idx)
         return
     try:
         tb.set_buf(cell, lib.TM_BUF_BR_RPL, idx, msg.raw)
@@ -1229,6 +1265,8 @@ def relay_best(cell, best) -> None:
                 m.replace(*_status_span(m), "500 Server Internal Error")
                 code = 500
             m.remove_via()
+            if cell.flags & cbs.F_CBS:
+                _response_fwded(cell, best, m, code)
             send_upstream(cell, code, m.build(), False)
             return
         except (ParseError, ValueError) as e:
@@ -1237,6 +1275,25 @@ def relay_best(cell, best) -> None:
         _uac_reply(cell, code, b"")
         return
     reply_local(cell, None, code, reason)
+
+
+def branch_reply(cell, idx):
+    """The final reply branch ``idx`` received (a SipMsg), or None (none
+    stored, or a local one such as a timeout)."""
+    if not 0 <= idx < cell.nbranches:
+        return None
+    b = cell.br[idx]
+    if not b.rpl_len:
+        return None
+    try:
+        return SipMsg(tb.buf(b.rpl, b.rpl_len))
+    except ParseError:
+        return None
+
+
+def branch_uri(cell, idx):
+    """The Request-URI branch ``idx`` was sent to."""
+    return load_blob(cell).get("bru", {}).get(idx)
 
 
 def _status_span(m):

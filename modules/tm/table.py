@@ -129,15 +129,39 @@ def _sockaddr(ip: str, port: int) -> bytes:
             + socket.inet_aton(ip) + b"\0" * 8)
 
 
-def set_dst(cell, branch: int, si, si_index: int, ip: str, port: int):
+def set_dst(cell, branch: int, si, si_index: int, ip: str, port: int,
+            conn_id: int = 0):
+    """Where a branch (or, branch -1, the replies) goes.  A TCP
+    destination has no descriptor for C (fd -1: the timer sends nothing,
+    a reliable transport is not retransmitted); Python sends it, on the
+    connection ``conn_id`` (kept in ``conn``) when it is open."""
     sa = sockaddr(ip, port)
-    rc = lib.tm_set_dst(cell, branch, si.sock.fileno() if si.sock else -1,
+    tcp = getattr(si, "proto", None) == "tcp"
+    rc = lib.tm_set_dst(cell, branch,
+                        -1 if tcp or not si.sock else si.sock.fileno(),
                         sa, len(sa), si_index)
     if rc:
         raise TableError(f"tm: bad destination ({rc})")
+    d = cell.uas_dst if branch < 0 else cell.br[branch].dst
+    d.conn = conn_id if tcp else 0
+
+
+def _unpack_sa(d):
+    raw = bytes(ffi.buffer(d.sa, d.salen))
+    af = struct.unpack_from("=H", raw)[0]
+    if af == socket.AF_INET6:
+        return (socket.inet_ntop(socket.AF_INET6, raw[8:24]),
+                struct.unpack_from("!H", raw, 2)[0])
+    return (socket.inet_ntoa(raw[4:8]), struct.unpack_from("!H", raw, 2)[0])
 
 
 def send(dst, data: bytes) -> bool:
+    if dst.fd < 0 and dst.si >= 0:
+        from opensipy import config
+        from opensipy.net import tcp
+        socks = config.settings.sockets
+        if dst.si < len(socks) and socks[dst.si].proto == "tcp":
+            return tcp.send(socks[dst.si], data, _unpack_sa(dst), dst.conn)
     return lib.tm_send(dst, data, len(data)) == 0
 
 

@@ -6,6 +6,7 @@ path: receive, hand the bytes to the core, repeat.
 """
 from __future__ import annotations
 
+import select
 import socket
 import time
 
@@ -40,9 +41,16 @@ def udp_rcv_loop(si, handler) -> None:
     The loop measures its load (``load:load-proc-<id>``): the time from
     ``recvfrom`` returning to the end of the handler is busy time; at the
     first datagram after a window of ``LOAD_WINDOW_NS`` it reports the
-    busy share of that window (waiting in ``recvfrom`` is idle time)."""
-    from .. import pt, statistics
+    busy share of that window (waiting in ``recvfrom`` is idle time).
+
+    While ``async()``/``launch()`` operations are pending
+    (:mod:`opensipy.async_engine`) the loop polls the socket together with
+    their descriptors and deadlines and resumes the due ones (that time
+    counts as busy too)."""
+    from .. import async_engine, pt, statistics
     recv = si.sock.recvfrom
+    tasks = async_engine.tasks
+    async_engine.reactor = True
     refresh = log.refresh
     clock = time.monotonic_ns
     load = statistics.load
@@ -52,10 +60,19 @@ def udp_rcv_loop(si, handler) -> None:
     win_start = clock()
     busy = 0
     while True:
-        try:
-            buf, src = recv(MAX_DATAGRAM)
-        except InterruptedError:
-            continue
+        if tasks:
+            # async() / launch() operations pending: wait for the socket,
+            # their descriptors and the nearest deadline together
+            got, spent = _poll_with_tasks(si.sock, async_engine, clock)
+            busy += spent          # resume routes are work too
+            if got is None:
+                continue
+            buf, src = got
+        else:
+            try:
+                buf, src = recv(MAX_DATAGRAM)
+            except InterruptedError:
+                continue
         t0 = clock()
         refresh()              # MI log_level may have changed our level
         try:
@@ -70,3 +87,29 @@ def udp_rcv_loop(si, handler) -> None:
             report(me, busy, t1 - win_start)
             win_start = t1
             busy = 0
+
+
+def _poll_with_tasks(sock, engine, clock):
+    """One turn of the receiver's reactor: resume the async tasks that are
+    due, then read a datagram when one is waiting (without blocking: another
+    receiver of the socket may have taken it).  Returns (datagram or None,
+    nanoseconds spent resuming)."""
+    sfd = sock.fileno()
+    p = select.poll()
+    p.register(sfd, select.POLLIN)
+    for fd in engine.fds():
+        p.register(fd, select.POLLIN)
+    wait = engine.poll_timeout(time.monotonic())
+    try:
+        ready = p.poll(None if wait is None else int(wait * 1000) + 1)
+    except InterruptedError:
+        return None, 0
+    t0 = clock()
+    engine.run_ready([fd for fd, _ in ready if fd != sfd])
+    spent = clock() - t0
+    if not any(fd == sfd for fd, _ in ready):
+        return None, spent
+    try:
+        return sock.recvfrom(MAX_DATAGRAM, socket.MSG_DONTWAIT), spent
+    except (BlockingIOError, InterruptedError):
+        return None, spent

@@ -75,16 +75,18 @@ def _fold(s):
 
 class ReceiveInfo:
     """Where a message came from (the transport layer sets it as msg.rcv)."""
-    __slots__ = ("src_ip", "src_port", "dst_ip", "dst_port", "proto", "socket")
+    __slots__ = ("src_ip", "src_port", "dst_ip", "dst_port", "proto", "socket",
+                 "conn_id")
 
     def __init__(self, src_ip=None, src_port=0, dst_ip=None, dst_port=0, proto=None,
-                 socket=None):
+                 socket=None, conn_id=0):
         self.src_ip = src_ip
         self.src_port = src_port
         self.dst_ip = dst_ip
         self.dst_port = dst_port
         self.proto = proto
         self.socket = socket
+        self.conn_id = conn_id     # the TCP connection it came on (0: none)
 
     def __repr__(self):
         return (f"ReceiveInfo({self.src_ip}:{self.src_port} -> "
@@ -217,6 +219,14 @@ class NameAddr(_View):
     hdr_index = intprop(_N["hdr"])
     start = intprop(_N["start"])
     end = intprop(_N["end"])
+    uri_start = intprop(_N["uri"])        # offset of the URI in the message
+    uri_len = intprop(_N["uri"] + 1)
+
+    @property
+    def addr_end(self):
+        """offset just past the name-addr (the URI and its '>'), where the
+        header params (;tag=...) begin"""
+        return self.uri_start + self.uri_len + (1 if self.bracket else 0)
 
     @property
     def star(self):

@@ -288,6 +288,9 @@ for _f in ("class", "level", "info", "rcode", "rreason"):
 # --- $var ------------------------------------------------------------------------------------------
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+# an AVP name may also be a number, as OpenSIPS's $avp(1) (sqlops stores
+# the columns of an unnamed result in $avp(1), $avp(2), ...)
+_AVP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 @_def("var", _REQ)
@@ -315,7 +318,7 @@ def _build_var(arg, index, name):
 @_def("avp", _REQ, True)
 def _build_avp(arg, index, name):
     aname = (arg or "").strip()
-    if not _IDENT.match(aname):
+    if not _AVP_NAME.match(aname):
         raise PVError(f"bad $avp name {arg!r}")
 
     def values(msg):

@@ -250,3 +250,23 @@ class Exit:
 @dataclass
 class Drop:
     loc: Loc
+
+
+@dataclass
+class Async:
+    """``async(call, route[, timeout])``: ``call`` (a :class:`Call`, the
+    checker resolves it among the modules' async functions) runs; the
+    route goes on in ``route[resume]`` once it is done."""
+    loc: Loc
+    call: Call
+    resume: str
+    timeout: Optional[int] = None
+
+
+@dataclass
+class Launch:
+    """``launch(call[, route])``: ``call`` runs in the background; the
+    route goes on at once; ``route[report]`` runs when it is done."""
+    loc: Loc
+    call: Call
+    report: Optional[str] = None

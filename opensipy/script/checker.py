@@ -221,6 +221,8 @@ class Checker:
                 self.expr(s.value)
         elif isinstance(s, (A.Exit, A.Drop)):
             pass
+        elif isinstance(s, (A.Async, A.Launch)):
+            self.async_stmt(s)
         else:                                   # pragma: no cover
             raise TypeError(f"unknown statement {s!r}")
 
@@ -279,8 +281,41 @@ class Checker:
         for a in e.args:
             self.expr(a)
 
-    def call(self, e: A.Call):
-        found = self.registry.find_cmds(e.name)
+    def async_stmt(self, s):
+        """async()/launch(): the call is resolved among the modules' async
+        functions (cfg.y's async_func: anything else is an error there
+        too), and the resume/report route must exist."""
+        word = "async" if isinstance(s, A.Async) else "launch"
+        e = s.call
+        found = self.registry.find_acmds(e.name)
+        if not found:
+            if self.registry.find_cmds(e.name):
+                why = (f"function '{e.name}' has no async form, so it "
+                       f"cannot be used in {word}() (call it directly)")
+            else:
+                why = (f"unknown async function '{e.name}' in {word}() "
+                       f"(missing loadmodule?)")
+            self.error(e.loc, why)
+            for a in e.args:
+                if a is not None:
+                    self.expr(a)
+        else:
+            self.call(e, found)
+        name = s.resume if isinstance(s, A.Async) else s.report
+        if name is not None:
+            if name not in self.an.subroutes:
+                self.error(s.loc, f"{word}(): unknown route '{name}' (no "
+                           f"route[{name}] block)")
+            else:
+                self.an.route_calls[id(self.current)].append(name)
+        if isinstance(s, A.Async) and s.timeout is not None \
+                and s.timeout <= 0:
+            self.error(s.loc, "async(): the timeout must be a positive "
+                       "number of seconds")
+
+    def call(self, e: A.Call, found=None):
+        if found is None:
+            found = self.registry.find_cmds(e.name)
         n = len(e.args)
         if not found:
             self.error(e.loc, f"unknown function '{e.name}'")

@@ -235,6 +235,8 @@ class Generator:
             self.emit(ind, f"return {ACT_FL_EXIT}", loc)
         elif isinstance(s, A.Drop):
             self.emit(ind, f"return {DROP}", loc)
+        elif isinstance(s, (A.Async, A.Launch)):
+            self.async_stmt(s, ind)
         else:                                   # pragma: no cover
             raise TypeError(f"unknown statement {s!r}")
 
@@ -350,7 +352,28 @@ class Generator:
         self.emit(ind, f"return 0 if {t} else {ACT_FL_EXIT}", s.loc)
 
     # --- calls ---------------------------------------------------------------
-    def call(self, e: A.Call):
+    def async_stmt(self, s, ind: int):
+        """``async(f(...), r[, t])`` ends the route with the flags
+        async_engine.script_async returns (the script goes on in route[r]);
+        ``launch(f(...)[, r])`` is a call returning 1."""
+        e = s.call
+        if isinstance(s, A.Async):
+            helper = self.const(_async_engine().script_async)
+            tail = f"{s.resume!r}, {s.timeout!r}"
+        else:
+            helper = self.const(_async_engine().script_launch)
+            tail = repr(s.report)
+        where = self.literal(f"{e.loc[0]}:{e.loc[1]}")
+
+        def invoke(fn, args):
+            tup = "(" + "".join(a + ", " for a in args) + ")"
+            return f"{helper}(msg, {fn}, {tup}, {tail}, {where})"
+        pre, r = self.call(e, invoke, isinstance(s, A.Async))
+        self.emit_pre(ind, pre, s.loc)
+        if isinstance(s, A.Async):
+            self.emit(ind, f"return {r} or {ACT_FL_EXIT}", s.loc)
+
+    def call(self, e: A.Call, invoke=None, flags=False):
         """Prelude running the function (exit on 0, $rc stored) and the name
         holding its return code.
 
@@ -360,7 +383,12 @@ class Generator:
         run-time regex ...) the error is logged with the script location
         and the call returns -1 without running the function, as OpenSIPS
         does.  A value fixed up at run time is freed after the call when
-        the parameter has a free_fixup."""
+        the parameter has a free_fixup.
+
+        ``invoke(fn, args) -> code`` replaces the plain call (async() and
+        launch() hand the function to their helper); with ``flags`` the
+        result is action flags, not a return code ($rc and the stop on 0
+        are left to the helper)."""
         pre: List[Tuple[int, str]] = []
         evals: List[str] = []
         frees: List[str] = []
@@ -394,20 +422,29 @@ class Generator:
             args.append(t)
         fn = self.const(e.cmd.function)
         r = self.f.tmp()
-        call = f"{r} = {fn}(msg{''.join(', ' + a for a in args)})"
+        if invoke is None:
+            call = f"{r} = {fn}(msg{''.join(', ' + a for a in args)})"
+        else:
+            call = f"{r} = {invoke(fn, args)}"
         if evals:
             where = self.literal((e.loc, e.name))
             pre.append((0, "try:"))
             pre.extend((1, x) for x in evals)
             pre.append((0, "except _ParamError as _e:"))
             pre.append((1, f"{r} = _param_error({where}, _e)"))
+            if flags:       # async(): the route ends either way
+                pre.append((1, f"{r} = {ACT_FL_EXIT}"))
             pre.append((0, "else:"))
             pre.append((1, call))
             pre.extend((1, x) for x in frees)
-            pre.append((0, f"ctx.retcode = {r}"))
+            if not flags:
+                pre.append((0, f"ctx.retcode = {r}"))
+        elif flags:
+            pre.append((0, call))
         else:
             pre.append((0, f"ctx.retcode = {call}"))
-        pre.append((0, f"if not {r}: return {ACT_FL_EXIT}"))
+        if not flags:
+            pre.append((0, f"if not {r}: return {ACT_FL_EXIT}"))
         return pre, r
 
     def route_call(self, e: A.RouteCall, want_value: bool = True):
@@ -669,6 +706,11 @@ class Generator:
             low = repr(runtime._low(cl))
             return f"_cmp_vs({_MIRROR[op]!r}, {right}, {low})"
         return f"_cmp_vv({op!r}, {left}, {right})"
+
+
+def _async_engine():
+    from .. import async_engine
+    return async_engine
 
 
 def _kind(e) -> str:

@@ -60,6 +60,7 @@ _ASSIGN_OPS = ("=", ":=", "+=", "-=", "/=", "*=", "%=", "&=", "|=", "^=")
 _SOCKET_RE = re.compile(r"(?:[A-Za-z_]+:)?(?:\[[0-9A-Fa-f:.]*\]|\*|"
                         r"[A-Za-z0-9_.\-]+)(?::(?:[0-9]+|\*))?(?:\s|\Z)")
 _ID_VALUE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SOCKET_ARG_CMDS = ("force_send_socket",)
 
 
 class _Sync(Exception):
@@ -429,6 +430,8 @@ class Parser:
             sub = self.open_include(loc, path.value, word == "import_file")
             if sub is not None:
                 out.extend(sub.statements(None))
+        elif word in ("async", "launch") and self.peek().is_op("("):
+            out.append(self.async_stmt(word))
         elif word in ("else", "case", "default"):
             self.fail(loc, f"'{word}' without "
                       f"{'if' if word == 'else' else 'switch'}")
@@ -440,6 +443,36 @@ class Parser:
             e = self.call_or_route()
             self.expect_op(";", f"after {e.name}()")
             out.append(A.ExprStmt(loc, e))
+
+    def async_stmt(self, word: str):
+        """``async(f(...), route[, timeout])`` / ``launch(f(...)[, route])``
+        (cfg.y's ASYNC_TOKEN / LAUNCH_TOKEN)."""
+        loc = self.advance().loc
+        self.expect_op("(", f"after '{word}'")
+        t = self.tok
+        if t.kind != "ID" or t.value == "route":
+            self.fail(t.loc, f"{word}() needs a function call first, found "
+                      f"{t.describe()}")
+        call = self.call_or_route()
+        if not isinstance(call, A.Call) or not self.prev.is_op(")"):
+            self.fail(t.loc, f"{word}(): '{t.value}' must be called "
+                      f"with parentheses")
+        route = timeout = None
+        if self.tok.is_op(","):
+            self.advance()
+            route = self.route_name()
+            if word == "async" and self.tok.is_op(","):
+                self.advance()
+                n = self.expect_kind("INT", "a timeout (seconds)")
+                timeout = n.value
+        elif word == "async":
+            self.fail(self.tok.loc, "async() needs a resume route: "
+                      "async(function(...), route_name)")
+        self.expect_op(")", f"to close {word}(")
+        self.expect_op(";", f"after {word}()")
+        if word == "async":
+            return A.Async(loc, call, route, timeout)
+        return A.Launch(loc, call, route)
 
     def paren_cond(self, what: str):
         self.expect_op("(", f"after '{what}'")
@@ -548,8 +581,11 @@ class Parser:
                     "for", "break", "return", "exit", "drop", "in"):
             self.fail(t.loc, f"unexpected '{name}'")
         if self.tok.is_op("("):
+            raw = self.raw_socket_arg() if name in _SOCKET_ARG_CMDS else None
             self.advance()
-            if not self.tok.is_op(")"):
+            if raw is not None:
+                args.append(raw)
+            elif not self.tok.is_op(")"):
                 # an empty argument (``f(a, , c)``) is an omitted one: None
                 args.append(self.call_arg())
                 while self.tok.is_op(","):
@@ -557,6 +593,27 @@ class Parser:
                     args.append(self.call_arg())
             self.expect_op(")", f"to close {name}(")
         return A.Call(t.loc, name, args)
+
+    def raw_socket_arg(self):
+        """OpenSIPS's grammar takes a socket unquoted as the argument of
+        force_send_socket (``force_send_socket(tcp:10.0.0.1:5060)``): read
+        it raw, as a string, when what follows '(' up to ')' is one."""
+        if self.buf:
+            return None
+        lx = self.lexer
+        text, pos = lx.text, lx.pos
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+        end = text.find(")", pos)
+        if end < 0 or text[pos:pos + 1] in ("\"", "'", "$"):
+            return None
+        raw = text[pos:end].rstrip()
+        if "\n" in raw or not _SOCKET_RE.match(raw + " ") or \
+                _ID_VALUE_RE.match(raw):
+            return None
+        loc = lx.loc_at(pos)
+        lx._advance_to(pos + len(raw))
+        return A.Str(loc, raw)
 
     def call_arg(self):
         if self.tok.is_op(",") or self.tok.is_op(")"):

@@ -378,16 +378,17 @@ def test_check_mode_points_socket_and_dependency_errors_at_their_lines(
         "ModuleDep('usrloc', DEP_ABORT)]))\n")
     cfg = tmp_path / "deps.cfg"
     cfg.write_text(f"""mpath="{tmp_path / 'mods'}"
-socket=tcp:127.0.0.1:5999
-socket=udp:127.0.0.1:5998
+socket=tls:127.0.0.1:5999
+socket=tcp:127.0.0.1:5998
 loadmodule "needy.so"
 route {{ drop; }}
 """)
     r = run_opensipy(["-c", "-f", str(cfg)])
     assert r.returncode == 1
     f = str(cfg)
-    assert f"{f}:2:1: socket tcp:127.0.0.1:5999: protocol 'tcp'" in r.stderr
-    assert f"{f}:3:1: socket udp:127.0.0.1:5998 needs loadmodule" in r.stderr
+    assert f"{f}:2:1: socket tls:127.0.0.1:5999: protocol 'tls'" in r.stderr
+    assert f"{f}:3:1: socket tcp:127.0.0.1:5998 needs loadmodule " \
+        f"\"proto_tcp.so\"" in r.stderr
     assert f"{f}:4:1: module 'needy' depends on module 'usrloc'" in r.stderr
     cfg.write_text('route { drop; }\n')
     r = run_opensipy(["-c", "-f", str(cfg)])

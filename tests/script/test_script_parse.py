@@ -185,3 +185,22 @@ def test_include_file_is_inlined_relative_to_the_including_file(tmp_path):
     assert [getattr(t, "path", getattr(t, "name", None)) for t in top] == [
         "tm.so", "rr.so", "inc", None]
     assert top[1].loc == (str(tmp_path / "sub" / "inner.cfg"), 1, 1)
+
+
+@pytest.mark.parametrize("arg,text", [
+    ("tcp:127.0.0.1:5060", "tcp:127.0.0.1:5060"),
+    (" udp:[::1]:5070 ", "udp:[::1]:5070"),
+    ("10.0.0.1", "10.0.0.1"),
+    ('"tcp:127.0.0.1:5060"', "tcp:127.0.0.1:5060"),
+])
+def test_force_send_socket_takes_a_socket_unquoted_as_opensips(arg, text):
+    [r] = top_of("route {\n  force_send_socket(%s); exit;\n}\n" % arg)
+    call = r.body.stmts[0].expr
+    assert call.name == "force_send_socket"
+    assert [type(a).__name__ for a in call.args] == ["Str"]
+    assert call.args[0].text == text
+
+
+def test_force_send_socket_with_a_variable_is_still_an_expression():
+    [r] = top_of("route {\n  force_send_socket($var(s)); exit;\n}\n")
+    assert type(r.body.stmts[0].expr.args[0]).__name__ == "PVar"
