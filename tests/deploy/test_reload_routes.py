@@ -257,3 +257,60 @@ def test_reload_routes_with_stateful_modules(server):
                for e in r["error"]["data"]), r
     seen = answers_from_every_receiver(sip_port, pids)
     assert all(v == {"gen2"} for v in seen.values()), seen
+
+
+def test_systemctl_reload_of_the_default_script(server, tmp_path):
+    """The unit's ExecReload (opensipyctl mi reload_routes over the
+    script's FIFO) on our default script: tm, dialog, acc, auth_db and
+    registrar fix their parameters up again; the change shows on the wire;
+    a broken edit fails the command and changes nothing."""
+    from opensipy.db import admin
+    from test_default_scripts import our_default_text
+    port = free_port()
+    url = f"sqlite://{tmp_path}/opensipy.db"
+    admin.create(url)
+    text = our_default_text(tmp_path, port, url)
+    server.start(text)
+    cfg = server.workdir / "opensipy.cfg"
+    ctl_cfg = tmp_path / "opensipyctl.cfg"
+    ctl_cfg.write_text(f"[default]\ncommunication_type = fifo\n"
+                       f"fifo_file = {tmp_path / 'fifo'}\n"
+                       f"fifo_reply_dir = {tmp_path}\n")
+
+    def reload():
+        return subprocess.run([sys.executable, "-m", "opensipy.ctl", "-f",
+                               str(ctl_cfg), "mi", "reload_routes"],
+                              capture_output=True, text=True, timeout=60)
+
+    def foreign_reasons(n=12):
+        out = []
+        for i in range(n):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                s.settimeout(10)
+                me = s.getsockname()[1]
+                s.sendto((f"INVITE sip:bob@example.com SIP/2.0\r\n"
+                          f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKr"
+                          f"{uuid.uuid4().hex}\r\nMax-Forwards: 70\r\n"
+                          f"From: <sip:a@example.org>;tag=1\r\n"
+                          f"To: <sip:bob@example.com>\r\n"
+                          f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 INVITE\r\n"
+                          f"Content-Length: 0\r\n\r\n").encode(),
+                         ("127.0.0.1", port))
+                data = s.recv(65535).decode()
+                out.append(data.split("\r\n", 1)[0])
+        return set(out)
+
+    assert foreign_reasons() == {"SIP/2.0 403 Relay Forbidden"}
+    assert text.count('send_reply(403,"Relay Forbidden");') == 1
+    cfg.write_text(text.replace('send_reply(403,"Relay Forbidden");',
+                                'send_reply(403,"Relay Forbidden here");'))
+    r = reload()
+    assert r.returncode == 0 and r.stdout.strip() == '"OK"', r.stderr
+    assert foreign_reasons() == {"SIP/2.0 403 Relay Forbidden here"}
+    cfg.write_text(text.replace('send_reply(403,"Relay Forbidden");',
+                                'send_reply(403,"Relay Forbidden";'))
+    r = reload()
+    assert r.returncode == 1 and "reload failed" in r.stderr, r.stderr
+    assert f"{cfg}:" in r.stderr
+    assert foreign_reasons() == {"SIP/2.0 403 Relay Forbidden here"}
