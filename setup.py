@@ -35,7 +35,12 @@ setup(
     package_data={
         "opensipy_modules": ["*/README.md"],
     },
-    data_files=[("etc/opensipy", ["etc/opensipy/opensipy.cfg"])],
+    # <prefix>/etc/opensipy/opensipy.cfg is opensipy's default -f; the
+    # share/opensipy copies are what `opensipyctl setup` installs
+    data_files=[("etc/opensipy", ["etc/opensipy/opensipy.cfg"]),
+                ("share/opensipy", ["etc/opensipy/opensipy.cfg",
+                                    "etc/opensipy/opensipy.service",
+                                    "etc/opensipy/opensipyctl.cfg"])],
     setup_requires=["cffi>=1.15"],
     cffi_modules=CFFI_MODULES,
     install_requires=[

@@ -220,8 +220,10 @@ class Attendant:
                 raise StartupError(f"script fixup failed:\n{text}")
             for name, seconds, fn in self.compiled.timer_routes:
                 timer.register_timer(f"timer_route[{name}]",
-                                     self._timer_route_runner(fn), None,
+                                     self._timer_route_runner(name), None,
                                      seconds)
+            from .script import reload
+            reload.setup(self.script_path, self.script)
         finally:
             timer.close_registration()
         statistics.register_net_sockets(
@@ -246,11 +248,16 @@ class Attendant:
                 statistics.load.declare_proc(slot.id)
         statistics.close_registration()
 
-    def _timer_route_runner(self, fn):
+    def _timer_route_runner(self, name):
+        """The route is looked up at each run: reload_routes may have
+        replaced its body."""
         from .receive import run_route_without_msg
+        from .script.runtime import find_route
 
         def run(ticks, param):
-            run_route_without_msg(fn)
+            fn = find_route("timer_route", name)
+            if fn is not None:
+                run_route_without_msg(fn)
         return run
 
     def _plan_slots(self) -> None:
@@ -532,8 +539,8 @@ class Attendant:
     handle_sigquit = handle_sigint
 
     def handle_sighup(self, sig) -> None:
-        log.LM_NOTICE("SIGHUP received: reload is not supported yet; "
-                      "ignored")
+        log.LM_NOTICE("SIGHUP received and ignored (reload the routes "
+                      "with MI reload_routes)")
 
     def handle_other(self, sig) -> None:
         log.LM_INFO(f"signal {sig} ignored")

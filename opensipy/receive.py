@@ -37,6 +37,7 @@ from . import forward, log, statistics
 from .parser import METHOD_OTHER, REASONS, ParseError, ReceiveInfo, SipMsg
 from .shm import ShmOutOfMemory
 from .script.compiler import ACT_FL_DROP
+from .script.reload import poll as _reload_poll
 
 compiled = None
 rank: Optional[int] = None
@@ -256,6 +257,7 @@ def _proxy_checks(msg) -> bool:
 # ------------------------------------------------------------ the path
 
 def receive_msg(buf: bytes, src, si, conn_id: int = 0) -> None:
+    _reload_poll()          # MI reload_routes: new routes before this one
     try:
         msg = SipMsg(buf)
     except ParseError as e:

@@ -2,8 +2,11 @@
 
 systemd gives a ``Type=notify`` service the path of a unix datagram socket in
 ``NOTIFY_SOCKET`` (a leading ``@`` means the abstract namespace).  We send
-``READY=1`` once every process finished its initialisation, ``STOPPING=1``
-when shutdown starts, and ``STATUS=...`` lines for ``systemctl status``.
+``READY=1`` once every process finished its initialisation (the attendant,
+after child_init of every child and its own), ``STOPPING=1`` when shutdown
+starts (the attendant, before it stops the children), ``RELOADING=1`` and
+then ``READY=1`` around MI ``reload_routes`` (the MI process: the unit says
+``NotifyAccess=all``), and ``STATUS=...`` lines for ``systemctl status``.
 """
 from __future__ import annotations
 

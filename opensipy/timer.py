@@ -419,11 +419,13 @@ class Dispatcher(Scheduler):
         os.close(self.wfd)
         if os.getppid() != self.ppid:
             return
+        from .script.reload import poll as reload_poll
         lib = shm.lib
         while True:
             data = os.read(self.rfd, _JOB.size)
             if len(data) < _JOB.size:
                 return                        # the timer process is gone
+            reload_poll()                     # MI reload_routes
             idx = _JOB.unpack(data)[0]
             lib.shm_atomic_set(self.busy[w], idx + 1)
             _run_handler(self.timers[idx])
@@ -465,12 +467,14 @@ class Dispatcher(Scheduler):
 
 def timer_process_loop() -> None:
     """The timer process's body: never returns."""
+    from .script.reload import poll as reload_poll
     if _timer_workers > 1:
         sched = Dispatcher(_timers, _timer_workers)
     else:
         sched = Scheduler(_timers)
     while True:
         log.refresh()          # MI log_level may have changed our level
+        reload_poll()          # MI reload_routes may have new routes
         nxt = sched.run_due()
         delay = 1.0 if nxt is None else (nxt - time.monotonic_ns()) / 1e9
         if delay > 0:

@@ -78,14 +78,22 @@ def mod_init() -> int:
         raise ValueError("mi_fifo: fifo_name is empty")
     if not 0 <= fifo_mode <= 0o7777:
         raise ValueError(f"mi_fifo: bad fifo_mode {fifo_mode:o}")
-    if not os.path.isdir(reply_dir):
-        raise ValueError(f"mi_fifo: reply_dir {reply_dir} is not a "
-                         f"directory")
     try:
         _created_ino = create_fifo()
     except OSError as e:
         raise ValueError(f"mi_fifo: cannot create {fifo_name}: "
                          f"{e.strerror}") from None
+    if not os.path.exists(reply_dir):
+        # as the FIFO's own folder (the default script puts both in
+        # /run/opensipy: a private /tmp would hide /tmp replies)
+        try:
+            os.makedirs(reply_dir, mode=0o750, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"mi_fifo: cannot create reply_dir "
+                             f"{reply_dir}: {e.strerror}") from None
+    if not os.path.isdir(reply_dir):
+        raise ValueError(f"mi_fifo: reply_dir {reply_dir} is not a "
+                         f"directory")
     return 0
 
 

@@ -89,6 +89,11 @@ class FifoClient:
         path = os.path.join(self.reply_dir, name)
         os.mkfifo(path, 0o600)
         try:
+            if os.geteuid() == 0 and st.st_uid != 0:
+                # root talking to a server that runs as its own user (the
+                # systemd unit's User=opensipy): the server must be able to
+                # open our reply FIFO, which stays private to the two
+                os.chown(path, st.st_uid, -1)
             try:
                 wfd = os.open(self.fifo_file, os.O_WRONLY | os.O_NONBLOCK)
             except OSError as e:

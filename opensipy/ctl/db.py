@@ -3,6 +3,7 @@ opensips-cli's ``database`` module handles it.
 
     opensipyctl db create [URL] [GROUP ...]   role, database and tables
     opensipyctl db drop [URL]                 the database
+    opensipyctl db migrate [URL]              upgrade older tables in place
     opensipyctl db migrate OLD_URL NEW_URL    copy every table (any engines)
     opensipyctl db tables [URL]               tables and their versions
 
@@ -22,7 +23,7 @@ from ..db import DBError, parse_db_url
 from ..db import admin, schema
 
 USAGE = ("db create [URL] [GROUP ...] | db drop [URL] | "
-         "db migrate OLD_URL NEW_URL | db tables [URL]")
+         "db migrate [URL] | db migrate OLD_URL NEW_URL | db tables [URL]")
 
 
 def _url(ctl, args: List[str], usage_error) -> str:
@@ -57,9 +58,15 @@ def run_db(ctl, args: List[str], usage_error, fail_error) -> None:
                 raise usage_error("db drop [URL]")
             ctl.print("\n".join(admin.drop(url, admin_url)))
         elif sub == "migrate":
-            if len(rest) != 2:
-                raise usage_error("db migrate OLD_URL NEW_URL")
-            ctl.print("\n".join(admin.migrate(rest[0], rest[1], admin_url)))
+            if len(rest) == 2:
+                ctl.print("\n".join(admin.migrate(rest[0], rest[1],
+                                                  admin_url)))
+            elif len(rest) <= 1:
+                url = _url(ctl, rest, usage_error)
+                ctl.print("\n".join(admin.upgrade(url)))
+            else:
+                raise usage_error("db migrate [URL] | db migrate OLD_URL "
+                                  "NEW_URL")
         elif sub == "tables":
             url = _url(ctl, rest, usage_error)
             if rest:

@@ -9,6 +9,7 @@ shaped like opensips-cli.
     opensipyctl ul show [AOR] | add AOR CONTACT [EXPIRES [Q]] | rm AOR [CONTACT]
                                                     user location (-t TABLE)
     opensipyctl user add|passwd|rm|list ...         subscribers (see ctl/user.py)
+    opensipyctl setup [--root DIR]                  install as a service (ctl/setup.py)
 
 Options: ``-f FILE`` (configuration; default ``~/.opensipyctl.cfg``, then
 ``/etc/opensipy/opensipyctl.cfg``), ``-o json|pretty|yaml|lines|none``.
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                "stats [NAMES], version, uptime, log-level [LEVEL [PID]], "
                "ul show|add|rm ..., "
                "db create|drop|migrate|tables [URL ...], "
-               "user add|passwd|rm|list ..., shell")
+               "user add|passwd|rm|list ..., setup [--root DIR], shell")
     p.add_argument("-f", "--config", metavar="FILE",
                    help="configuration file (default ~/.opensipyctl.cfg, "
                         "then /etc/opensipy/opensipyctl.cfg)")
@@ -325,6 +326,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                cfg["output_type"]))
         ctl = Ctl(cfg, fmt)
         command = args.command
+        if command == "setup":          # local: no management interface
+            from .setup import run_setup
+            run_setup(args.args, UsageError, CtlError)
+            return EXIT_OK
         if command is None:
             if not sys.stdin.isatty():
                 build_parser().print_usage(sys.stderr)

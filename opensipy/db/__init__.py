@@ -775,11 +775,17 @@ def db_check_table_version(dbf: DbFunc, con: DbCon, table: str,
             f"table '{table}' is not in the '{VERSION_TABLE}' table of "
             f"{con.url.redacted()} (missing table; expected version "
             f"{version}): create it with opensipyctl db create")
+    if found < version:
+        raise DBVersionError(
+            f"table '{table}' has version {found} in {con.url.redacted()} "
+            f"(an older schema), this opensipy needs version {version}: "
+            f"upgrade the database with: opensipyctl db migrate "
+            f"{con.url.redacted()}")
     if found != version:
         raise DBVersionError(
             f"table '{table}' has version {found} in {con.url.redacted()}, "
-            f"this opensipy needs version {version}: migrate the table "
-            f"(OpenSIPS's scripts or opensipyctl db migrate)")
+            f"newer than the version {version} this opensipy knows: "
+            f"upgrade opensipy")
     return 0
 
 

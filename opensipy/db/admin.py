@@ -165,6 +165,47 @@ def tables(url: str) -> Dict[str, Optional[int]]:
         con.close()
 
 
+def outdated(url: str) -> Dict[str, int]:
+    """{table: its version} for the known tables of ``url`` whose version
+    is not the one this opensipy uses."""
+    return {n: v for n, v in tables(url).items()
+            if n in schema.TABLES and n != VERSION_TABLE and v is not None
+            and v != schema.TABLES[n].version}
+
+
+def upgrade(url: str) -> List[str]:
+    """``opensipyctl db migrate URL``: bring every table of an older schema
+    version up to this opensipy's, in place (the columns added since, with
+    their defaults; the ``version`` rows).  Every table is checked before
+    anything changes; a version opensipy has no upgrade for is refused,
+    naming the table."""
+    u = parse_db_url(url)
+    engine = _engine(u)
+    old = outdated(url)
+    for n, v in old.items():
+        t = schema.TABLES[n]
+        if v > t.version:
+            raise DBError(f"table '{n}' has version {v}, newer than this "
+                          f"opensipy's {t.version}: upgrade opensipy")
+        t.columns_of(v)            # raises for an unknown older version
+    if not old:
+        return [f"{u.redacted()}: every table is at its current version"]
+    done = []
+    con = _connect(url)
+    try:
+        for n, v in old.items():
+            t = schema.TABLES[n]
+            for c in t.older[v]:
+                con.raw_query(schema.add_column_ddl(t, c, engine))
+            con.raw_query(f"UPDATE {VERSION_TABLE} SET table_version = ? "
+                          f"WHERE table_name = ?", (t.version, n))
+            done.append(f"upgraded table {n} from version {v} to "
+                        f"{t.version} (added {', '.join(t.older[v])})")
+    finally:
+        con.close()
+    return done
+
+
 def migrate(old_url: str, new_url: str,
             admin_url: Optional[str] = None) -> List[str]:
     """Copy every known table of ``old_url`` into ``new_url`` (created

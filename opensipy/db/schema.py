@@ -137,7 +137,10 @@ SUBSCRIBER = Table("subscriber", 8, [
     C("ha1_sha512t256", S, 64, default=""),
     C("rpid", S, 64, null=True, default=None),
 ], [Index("account_idx", ["username", "domain"], unique=True),
-    Index("username_idx", ["username"])])
+    Index("username_idx", ["username"])],
+    # OpenSIPS 3.1's version 7 had ha1b (MD5 of user@domain:realm:password)
+    # where 3.2+ has the SHA-2 HA1s; an upgraded table keeps its ha1b
+    older={7: ["ha1_sha256", "ha1_sha512t256"]})
 
 URI = Table("uri", 2, [
     ID(),
@@ -305,6 +308,13 @@ def _column_ddl(c: Column, engine: str) -> str:
     if not c.null:
         parts.append("NOT NULL")
     return " ".join(parts)
+
+
+def add_column_ddl(t: Table, column: str, engine: str) -> str:
+    """ALTER TABLE ... ADD COLUMN for a column a newer version added (it
+    has a default, so existing rows get it)."""
+    return f"ALTER TABLE {t.name} ADD COLUMN " \
+        f"{_column_ddl(t.column(column), engine)}"
 
 
 def ddl(t: Table, engine: str) -> List[str]:

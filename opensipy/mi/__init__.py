@@ -78,6 +78,8 @@ def init_child() -> Dispatcher:
 def handle_text(text) -> Optional[str]:
     """One request (str or bytes) in, one line of JSON out (None for a
     notification)."""
+    from ..script.reload import poll
+    poll()              # an earlier reload_routes (in another MI process)
     return dispatcher().handle_text(text)
 
 

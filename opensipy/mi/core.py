@@ -22,6 +22,9 @@ command                reply
 ``reset_statistics``   ``"OK"``
 ``shm_check``          ``{"total_fragments": N}``
 ``mem_shm_dump``       ``"OK"`` (the arena's figures go to the log)
+``reload_routes``      ``"OK"``; a script that does not compile: error 500
+                       ``reload failed``, ``data`` = every
+                       ``FILE:LINE:COL: message`` (opensipy/script/reload.py)
 =====================  ====================================================
 """
 from __future__ import annotations
@@ -354,10 +357,19 @@ class CoreCommands:
                      "memory (to the log)",
                      recipes=[R(self.mem_shm_dump),
                               R(self.mem_shm_dump_level, ("log_level",))]),
+            MIExport("reload_routes", "reloads the routes of the script "
+                     "file in every process (parsed, checked and compiled "
+                     "first; on error nothing changes)",
+                     recipes=[R(_reload_routes)]),
             MIExport("help", "prints information about MI commands usage",
                      recipes=[R(self.help), R(self.help_cmd, ("mi_cmd",))]),
             *_cachedb_mi_cmds(),
         ]
+
+
+def _reload_routes(params):
+    from ..script.reload import mi_reload_routes
+    return mi_reload_routes(params)
 
 
 def _cachedb_mi_cmds() -> List[MIExport]:

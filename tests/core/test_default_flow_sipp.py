@@ -292,13 +292,16 @@ class Proxy:
                                          self.port)
         self.fifo = self.tmp / ("fifo" if kind == "ours" else
                                 "opensips_fifo")
+        # mi_fifo's reply_dir: ours moved into the test's folder (from
+        # /run/opensipy/), OpenSIPS's script keeps the default /tmp/
+        self.reply_dir = str(self.tmp) if kind == "ours" else "/tmp"
         server.start(text)
 
     def mi(self, method, params=None):
         """The script's own FIFO, as opensipyctl talks to it."""
         from opensipy.ctl.client import FifoClient
-        # the reply FIFO goes to mi_fifo's reply_dir (default /tmp/)
-        return FifoClient(str(self.fifo)).call(
+        # the reply FIFO goes to mi_fifo's reply_dir
+        return FifoClient(str(self.fifo), self.reply_dir).call(
             method, params)
 
     def add_users(self, users):

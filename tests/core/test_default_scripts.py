@@ -48,6 +48,7 @@ def our_default_text(tmp_path, port, url):
                                     f"udp:127.0.0.1:{port}")
     text = text.replace("/run/opensipy/opensipy_fifo",
                         str(tmp_path / "fifo"))
+    text = text.replace('"/run/opensipy/"', f'"{tmp_path}/"')  # reply_dir
     db = '"sqlite:///var/lib/opensipy/opensipy.db"'
     assert text.count(db) == 2          # auth_db's and acc's db_url
     return text.replace(db, f'"{url}"')
