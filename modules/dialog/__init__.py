@@ -133,10 +133,8 @@ def w_validate_dialog(msg):
         if msg.method_id != METHOD_BYE:   # the BYE that ended it passes
             return -4
     dr = getattr(msg, "dlg_dir", 0)
-    cs = msg.cseq.num if msg.cseq is not None else 0
     src, tgt = _legs(d, msg, dr)
-    if src is not None and msg.method not in ("ACK", "CANCEL") and \
-            cs < int(src[L_CSEQ] or 0):
+    if getattr(msg, "dlg_cseq_bad", False):
         return -2
     ruri = msg.new_uri or msg.ruri
     if tgt is not None and tgt[L_CONTACT] and ruri != tgt[L_CONTACT]:
@@ -343,18 +341,14 @@ def w_unload_dialog_ctx(msg):
 
 
 def w_dlg_inc_cseq(msg, inc=1):
-    """dlg_inc_cseq([inc]): raise the stored CSeq of the request's
-    direction by ``inc`` (the next request the server makes for that side
-    uses it)."""
-    dr = getattr(msg, "dlg_dir", core.DOWN)
-
-    def fn(d):
-        leg = d.caller if dr == core.DOWN else d.callee
-        if leg is None:
-            return False
-        leg[L_CSEQ] = str(int(leg[L_CSEQ] or 0) + int(inc or 1))
-        return True
-    return 1 if _update(msg, fn) else -1
+    """dlg_inc_cseq([inc]): the CSeq of the current sequential request, and
+    of every later one in its direction, raised by ``inc`` (default 1);
+    the replies get their CSeq back."""
+    inc = 1 if inc is None else int(inc)
+    if inc <= 0:
+        log.LM_ERR(f"dlg_inc_cseq: {inc} is not a positive increment")
+        return -1
+    return core.inc_cseq(msg, inc)
 
 
 def w_dlg_send_sequential(msg, method=None, side=None, body=None,

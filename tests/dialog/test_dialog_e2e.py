@@ -623,3 +623,16 @@ def uas_path(path, port):
                              "-timeout", "40s"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_dlg_inc_cseq_shifts_a_direction_and_its_replies_back(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, within="""
+    if (is_method("INVITE") && !dlg_inc_cseq(5)) {
+        send_reply(500, "No CSeq Change");
+        exit;
+    }"""))
+    b = uas("uas_reinvite_cseq.xml", callee)   # sees 7 INVITE, 7 ACK, 8 BYE
+    a = uac("uac_reinvite.xml", p.port, hold_ms=500)  # gets 2 and 3 back
+    finish(a, b)
+    wait_for(lambda: p.dialogs() == [], 5, what="the dialog gone")
