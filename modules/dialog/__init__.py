@@ -35,6 +35,7 @@ enable_stats = 1
 hash_size = 4096
 rr_param = "did"
 default_timeout = 43200
+delete_delay = 5
 dlg_match_mode = 0
 db_url = ""
 db_mode = 0
@@ -199,8 +200,13 @@ def w_get_profile_size(msg, name, value, out):
     return 1
 
 
+def _live():
+    """Every dialog not ended (the ended ones wait out delete_delay)."""
+    return [d for d in st.tbl.all() if d.state != DLG_STATE_DELETED]
+
+
 def _dialogs_in(name, value):
-    return [d for d in st.tbl.all() if prof.is_in(d, name, value)]
+    return [d for d in _live() if prof.is_in(d, name, value)]
 
 
 def w_get_dialogs_by_profile(msg, name, value, out, out_no=None):
@@ -277,7 +283,7 @@ def w_fetch_dlg_value(msg, name, out):
 
 
 def _find_by_val(name, value):
-    return [d for d in st.tbl.all() if str(d.vals.get(name)) == str(value)
+    return [d for d in _live() if str(d.vals.get(name)) == str(value)
             and name in d.vals]
 
 
@@ -305,7 +311,7 @@ def w_get_dialog_vals(msg, names, vals, callid):
     into the other (in the same order)."""
     for k in st.tbl.ids_of_callid(callid):
         d = st.tbl.get(k)
-        if d is None:
+        if d is None or d.state == DLG_STATE_DELETED:
             continue
         for n, v in d.vals.items():
             names.set(msg, n)
@@ -540,7 +546,7 @@ def _mi_list(params, ctx):
                 continue
             return {"Dialog": mi_dialog(d, ctx)}
         raise MIError(404, "No such dialog")
-    ds = sorted(t.all(), key=lambda d: (d.h_entry, d.h_id))
+    ds = sorted(_live(), key=lambda d: (d.h_entry, d.h_id))
     if "index" in params:
         try:
             idx, cnt = int(params["index"]), int(params["counter"])
@@ -725,6 +731,9 @@ def mod_init():
     st.rr_param = rr_param
     st.extra_hdrs = dlg_extra_hdrs
     st.default_timeout = int(default_timeout)
+    if int(delete_delay) < 0:
+        raise ValueError("dialog: delete_delay must not be negative")
+    st.delete_delay = int(delete_delay)
     st.match_mode = int(dlg_match_mode)
     st.db_mode = int(db_mode)
     st.options_ping_interval = int(options_ping_interval)
@@ -850,6 +859,7 @@ exports = ModuleExports(
         ParamExport("hash_size", INT_PARAM, "hash_size"),
         ParamExport("rr_param", STR_PARAM, "rr_param"),
         ParamExport("default_timeout", INT_PARAM, "default_timeout"),
+        ParamExport("delete_delay", INT_PARAM, "delete_delay"),
         ParamExport("dlg_match_mode", INT_PARAM, "dlg_match_mode"),
         ParamExport("dlg_extra_hdrs", STR_PARAM, "dlg_extra_hdrs"),
         ParamExport("db_url", STR_PARAM, "db_url"),

@@ -49,6 +49,7 @@ class State:
     db = None                  # .dbsync.DlgDb for db_mode > 0
     rr_param = "did"
     default_timeout = 43200
+    delete_delay = 5
     match_mode = DID_ONLY
     db_mode = NO_DB
     options_ping_interval = 30
@@ -125,6 +126,13 @@ def create(msg, mflags: int = 0) -> int:
         return -1
     callid = msg.callid
     t = st.tbl
+    spiral = _spiral_of(msg)
+    if spiral is not None:
+        # the INVITE came back through us: the same dialog, the same did
+        _set_ctx(msg, spiral, DOWN)
+        if st.rr is not None:
+            st.rr.add_rr_param(msg, f";{st.rr_param}={spiral.did}")
+        return 1
     d = Dialog(t.hash(callid), t.new_id(), callid)
     d.from_uri = fr.uri
     d.to_uri = to.uri
@@ -147,6 +155,19 @@ def create(msg, mflags: int = 0) -> int:
     _arm(msg, "dlg_onreply", (cb_types_initial(), d.key))
     cb.run_global(cb.DLGCB_CREATED, d, msg)
     return 1
+
+
+def _spiral_of(msg):
+    """The unanswered dialog this INVITE already made on an earlier pass
+    through the proxy (same Call-ID, From tag and CSeq), or None."""
+    ftag = msg.from_.tag or ""
+    cs = str(msg.cseq.num)
+    for k in st.tbl.ids_of_callid(msg.callid):
+        d = st.tbl.get(k)
+        if d is not None and d.state <= DLG_STATE_EARLY and \
+                d.caller[L_TAG] == ftag and d.caller[L_CSEQ] == cs:
+            return d
+    return None
 
 
 def cb_types_initial():
@@ -445,6 +466,10 @@ def within(msg, d: Dialog, direction: int) -> None:
         d = t.get(d.key)
         if d is None:
             return
+        if d.state == DLG_STATE_DELETED:
+            # ended a moment ago (delete_delay): known, nothing changes
+            _set_ctx(msg, d, direction)
+            return
         off = d.ping_cseq[oi]
         seen = cseq + off                # the CSeq the other side sees
         if m == METHOD_ACK:
@@ -569,12 +594,21 @@ def _end_locked(d: Dialog, reason: str) -> None:
         _inc(st.active, -1)
     d.state = DLG_STATE_DELETED
     d.end_reason = reason
-    st.tbl.remove(d)
+    prof.unlink_all(d)
     _db_delete(d)
+    t = st.tbl
+    if st.delete_delay > 0:
+        # kept (state 5, not listed) for the requests still on their way:
+        # a BYE's retransmission, the second pass of a spiral
+        t.pings.delete(d.key)
+        d.timeout = int(time.time()) + st.delete_delay
+        t.put(d)
+        t.arm_timeout(d)
+    else:
+        t.remove(d)
 
 
 def _after_end(d: Dialog, msg, typ) -> None:
-    prof.unlink_all(d)
     cb.run(d, typ, msg)
     if d.rt_on_hangup:
         _run_route(d.rt_on_hangup, d, msg)
@@ -793,22 +827,33 @@ def ping_all(reinvite: bool) -> int:
 _last_ping = []
 
 
-def timer(ticks=None, param=None) -> None:
-    now = int(time.time())
+def expire_due(now: int) -> None:
+    """End the dialogs whose timeout is due, drop the ended ones whose
+    delete_delay is over."""
     t = st.tbl
     for key in t.due(now):
         d = t.get(key)
-        if d is None or d.state not in (DLG_STATE_CONFIRMED_NA,
-                                        DLG_STATE_CONFIRMED):
+        if d is None or d.timeout > now:
+            continue            # gone, or moved later: another slot has it
+        if d.state == DLG_STATE_DELETED:
+            with t.locked(d.h_entry):
+                d = t.get(key)
+                if d is not None and d.state == DLG_STATE_DELETED:
+                    t.remove(d)
             continue
-        if d.timeout > now:
-            continue            # moved later: another slot holds it
+        if d.state not in (DLG_STATE_CONFIRMED_NA, DLG_STATE_CONFIRMED):
+            continue
         try:
             end_dialog(key, "Lifetime Timeout",
                        bool(d.mflags & DLG_FLAG_BYEONTIMEOUT),
                        cb.DLGCB_EXPIRED)
         except Exception as e:   # noqa: BLE001 - keep the timer going
             log.LM_ERR(f"dialog: expiring {key.decode()} failed: {e}")
+
+
+def timer(ticks=None, param=None) -> None:
+    t = st.tbl
+    expire_due(int(time.time()))
     mono = time.monotonic()
     if not _last_ping:
         _last_ping[:] = [mono, mono]     # the first round one interval on

@@ -636,3 +636,28 @@ def test_dlg_inc_cseq_shifts_a_direction_and_its_replies_back(server):
     a = uac("uac_reinvite.xml", p.port, hold_ms=500)  # gets 2 and 3 back
     finish(a, b)
     wait_for(lambda: p.dialogs() == [], 5, what="the dialog gone")
+
+
+def test_a_spiral_keeps_one_dialog(server):
+    """The INVITE is sent back to the proxy once (a spiral) before it goes
+    to the callee: both passes record-route with the same did, one dialog
+    is made, the BYE (two Routes of ours) ends it."""
+    callee = free_port()
+    p = Proxy(server, route(callee, initial="""
+    create_dialog();""", target="""
+    if (is_present_hf("X-Spiral")) {
+        $du = "sip:127.0.0.1:%d";
+    } else {
+        append_hf("X-Spiral: 1\\r\\n");
+        $du = "sip:127.0.0.1:" + $Rp;
+    }""" % callee))
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_call.xml", p.port, hold_ms=1500)
+    try:
+        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+                 what="an established dialog")
+        assert len(p.dialogs()) == 1
+    finally:
+        finish(a, b)
+    wait_for(lambda: p.dialogs() == [], 5, what="the dialog gone")
+    assert p.stat("dialog:processed_dialogs") == 1
