@@ -295,22 +295,30 @@ def test_in_dialog_request_for_unknown_or_ended_dialog_gets_481(server):
     callee = free_port()
     p = Proxy(server, route(callee))
     b = uas("uas_call.xml", callee)
-    a = uac("uac_call.xml", p.port)
-    finish(a, b)
+    a = uac("uac_call.xml", p.port, hold_ms=1000)
+    try:
+        wait_for(lambda: p.dialogs(), 10, what="a dialog")
+        d = p.dialogs()[0]
+    finally:
+        finish(a, b)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     s.settimeout(5)
     me = s.getsockname()[1]
+    ended = (d["ID"], d["callid"], d["caller_tag"],
+             d["CALLEES"][0]["callee_tag"], "INFO")
     try:
-        for did in ("1.99999", "zz", None):
+        for did, cid, ft, tt, m in (ended, ("1.99999", "x", "a1", "b1", "BYE"),
+                                    ("zz", "y", "a1", "b1", "BYE"),
+                                    (None, "z", "a1", "b1", "BYE")):
             route_hdr = f"Route: <sip:127.0.0.1:{p.port};lr" + \
                 (f";did={did}" if did else "") + ">\r\n"
-            req = (f"BYE sip:callee@127.0.0.1:{callee} SIP/2.0\r\n"
+            req = (f"{m} sip:callee@127.0.0.1:{callee} SIP/2.0\r\n"
                    f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{did}x\r\n"
                    f"{route_hdr}"
-                   f"From: <sip:alice@example.com>;tag=a1\r\n"
-                   f"To: <sip:callee@example.com>;tag=b1\r\n"
-                   f"Call-ID: gone-{did}@test\r\nCSeq: 3 BYE\r\n"
+                   f"From: <sip:alice@example.com>;tag={ft}\r\n"
+                   f"To: <sip:callee@example.com>;tag={tt}\r\n"
+                   f"Call-ID: {cid}\r\nCSeq: 3 {m}\r\n"
                    f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
             s.sendto(req.encode(), ("127.0.0.1", p.port))
             while True:
