@@ -606,8 +606,11 @@ def mi_dlg_db_sync(params):
     from opensipy.mi import MIError
     if st.db is None:
         raise MIError(400, "Disabled DB support")
-    n = st.db.sync_from_db()
-    return {"loaded": n} if n else "OK"
+    try:
+        st.db.sync_from_db()
+    except Exception as e:       # noqa: BLE001 - DBError & co
+        raise MIError(500, f"Failed to sync dialogs: {e}") from None
+    return "OK"
 
 
 # ---- API -----------------------------------------------------------------------

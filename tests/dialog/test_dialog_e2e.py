@@ -423,6 +423,9 @@ modparam("dialog", "db_mode", 1)""")
         assert after[0]["CALLEES"][0]["callee_tag"] == \
             before["CALLEES"][0]["callee_tag"]
         assert after[0]["context"]["values"] == [{"who": "alice"}]
+        # the table again: nothing new, no double
+        assert p.mi_call("dlg_db_sync") == "OK"
+        assert len(p.dialogs()) == 1
         assert p.stat("dialog:active_dialogs") == 1
     finally:
         finish(a, b)        # the BYE after the restart matched and relayed
@@ -669,3 +672,20 @@ def test_a_spiral_keeps_one_dialog(server):
         finish(a, b)
     wait_for(lambda: p.dialogs() == [], 5, what="the dialog gone")
     assert p.stat("dialog:processed_dialogs") == 1
+
+
+def test_fix_route_dialog_sends_a_request_to_the_dialogs_contact(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, within="""
+    if (is_method("BYE")) {
+        $ru = "sip:nobody@127.0.0.1:9";
+        if (!fix_route_dialog()) {
+            send_reply(500, "No Route Fix");
+            exit;
+        }
+        xlog("L_NOTICE", "BYE fixed to $ru\\n");
+    }"""))
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_call.xml", p.port, hold_ms=300)
+    finish(a, b)          # the BYE reached the callee's Contact
+    assert f"BYE fixed to sip:callee@127.0.0.1:{callee}" in server.stderr()
