@@ -97,6 +97,11 @@ modparam("tm", "wt_timer", 1)
     def dialogs(self):
         return self.mi_call("dlg_list")["Dialogs"]
 
+    def state(self):
+        """The state of the first dialog listed (None: none)."""
+        ds = self.dialogs()
+        return ds[0]["state"] if ds else None
+
 
 # the usual checks of a proxy with dialogs: a sequential request must name
 # a live dialog, else 481
@@ -151,7 +156,7 @@ def test_a_call_listed_over_mi_and_ended_by_bye(server):
     b = uas("uas_call.xml", callee)
     a = uac("uac_call.xml", p.port, hold_ms=2500)
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+        wait_for(lambda: p.state() == 4, 10,
                  what="an established dialog")
         d = p.dialogs()[0]
         assert d["from_uri"] == "sip:alice@example.com"
@@ -367,7 +372,8 @@ def test_prack_and_update_in_two_early_dialogs(server):
     try:
         def early_two():
             ds = p.dialogs()
-            return ds and ds[0]["state"] == 2 and len(ds[0]["CALLEES"]) == 2
+            return bool(ds) and ds[0]["state"] == 2 and \
+                len(ds[0]["CALLEES"]) == 2
         wait_for(early_two, 10, what="one dialog, two early legs")
         assert p.stat("dialog:early_dialogs") == 1
         assert p.stat("dialog:active_dialogs") == 0
@@ -407,7 +413,7 @@ modparam("dialog", "db_mode", 1)""")
     b = uas("uas_call.xml", callee)
     a = uac("uac_call.xml", p.port, hold_ms=6000)
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+        wait_for(lambda: p.state() == 4, 10,
                  what="an established dialog")
         before = p.mi_call("dlg_list_ctx")["Dialogs"][0]
         with sqlite3.connect(path) as c:
@@ -441,7 +447,7 @@ def test_mi_dlg_end_dlg_sends_bye_to_both_ends(server):
     b = uas("uas_call.xml", callee)
     a = uac("uac_wait_bye.xml", p.port)
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+        wait_for(lambda: p.state() == 4, 10,
                  what="an established dialog")
         d = p.dialogs()[0]
         with pytest.raises(AssertionError, match="404"):
@@ -522,9 +528,12 @@ route[answered] {
     b = uas("uas_call.xml", callee)
     a = uac("uac_wait_bye.xml", p.port)
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["CALLEES"][0][
-            "caller_cseq"] == "1", 10,
-            what="our OPTIONS took the callee side's next CSeq")
+        def sent():
+            ds = p.dialogs()
+            return ds and ds[0]["CALLEES"] and \
+                ds[0]["CALLEES"][0]["caller_cseq"] == "1"
+        wait_for(sent, 10,
+                 what="our OPTIONS took the callee side's next CSeq")
         d = p.dialogs()[0]
         assert f"answered {d['ID']} state 3" in server.stderr()
         assert p.mi_call("dlg_end_dlg", [d["callid"]]) == "OK"
@@ -594,7 +603,7 @@ def test_script_functions_over_a_live_dialog(server):
             if r.via1.branch == br:
                 return r.status, r.reason
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+        wait_for(lambda: p.state() == 4, 10,
                  what="an established dialog")
         d = p.dialogs()[0]
         assert d["user_flags"] == (1 << 3) | 16
@@ -665,7 +674,7 @@ def test_a_spiral_keeps_one_dialog(server):
     b = uas("uas_call.xml", callee)
     a = uac("uac_call.xml", p.port, hold_ms=1500)
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+        wait_for(lambda: p.state() == 4, 10,
                  what="an established dialog")
         assert len(p.dialogs()) == 1
     finally:
