@@ -302,7 +302,7 @@ def test_in_dialog_request_for_unknown_or_ended_dialog_gets_481(server):
     b = uas("uas_call.xml", callee)
     a = uac("uac_call.xml", p.port, hold_ms=1000)
     try:
-        wait_for(lambda: p.dialogs(), 10, what="a dialog")
+        wait_for(lambda: p.state() == 4, 10, what="an established dialog")
         d = p.dialogs()[0]
     finally:
         finish(a, b)
