@@ -35,6 +35,7 @@ enable_stats = 1
 hash_size = 4096
 rr_param = "did"
 default_timeout = 43200
+delete_delay = 5
 dlg_match_mode = 0
 db_url = ""
 db_mode = 0
@@ -133,10 +134,8 @@ def w_validate_dialog(msg):
         if msg.method_id != METHOD_BYE:   # the BYE that ended it passes
             return -4
     dr = getattr(msg, "dlg_dir", 0)
-    cs = msg.cseq.num if msg.cseq is not None else 0
     src, tgt = _legs(d, msg, dr)
-    if src is not None and msg.method not in ("ACK", "CANCEL") and \
-            cs < int(src[L_CSEQ] or 0):
+    if getattr(msg, "dlg_cseq_bad", False):
         return -2
     ruri = msg.new_uri or msg.ruri
     if tgt is not None and tgt[L_CONTACT] and ruri != tgt[L_CONTACT]:
@@ -201,8 +200,13 @@ def w_get_profile_size(msg, name, value, out):
     return 1
 
 
+def _live():
+    """Every dialog not ended (the ended ones wait out delete_delay)."""
+    return [d for d in st.tbl.all() if d.state != DLG_STATE_DELETED]
+
+
 def _dialogs_in(name, value):
-    return [d for d in st.tbl.all() if prof.is_in(d, name, value)]
+    return [d for d in _live() if prof.is_in(d, name, value)]
 
 
 def w_get_dialogs_by_profile(msg, name, value, out, out_no=None):
@@ -279,7 +283,7 @@ def w_fetch_dlg_value(msg, name, out):
 
 
 def _find_by_val(name, value):
-    return [d for d in st.tbl.all() if str(d.vals.get(name)) == str(value)
+    return [d for d in _live() if str(d.vals.get(name)) == str(value)
             and name in d.vals]
 
 
@@ -307,7 +311,7 @@ def w_get_dialog_vals(msg, names, vals, callid):
     into the other (in the same order)."""
     for k in st.tbl.ids_of_callid(callid):
         d = st.tbl.get(k)
-        if d is None:
+        if d is None or d.state == DLG_STATE_DELETED:
             continue
         for n, v in d.vals.items():
             names.set(msg, n)
@@ -343,18 +347,14 @@ def w_unload_dialog_ctx(msg):
 
 
 def w_dlg_inc_cseq(msg, inc=1):
-    """dlg_inc_cseq([inc]): raise the stored CSeq of the request's
-    direction by ``inc`` (the next request the server makes for that side
-    uses it)."""
-    dr = getattr(msg, "dlg_dir", core.DOWN)
-
-    def fn(d):
-        leg = d.caller if dr == core.DOWN else d.callee
-        if leg is None:
-            return False
-        leg[L_CSEQ] = str(int(leg[L_CSEQ] or 0) + int(inc or 1))
-        return True
-    return 1 if _update(msg, fn) else -1
+    """dlg_inc_cseq([inc]): the CSeq of the current sequential request, and
+    of every later one in its direction, raised by ``inc`` (default 1);
+    the replies get their CSeq back."""
+    inc = 1 if inc is None else int(inc)
+    if inc <= 0:
+        log.LM_ERR(f"dlg_inc_cseq: {inc} is not a positive increment")
+        return -1
+    return core.inc_cseq(msg, inc)
 
 
 def w_dlg_send_sequential(msg, method=None, side=None, body=None,
@@ -546,7 +546,7 @@ def _mi_list(params, ctx):
                 continue
             return {"Dialog": mi_dialog(d, ctx)}
         raise MIError(404, "No such dialog")
-    ds = sorted(t.all(), key=lambda d: (d.h_entry, d.h_id))
+    ds = sorted(_live(), key=lambda d: (d.h_entry, d.h_id))
     if "index" in params:
         try:
             idx, cnt = int(params["index"]), int(params["counter"])
@@ -606,8 +606,11 @@ def mi_dlg_db_sync(params):
     from opensipy.mi import MIError
     if st.db is None:
         raise MIError(400, "Disabled DB support")
-    n = st.db.sync_from_db()
-    return {"loaded": n} if n else "OK"
+    try:
+        st.db.sync_from_db()
+    except Exception as e:       # noqa: BLE001 - DBError & co
+        raise MIError(500, f"Failed to sync dialogs: {e}") from None
+    return "OK"
 
 
 # ---- API -----------------------------------------------------------------------
@@ -731,6 +734,9 @@ def mod_init():
     st.rr_param = rr_param
     st.extra_hdrs = dlg_extra_hdrs
     st.default_timeout = int(default_timeout)
+    if int(delete_delay) < 0:
+        raise ValueError("dialog: delete_delay must not be negative")
+    st.delete_delay = int(delete_delay)
     st.match_mode = int(dlg_match_mode)
     st.db_mode = int(db_mode)
     st.options_ping_interval = int(options_ping_interval)
@@ -856,6 +862,7 @@ exports = ModuleExports(
         ParamExport("hash_size", INT_PARAM, "hash_size"),
         ParamExport("rr_param", STR_PARAM, "rr_param"),
         ParamExport("default_timeout", INT_PARAM, "default_timeout"),
+        ParamExport("delete_delay", INT_PARAM, "delete_delay"),
         ParamExport("dlg_match_mode", INT_PARAM, "dlg_match_mode"),
         ParamExport("dlg_extra_hdrs", STR_PARAM, "dlg_extra_hdrs"),
         ParamExport("db_url", STR_PARAM, "db_url"),

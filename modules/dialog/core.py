@@ -49,6 +49,7 @@ class State:
     db = None                  # .dbsync.DlgDb for db_mode > 0
     rr_param = "did"
     default_timeout = 43200
+    delete_delay = 5
     match_mode = DID_ONLY
     db_mode = NO_DB
     options_ping_interval = 30
@@ -125,6 +126,13 @@ def create(msg, mflags: int = 0) -> int:
         return -1
     callid = msg.callid
     t = st.tbl
+    spiral = _spiral_of(msg)
+    if spiral is not None:
+        # the INVITE came back through us: the same dialog, the same did
+        _set_ctx(msg, spiral, DOWN)
+        if st.rr is not None:
+            st.rr.add_rr_param(msg, f";{st.rr_param}={spiral.did}")
+        return 1
     d = Dialog(t.hash(callid), t.new_id(), callid)
     d.from_uri = fr.uri
     d.to_uri = to.uri
@@ -149,6 +157,19 @@ def create(msg, mflags: int = 0) -> int:
     return 1
 
 
+def _spiral_of(msg):
+    """The unanswered dialog this INVITE already made on an earlier pass
+    through the proxy (same Call-ID, From tag and CSeq), or None."""
+    ftag = msg.from_.tag or ""
+    cs = str(msg.cseq.num)
+    for k in st.tbl.ids_of_callid(msg.callid):
+        d = st.tbl.get(k)
+        if d is not None and d.state <= DLG_STATE_EARLY and \
+                d.caller[L_TAG] == ftag and d.caller[L_CSEQ] == cs:
+            return d
+    return None
+
+
 def cb_types_initial():
     tm = st.tm
     return (tm.TMCB_RESPONSE_IN | tm.TMCB_RESPONSE_OUT
@@ -171,7 +192,11 @@ def on_request_in(cell, typ, params) -> None:
     """TMCB_REQUEST_IN (global): arm what create_dialog()/the in-dialog
     path asked for before the transaction existed."""
     req = params.get("req")
-    pend = getattr(req, "dlg_arm", None) if req is not None else None
+    if req is None:
+        return
+    if "dlg_within" in req.__dict__:
+        _within_tran(cell, req)
+    pend = getattr(req, "dlg_arm", None)
     if not pend:
         return
     req.dlg_arm = []
@@ -429,18 +454,27 @@ def match(msg) -> int:
 # ---------------------------------------------------------------- within
 
 def within(msg, d: Dialog, direction: int) -> None:
-    """A sequential request of dialog ``d``: the state machine."""
+    """A sequential request of dialog ``d``: the state machine, and the
+    CSeq of the request shifted by the offset of its direction (the
+    requests the server sent that side itself, ``dlg_inc_cseq``)."""
     t = st.tbl
     m = msg.method_id
     cseq = msg.cseq.num if msg.cseq is not None else 0
     ended = False
+    oi = 1 if direction == DOWN else 0
     with t.locked(d.h_entry):
         d = t.get(d.key)
         if d is None:
             return
+        if d.state == DLG_STATE_DELETED:
+            # ended a moment ago (delete_delay): known, nothing changes
+            _set_ctx(msg, d, direction)
+            return
+        off = d.ping_cseq[oi]
+        seen = cseq + off                # the CSeq the other side sees
         if m == METHOD_ACK:
             if d.state == DLG_STATE_CONFIRMED_NA and \
-                    str(cseq) == d.caller[L_CSEQ]:
+                    str(seen) == d.caller[L_CSEQ]:
                 d.state = DLG_STATE_CONFIRMED
                 t.put(d)
                 _db_write(d)
@@ -452,30 +486,102 @@ def within(msg, d: Dialog, direction: int) -> None:
         else:
             leg = d.caller if direction == DOWN else (
                 d.callee or d.callee_by_tag(_tags(msg)[0]))
-            if leg is not None and cseq > int(leg[L_CSEQ] or 0):
-                leg[L_CSEQ] = str(cseq)
+            if leg is not None:
+                if seen < int(leg[L_CSEQ] or 0):
+                    msg.dlg_cseq_bad = True
+                else:
+                    leg[L_CSEQ] = str(seen)
             if m == METHOD_INVITE and leg is not None and msg.body and \
                     d.mflags & SDP_FLAGS:
                 leg[L_SDP] = msg.body.decode("utf-8", "replace")
             t.put(d)
             _db_write(d)
     _set_ctx(msg, d, direction)
+    if off:
+        if m == METHOD_ACK:
+            _set_cseq(msg, seen)
+        else:
+            msg.dlg_cseq_set = seen
+    want = m != METHOD_ACK and any(ty & cb.DLGCB_RESPONSE_WITHIN
+                                   for ty, _, _ in d.cbs)
+    if m != METHOD_ACK:
+        msg.dlg_within = (d.key, direction, want)
+        cell = st.tm.t_gett(msg)
+        if cell is not None:          # t_newtran ran before: now
+            _within_tran(cell, msg)
     if m != METHOD_ACK and not ended:
         cb.run(d, cb.DLGCB_REQ_WITHIN, msg, direction)
-        if any(ty & cb.DLGCB_RESPONSE_WITHIN for ty, _, _ in d.cbs) and \
-                not ended:
-            _arm(msg, "dlg_within", (st.tm.TMCB_RESPONSE_IN,
-                                     (d.key, direction)))
     if ended:
         _after_end(d, msg, cb.DLGCB_TERMINATED)
 
 
+def _set_cseq(msg, n: int) -> bool:
+    """The request's (or reply's) CSeq header rewritten with number n."""
+    for h in msg.headers:
+        if h.name.lower() == "cseq":
+            try:
+                msg.replace(h.start, h.end - h.start,
+                            f"{h.name}: {n} {msg.cseq.method}\r\n")
+            except ValueError as e:
+                log.LM_ERR(f"dialog: cannot change the CSeq: {e}")
+                return False
+            return True
+    return False
+
+
+def _within_tran(cell, msg) -> None:
+    """The sequential request's transaction exists: its CSeq shifted
+    (once), and a callback to shift the replies back and run
+    DLGCB_RESPONSE_WITHIN."""
+    info = msg.__dict__.pop("dlg_within", None)
+    if info is None:
+        return
+    key, direction, want = info
+    delta = 0
+    target = msg.__dict__.pop("dlg_cseq_set", None)
+    if target is not None and msg.cseq is not None:
+        delta = target - msg.cseq.num
+        if delta and not _set_cseq(msg, target):
+            delta = 0
+    if delta or want:
+        st.tm.register_tmcb(cell, st.tm.TMCB_RESPONSE_IN, "dlg_within",
+                            (key, direction, delta))
+
+
 def on_within_reply(cell, typ, params) -> None:
-    key, direction = params["param"]
+    key, direction, delta = params["param"]
+    rpl = params.get("rpl")
+    if delta and rpl is not None and rpl.cseq is not None:
+        _set_cseq(rpl, rpl.cseq.num - delta)     # as its sender wrote it
     d = st.tbl.get(key)
-    if d is not None:
-        cb.run(d, cb.DLGCB_RESPONSE_WITHIN, params.get("rpl"),
+    if d is not None and d.cbs:
+        cb.run(d, cb.DLGCB_RESPONSE_WITHIN, rpl,
                UP if direction == DOWN else DOWN)
+
+
+def inc_cseq(msg, n: int) -> int:
+    """dlg_inc_cseq(n): the current request's direction gets n more."""
+    key = getattr(msg, "dlg_key", None)
+    direction = getattr(msg, "dlg_dir", 0)
+    if key is None or not direction or msg.cseq is None:
+        return -1
+    if "dlg_within" not in msg.__dict__ and \
+            st.tm.t_gett(msg) is not None:
+        log.LM_ERR("dlg_inc_cseq: the request was already given to tm")
+        return -1
+    oi = 1 if direction == DOWN else 0
+
+    def fn(d):
+        d.ping_cseq[oi] += n
+        leg = d.caller if direction == DOWN else d.callee
+        if leg is not None:
+            leg[L_CSEQ] = str(int(leg[L_CSEQ] or 0) + n)
+        return True
+    if not update(key, fn):
+        return -1
+    cur = getattr(msg, "dlg_cseq_set", None) or msg.cseq.num
+    msg.dlg_cseq_set = cur + n
+    return 1
 
 
 # ---------------------------------------------------------------- ending
@@ -488,12 +594,21 @@ def _end_locked(d: Dialog, reason: str) -> None:
         _inc(st.active, -1)
     d.state = DLG_STATE_DELETED
     d.end_reason = reason
-    st.tbl.remove(d)
+    prof.unlink_all(d)
     _db_delete(d)
+    t = st.tbl
+    if st.delete_delay > 0:
+        # kept (state 5, not listed) for the requests still on their way:
+        # a BYE's retransmission, the second pass of a spiral
+        t.pings.delete(d.key)
+        d.timeout = int(time.time()) + st.delete_delay
+        t.put(d)
+        t.arm_timeout(d)
+    else:
+        t.remove(d)
 
 
 def _after_end(d: Dialog, msg, typ) -> None:
-    prof.unlink_all(d)
     cb.run(d, typ, msg)
     if d.rt_on_hangup:
         _run_route(d.rt_on_hangup, d, msg)
@@ -573,6 +688,8 @@ def _request(d: Dialog, to_callee: bool, method: str, body: str = "",
     n = int(src[L_CSEQ] or 0) + 1
     if method != "ACK":
         src[L_CSEQ] = str(n)
+        # later requests of that side are shifted past ours
+        d.ping_cseq[1 if to_callee else 0] += 1
         st.tbl.put(d)
     hdrs = [f"From: {frm}", f"To: {to}", f"Call-ID: {d.callid}",
             f"CSeq: {n} {method}"]
@@ -710,22 +827,33 @@ def ping_all(reinvite: bool) -> int:
 _last_ping = []
 
 
-def timer(ticks=None, param=None) -> None:
-    now = int(time.time())
+def expire_due(now: int) -> None:
+    """End the dialogs whose timeout is due, drop the ended ones whose
+    delete_delay is over."""
     t = st.tbl
     for key in t.due(now):
         d = t.get(key)
-        if d is None or d.state not in (DLG_STATE_CONFIRMED_NA,
-                                        DLG_STATE_CONFIRMED):
+        if d is None or d.timeout > now:
+            continue            # gone, or moved later: another slot has it
+        if d.state == DLG_STATE_DELETED:
+            with t.locked(d.h_entry):
+                d = t.get(key)
+                if d is not None and d.state == DLG_STATE_DELETED:
+                    t.remove(d)
             continue
-        if d.timeout > now:
-            continue            # moved later: another slot holds it
+        if d.state not in (DLG_STATE_CONFIRMED_NA, DLG_STATE_CONFIRMED):
+            continue
         try:
             end_dialog(key, "Lifetime Timeout",
                        bool(d.mflags & DLG_FLAG_BYEONTIMEOUT),
                        cb.DLGCB_EXPIRED)
         except Exception as e:   # noqa: BLE001 - keep the timer going
             log.LM_ERR(f"dialog: expiring {key.decode()} failed: {e}")
+
+
+def timer(ticks=None, param=None) -> None:
+    t = st.tbl
+    expire_due(int(time.time()))
     mono = time.monotonic()
     if not _last_ping:
         _last_ping[:] = [mono, mono]     # the first round one interval on

@@ -158,7 +158,7 @@ class DlgDb:
                 t.dirty.delete(key)
                 d = t.get(key)
                 try:
-                    if d is None:
+                    if d is None or d.state > DLG_STATE_CONFIRMED:
                         self.con.delete(["dlg_id"], ["="],
                                         [(he << 32) | hid])
                     else:

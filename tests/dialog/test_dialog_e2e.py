@@ -97,6 +97,11 @@ modparam("tm", "wt_timer", 1)
     def dialogs(self):
         return self.mi_call("dlg_list")["Dialogs"]
 
+    def state(self):
+        """The state of the first dialog listed (None: none)."""
+        ds = self.dialogs()
+        return ds[0]["state"] if ds else None
+
 
 # the usual checks of a proxy with dialogs: a sequential request must name
 # a live dialog, else 481
@@ -151,7 +156,7 @@ def test_a_call_listed_over_mi_and_ended_by_bye(server):
     b = uas("uas_call.xml", callee)
     a = uac("uac_call.xml", p.port, hold_ms=2500)
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+        wait_for(lambda: p.state() == 4, 10,
                  what="an established dialog")
         d = p.dialogs()[0]
         assert d["from_uri"] == "sip:alice@example.com"
@@ -295,22 +300,30 @@ def test_in_dialog_request_for_unknown_or_ended_dialog_gets_481(server):
     callee = free_port()
     p = Proxy(server, route(callee))
     b = uas("uas_call.xml", callee)
-    a = uac("uac_call.xml", p.port)
-    finish(a, b)
+    a = uac("uac_call.xml", p.port, hold_ms=1000)
+    try:
+        wait_for(lambda: p.state() == 4, 10, what="an established dialog")
+        d = p.dialogs()[0]
+    finally:
+        finish(a, b)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     s.settimeout(5)
     me = s.getsockname()[1]
+    ended = (d["ID"], d["callid"], d["caller_tag"],
+             d["CALLEES"][0]["callee_tag"], "INFO")
     try:
-        for did in ("1.99999", "zz", None):
+        for did, cid, ft, tt, m in (ended, ("1.99999", "x", "a1", "b1", "BYE"),
+                                    ("zz", "y", "a1", "b1", "BYE"),
+                                    (None, "z", "a1", "b1", "BYE")):
             route_hdr = f"Route: <sip:127.0.0.1:{p.port};lr" + \
                 (f";did={did}" if did else "") + ">\r\n"
-            req = (f"BYE sip:callee@127.0.0.1:{callee} SIP/2.0\r\n"
+            req = (f"{m} sip:callee@127.0.0.1:{callee} SIP/2.0\r\n"
                    f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{did}x\r\n"
                    f"{route_hdr}"
-                   f"From: <sip:alice@example.com>;tag=a1\r\n"
-                   f"To: <sip:callee@example.com>;tag=b1\r\n"
-                   f"Call-ID: gone-{did}@test\r\nCSeq: 3 BYE\r\n"
+                   f"From: <sip:alice@example.com>;tag={ft}\r\n"
+                   f"To: <sip:callee@example.com>;tag={tt}\r\n"
+                   f"Call-ID: {cid}\r\nCSeq: 3 {m}\r\n"
                    f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
             s.sendto(req.encode(), ("127.0.0.1", p.port))
             while True:
@@ -359,7 +372,8 @@ def test_prack_and_update_in_two_early_dialogs(server):
     try:
         def early_two():
             ds = p.dialogs()
-            return ds and ds[0]["state"] == 2 and len(ds[0]["CALLEES"]) == 2
+            return bool(ds) and ds[0]["state"] == 2 and \
+                len(ds[0]["CALLEES"]) == 2
         wait_for(early_two, 10, what="one dialog, two early legs")
         assert p.stat("dialog:early_dialogs") == 1
         assert p.stat("dialog:active_dialogs") == 0
@@ -399,7 +413,7 @@ modparam("dialog", "db_mode", 1)""")
     b = uas("uas_call.xml", callee)
     a = uac("uac_call.xml", p.port, hold_ms=6000)
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+        wait_for(lambda: p.state() == 4, 10,
                  what="an established dialog")
         before = p.mi_call("dlg_list_ctx")["Dialogs"][0]
         with sqlite3.connect(path) as c:
@@ -415,6 +429,9 @@ modparam("dialog", "db_mode", 1)""")
         assert after[0]["CALLEES"][0]["callee_tag"] == \
             before["CALLEES"][0]["callee_tag"]
         assert after[0]["context"]["values"] == [{"who": "alice"}]
+        # the table again: nothing new, no double
+        assert p.mi_call("dlg_db_sync") == "OK"
+        assert len(p.dialogs()) == 1
         assert p.stat("dialog:active_dialogs") == 1
     finally:
         finish(a, b)        # the BYE after the restart matched and relayed
@@ -430,7 +447,7 @@ def test_mi_dlg_end_dlg_sends_bye_to_both_ends(server):
     b = uas("uas_call.xml", callee)
     a = uac("uac_wait_bye.xml", p.port)
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+        wait_for(lambda: p.state() == 4, 10,
                  what="an established dialog")
         d = p.dialogs()[0]
         with pytest.raises(AssertionError, match="404"):
@@ -511,9 +528,12 @@ route[answered] {
     b = uas("uas_call.xml", callee)
     a = uac("uac_wait_bye.xml", p.port)
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["CALLEES"][0][
-            "caller_cseq"] == "1", 10,
-            what="our OPTIONS took the callee side's next CSeq")
+        def sent():
+            ds = p.dialogs()
+            return ds and ds[0]["CALLEES"] and \
+                ds[0]["CALLEES"][0]["caller_cseq"] == "1"
+        wait_for(sent, 10,
+                 what="our OPTIONS took the callee side's next CSeq")
         d = p.dialogs()[0]
         assert f"answered {d['ID']} state 3" in server.stderr()
         assert p.mi_call("dlg_end_dlg", [d["callid"]]) == "OK"
@@ -583,7 +603,7 @@ def test_script_functions_over_a_live_dialog(server):
             if r.via1.branch == br:
                 return r.status, r.reason
     try:
-        wait_for(lambda: p.dialogs() and p.dialogs()[0]["state"] == 4, 10,
+        wait_for(lambda: p.state() == 4, 10,
                  what="an established dialog")
         d = p.dialogs()[0]
         assert d["user_flags"] == (1 << 3) | 16
@@ -623,3 +643,58 @@ def uas_path(path, port):
                              "-timeout", "40s"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_dlg_inc_cseq_shifts_a_direction_and_its_replies_back(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, within="""
+    if (is_method("INVITE") && !dlg_inc_cseq(5)) {
+        send_reply(500, "No CSeq Change");
+        exit;
+    }"""))
+    b = uas("uas_reinvite_cseq.xml", callee)   # sees 7 INVITE, 7 ACK, 8 BYE
+    a = uac("uac_reinvite.xml", p.port, hold_ms=500)  # gets 2 and 3 back
+    finish(a, b)
+    wait_for(lambda: p.dialogs() == [], 5, what="the dialog gone")
+
+
+def test_a_spiral_keeps_one_dialog(server):
+    """The INVITE is sent back to the proxy once (a spiral) before it goes
+    to the callee: both passes record-route with the same did, one dialog
+    is made, the BYE (two Routes of ours) ends it."""
+    callee = free_port()
+    p = Proxy(server, route(callee, initial="""
+    create_dialog();""", target="""
+    if (is_present_hf("X-Spiral")) {
+        $du = "sip:127.0.0.1:%d";
+    } else {
+        append_hf("X-Spiral: 1\\r\\n");
+        $du = "sip:127.0.0.1:" + $Rp;
+    }""" % callee))
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_call.xml", p.port, hold_ms=1500)
+    try:
+        wait_for(lambda: p.state() == 4, 10,
+                 what="an established dialog")
+        assert len(p.dialogs()) == 1
+    finally:
+        finish(a, b)
+    wait_for(lambda: p.dialogs() == [], 5, what="the dialog gone")
+    assert p.stat("dialog:processed_dialogs") == 1
+
+
+def test_fix_route_dialog_sends_a_request_to_the_dialogs_contact(server):
+    callee = free_port()
+    p = Proxy(server, route(callee, within="""
+    if (is_method("BYE")) {
+        $ru = "sip:nobody@127.0.0.1:9";
+        if (!fix_route_dialog()) {
+            send_reply(500, "No Route Fix");
+            exit;
+        }
+        xlog("L_NOTICE", "BYE fixed to $ru\\n");
+    }"""))
+    b = uas("uas_call.xml", callee)
+    a = uac("uac_call.xml", p.port, hold_ms=300)
+    finish(a, b)          # the BYE reached the callee's Contact
+    assert f"BYE fixed to sip:callee@127.0.0.1:{callee}" in server.stderr()

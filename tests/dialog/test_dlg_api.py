@@ -65,6 +65,9 @@ def test_callbacks_follow_a_call_and_its_bye(dlg):
     found, dr = core.lookup(bye, d.did)
     assert found is not None and dr == api.DLG_DIR_DOWNSTREAM
     core.within(bye, found, dr)
+    # ended: kept for delete_delay seconds (state 5), then dropped
+    assert api.get_dlg_by_key(key).state == api.DLG_STATE_DELETED
+    core.expire_due(int(time.time()) + core.st.delete_delay + 1)
     assert api.get_dlg_by_key(key) is None
     assert api.get_dlg(bye).end_reason == "Downstream BYE"
     types = [e[0] for e in events]
@@ -82,6 +85,8 @@ def test_expiry_runs_expired_then_terminated(dlg):
     assert core.set_timeout(key, 0)
     core.st.tbl.wheel_done.set(now - 1)
     core.timer()
+    assert api.get_dlg_by_key(key).end_reason == "Lifetime Timeout"
+    core.expire_due(now + core.st.delete_delay + 1)
     assert api.get_dlg_by_key(key) is None
     types = [e[0] for e in events]
     assert types[-2:] == [api.DLGCB_EXPIRED, api.DLGCB_TERMINATED]

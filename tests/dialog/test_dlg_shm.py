@@ -30,6 +30,9 @@ def test_dialogs_made_and_ended_give_their_memory_back():
     # ended (no BYEs: nothing listens); timer slots popped
     for k in keys:
         assert core.end_dialog(k, "test", False)
+    assert len(core.st.tbl) == 1000          # waiting out delete_delay
+    import time
+    core.expire_due(int(time.time()) + core.st.delete_delay + 1)
     assert len(core.st.tbl) == 0
     core.st.tbl.due(max(d.timeout for d in ds))
     assert shm.stats()["used_size"] - base == tables
