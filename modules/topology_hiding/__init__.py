@@ -624,6 +624,8 @@ def _dlg_reply(cell, params, p, rpl, req, routes) -> None:
 def _match_with_dlg(msg, did: str) -> int:
     src = f"{msg.rcv.src_ip}:{msg.rcv.src_port}" if msg.rcv else "?"
     d = _dlg.get_dlg_by_key(did.encode())
+    if d is not None and d.state == _dlg.DLG_STATE_DELETED:
+        d = None        # ended: kept a while for late requests, not routed
     flags = _dlg.fetch_dlg_value(d, "th_flags") if d is not None else None
     if flags is None:
         log.LM_ERR(f"topology_hiding: {msg.method} from {src}: no hidden "
