@@ -263,8 +263,14 @@ def _expires_hdr(msg) -> Optional[int]:
     v = msg.hdr("Expires")
     if v is None:
         return None
-    v = v.strip()
-    if not v.isdigit() or len(v) > 10:
+    return _expires_value(v)
+
+
+def _expires_value(text: str) -> int:
+    """An Expires value: ASCII digits only (str.isdigit() alone also takes
+    '³', which int() refuses), at most 10 of them; else 400."""
+    v = text.strip()
+    if not v.isascii() or not v.isdigit() or len(v) > 10:
         raise RegError(400, "Bad Expires")
     return int(v)
 
@@ -273,9 +279,7 @@ def _contact_expires(c, hdr_expires: Optional[int],
                      flags: "SaveFlags") -> int:
     raw = c.param("expires")
     if raw is not None:
-        if not raw.strip().isdigit() or len(raw.strip()) > 10:
-            raise RegError(400, "Bad Expires")
-        e = int(raw)
+        e = _expires_value(raw)
     elif hdr_expires is not None:
         e = hdr_expires
     else:
