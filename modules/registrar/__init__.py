@@ -242,7 +242,9 @@ def extract_aor(uri_text, parsed=None) -> str:
         raise RegError(400, "Bad Address of Record") from None
     if u is None or not u.host:
         raise RegError(400, "Bad Address of Record")
-    user = unescape(u.user) if u.user else ""
+    user = u.user or ""
+    if "%" in user:
+        user = unescape(user)
     if not case_sensitive:
         user = user.lower()
     host = u.host.lower()
@@ -275,9 +277,10 @@ def _expires_value(text: str) -> int:
     return int(v)
 
 
-def _contact_expires(c, hdr_expires: Optional[int],
+def _contact_expires(raw: Optional[str], hdr_expires: Optional[int],
                      flags: "SaveFlags") -> int:
-    raw = c.param("expires")
+    """The expires of one Contact: its ``expires`` param (``raw``), else
+    the Expires header, else default_expires; checked against the limits."""
     if raw is not None:
         e = _expires_value(raw)
     elif hdr_expires is not None:
@@ -418,9 +421,12 @@ def _contact_lines(contacts, now: float, gruu=None) -> List[str]:
 
 # --- save -------------------------------------------------------------------------
 
+_NO_FLAGS = SaveFlags()        # save() without flags (never changed)
+
+
 def save(msg, dom, flags: Optional[SaveFlags] = None,
          aor_uri: Optional[str] = None) -> int:
-    flags = flags or SaveFlags()
+    flags = flags or _NO_FLAGS
     try:
         contacts, path = _save(msg, dom, flags, aor_uri)
     except RegError as e:
@@ -552,6 +558,7 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                     sock = config.parse_socket(given).name
                 except ValueError:
                     raise RegError(400, "Bad socket header") from None
+        cflags = getattr(msg, "ruri_bflags", 0) or 0
         mine = []           # the request's bindings, for only-request-contacts
         for c in contacts:
             uri = c.uri
@@ -561,16 +568,18 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                 c.parsed_uri
             except ParseError:
                 raise RegError(400, "Bad Contact") from None
-            e = _contact_expires(c, hdr_expires, flags)
+            params = c.params
+            e = _contact_expires(params.get("expires"), hdr_expires, flags)
             q = default_q
             if c.q is not None:
                 try:
                     q = ul.str2q(c.q)
                 except ValueError:
                     raise RegError(400, "Invalid q") from None
-            instance = c.param("+sip.instance") or ""
-            reg_id = c.param("reg-id") or ""
-            reg_id = int(reg_id) if reg_id.isdigit() else 0
+            instance = params.get("+sip.instance") or ""
+            reg_id = params.get("reg-id") or ""
+            reg_id = int(reg_id) if reg_id.isascii() and reg_id.isdigit() \
+                else 0
             cur = ul.match_contact(new, uri, callid, instance, reg_id, mmode)
             if cur is not None and cur.callid == callid:
                 retrans = cseq == cur.cseq and \
@@ -585,11 +594,6 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                 if cur is not None:
                     new.contacts.remove(cur)
                 continue
-            fields = dict(expires=now + e, q=q, callid=callid, cseq=cseq,
-                          cflags=getattr(msg, "ruri_bflags", 0) or 0,
-                          user_agent=ua, socket=sock, methods=methods,
-                          received=received, path=path, instance=instance,
-                          reg_id=reg_id, last_modified=now)
             if cur is None:
                 if limit and len(new.contacts) >= limit:
                     if not flags.force_reg:
@@ -599,12 +603,24 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                                  key=lambda x: x.last_modified)
                     new.contacts.remove(oldest)
                 cur = ul.UContact(uri, contact_id=ul.new_contact_id(aor),
-                                  **fields)
+                                  last_modified=now)
                 new.contacts.append(cur)
             else:
                 cur.contact = uri
-                for k, v in fields.items():
-                    setattr(cur, k, v)
+            # what this REGISTER says of the binding (a new or a known one)
+            cur.expires = now + e
+            cur.q = q
+            cur.callid = callid
+            cur.cseq = cseq
+            cur.cflags = cflags
+            cur.user_agent = ua
+            cur.socket = sock
+            cur.methods = methods
+            cur.received = received
+            cur.path = path
+            cur.instance = instance
+            cur.reg_id = reg_id
+            cur.last_modified = now
             mine.append(cur)
         new.contacts = ul.order_contacts(new.contacts)
         _store(dom, new, old, flags, aor)
