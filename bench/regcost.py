@@ -85,7 +85,7 @@ def inproc(n: int) -> None:
             lm.exports.init_f()
     with open(os.path.join(HERE, "opensipy", "register.cfg")) as f:
         text = f.read()
-    route = text[text.index("route {"):]
+    route = os.environ.get("REGCOST_ROUTE") or text[text.index("route {"):]
     compiled = script.compile_script(script.parse_string(route), reg)
     timer.close_registration()
     receive.child_start(2, compiled, reg)

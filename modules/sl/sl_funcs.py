@@ -132,8 +132,12 @@ def send_reply(msg, code: int, reason: Optional[str] = None,
         _deadline.set(shm.now_ns() + SL_RPL_WAIT_TIME * 1_000_000_000)
     if not forward.send_reply(msg, data):
         return -1
-    _stat_inc(stats.by_class[min(code // 100, 6) - 1])
-    _stat_inc(stats.sent_replies)
+    if stats.enabled:
+        st = stats.by_class[min(code // 100, 6) - 1]
+        if st is not None:
+            st.inc()
+        if stats.sent_replies is not None:
+            stats.sent_replies.inc()
     return 1
 
 
