@@ -258,7 +258,7 @@ def _reply(msg, code: int, reason: str, headers=()) -> int:
     if sig is None:
         log.LM_ERR("registrar: no reply function (signaling not bound)")
         return -1
-    return sig.reply(msg, code, reason, list(headers))
+    return sig.reply(msg, code, reason, headers)
 
 
 def _expires_hdr(msg) -> Optional[int]:
@@ -543,8 +543,7 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                         raise RegError(400, "Invalid CSeq number")
                 _store(dom, ul.URecord(aor), old, flags, aor)
             return [], path
-        new = ul.URecord(aor, [c for c in (old.contacts if old else [])
-                               if c.alive(now)])
+        new = ul.URecord(aor, old.alive(now) if old is not None else [])
         ua = (msg.hdr("User-Agent") or "")[:255]
         methods = _methods_of(msg)
         received = _received_of(msg)

@@ -110,7 +110,8 @@ def send_reply(msg, code: int, reason: Optional[str] = None,
     if not 100 <= code <= 699:
         log.LM_ERR(f"sl: bad reply code {code} (100..699)")
         return -1
-    hdrs = reply_headers(msg)
+    queued = getattr(msg, "reply_hdrs", None)
+    hdrs = list(queued) if queued else []
     if 300 <= code < 400:
         hdrs.extend(_dset_contacts(msg))
     if isinstance(headers, (str, bytes)):

@@ -124,10 +124,11 @@ class URecord:
 
     def alive(self, now=None) -> List[UContact]:
         now = time.time() if now is None else now
-        return [c for c in self.contacts if c.alive(now)]
+        # UContact.alive() inline: this runs for every REGISTER
+        return [c for c in self.contacts if c.expires == 0 or c.expires > now]
 
     def dumps(self) -> bytes:
-        return marshal.dumps([c.as_tuple() for c in self.contacts])
+        return marshal.dumps([_get_fields(c) for c in self.contacts])
 
     @classmethod
     def loads(cls, aor: str, data: bytes) -> "URecord":
@@ -167,12 +168,13 @@ class UDomain:
 
     def slot(self, aor: str) -> int:
         return zlib.crc32(aor.encode("utf-8", "surrogateescape")) \
-            % len(self.locks)
+            % self.locks.n
 
     def locked(self, aor: str) -> shm.Lock:
         """The AOR's lock: ``with dom.locked(aor):`` (the shm Lock itself,
         no generator-based context made per call)."""
-        return self.locks[self.slot(aor)]
+        return self.locks[zlib.crc32(aor.encode("utf-8", "surrogateescape"))
+                          % self.locks.n]
 
     def get(self, aor: str) -> Optional[URecord]:
         if self.db_mode == DB_ONLY:

@@ -4,6 +4,7 @@ reply to a request (C sp_build_reply), frame_length() for streams."""
 import re
 from ._core import ffi, lib, strerror
 from .headers import ParseError, REASONS
+from .layout import _M_hdrs_end, _M_is_request, _M_n_hdrs
 
 
 def _b(v):
@@ -82,7 +83,8 @@ def build_reply(msg, code, reason=None, to_tag=None, headers=(), body=b""):
     Raises ValueError when the reason or the To tag holds CR, LF or NUL, or
     ``headers`` is not whole header lines (:func:`check_hdr_lines`), so no
     caller-provided text can add a header or split the status line."""
-    if not msg.is_request:
+    iv = msg._iv
+    if not iv[_M_is_request]:
         raise ValueError("cannot reply to a reply")
     if reason is None:
         reason = REASONS.get(code, "Unknown")
@@ -106,7 +108,7 @@ def build_reply(msg, code, reason=None, to_tag=None, headers=(), body=b""):
         raise ValueError(check_hdr_lines(eb))
     bb = body if type(body) is bytes else _b(body)
     m = msg._m
-    size = 64 + len(rb) + len(tb) + len(eb) + len(bb) + msg.hdrs_end + 4 * msg.n_headers
+    size = 64 + len(rb) + len(tb) + len(eb) + len(bb) + iv[_M_hdrs_end] + 4 * iv[_M_n_hdrs]
     out = ffi.new(_CHARS, size)
     n = lib.sp_build_reply(m, msg._buf, code, rb, len(rb), tb, len(tb), eb, len(eb),
                            bb, len(bb), out, size)

@@ -431,11 +431,15 @@ class SipMsg(_View):
     def unsupported_proxy_require(self, supported=()):
         """Proxy-Require option tags not in ``supported`` (answer 420 listing
         them in Unsupported when not empty)"""
+        if not self._iv[_COUNT + HDR_PROXYREQUIRE_T]:
+            return []                 # no Proxy-Require (nearly every request)
         sup = {s.lower() for s in supported}
         return [t for t in self.proxy_require if t.lower() not in sup]
 
     def unsupported_require(self, supported=()):
         """Require option tags not in ``supported`` (a UAS answers 420)"""
+        if not self._iv[_COUNT + HDR_REQUIRE_T]:
+            return []
         sup = {s.lower() for s in supported}
         return [t for t in self.require if t.lower() not in sup]
 
