@@ -236,7 +236,7 @@ def extract_aor(uri_text, parsed=None) -> str:
     (the host always).  Raises RegError 400 when it is not a SIP URI.
     ``parsed``: the URI already parsed (the To header's)."""
     try:
-        u = parsed if parsed is not None else \
+        u = parsed if parsed is not None or uri_text is None else \
             parse_uri(uri_text.strip().strip("<>"))
     except (ValueError, ParseError):
         raise RegError(400, "Bad Address of Record") from None
@@ -506,7 +506,7 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
         if to is None:
             raise RegError(400, "To header not found")
         try:
-            aor = extract_aor(to.uri, to.parsed_uri)
+            aor = extract_aor(None, to.parsed_uri)
         except ParseError:
             raise RegError(400, "Bad Address of Record") from None
     else:
@@ -530,7 +530,8 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
         else max_contacts
     mmode = flags.matching_mode
     callid = msg.callid or ""
-    cseq = msg.cseq.num if msg.cseq is not None else 0
+    cs = msg.cseq
+    cseq = cs.num if cs is not None else 0
     now = int(time.time())
     with dom.locked(aor):
         old = dom.get(aor)
