@@ -193,8 +193,17 @@ class SipMsg(_View):
     def hdr(self, name):
         """body of the first header called ``name`` (any case, compact forms
         included), None when there is none"""
-        t, i = self._index(name)
-        return None if i < 0 else self._body_of(i)
+        t = hdr_type(name)
+        if t != HDR_OTHER_T:
+            i = self._iv[_FIRST + t]
+        else:
+            i = self._index(name)[1]
+        if i < 0:
+            return None
+        iv = self._iv
+        b = _HDRS + i * _HS + _H_BODY
+        s = self._txt(iv[b], iv[b + 1])
+        return _fold(s) if "\n" in s else s      # _body_of, inline
 
     def hdrs(self, name):
         """bodies of every header called ``name``, in order"""
@@ -285,8 +294,9 @@ class SipMsg(_View):
             self._to = f
         return f
 
-    @property
+    @_lazy
     def callid(self):
+        """the Call-ID (read once: the reply path and modules ask again)"""
         i = self._iv[_FIRST + HDR_CALLID_T]
         return None if i < 0 else self._body_of(i)
 
