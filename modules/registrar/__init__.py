@@ -299,17 +299,25 @@ def _contact_expires(raw: Optional[str], hdr_expires: Optional[int],
     return e
 
 
+_allow_masks = {}      # Allow text -> methods mask (a phone repeats its own)
+
+
 def _methods_of(msg) -> int:
-    allow = msg.hdrs("Allow")
-    if not allow:
+    if msg.hdr("Allow") is None:
         return 0xFFFFFFFF
+    allow = ",".join(msg.hdrs("Allow"))
+    mask = _allow_masks.get(allow)
+    if mask is not None:
+        return mask
     mask = 0
-    for h in allow:
-        for name in h.split(","):
-            bit = METHODS.get("METHOD_" + name.strip().upper())
-            if bit:
-                mask |= bit
-    return mask or 0xFFFFFFFF
+    for name in allow.split(","):
+        bit = METHODS.get("METHOD_" + name.strip().upper())
+        if bit:
+            mask |= bit
+    mask = mask or 0xFFFFFFFF
+    if len(_allow_masks) < 256:
+        _allow_masks[allow] = mask
+    return mask
 
 
 def _socket_str(msg) -> str:
@@ -547,7 +555,7 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
         new = ul.URecord(aor, old.alive(now) if old is not None else [])
         ua = (msg.hdr("User-Agent") or "")[:255]
         methods = _methods_of(msg)
-        received = _received_of(msg)
+        received = _received_of(msg) if received_avp else ""
         if flags.path_received and path:
             received = _path_received(path) or received
         sock = _socket_str(msg)
