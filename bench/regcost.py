@@ -129,7 +129,8 @@ def _server_run(rate, seconds, workers, callgrind):
     cfg = os.path.join(work, "register.cfg")
     with open(cfg, "w") as f:
         f.write(text)
-    env = dict(os.environ, PYTHONPATH=REPO, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=os.pathsep.join(
+        p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
     env.pop("NOTIFY_SOCKET", None)
     cmd = [sys.executable, "-m", "opensipy", "-F", "-E", "-m", "256",
            "-f", cfg]
