@@ -337,9 +337,9 @@ def reply_dest(msg) -> Tuple[str, int]:
     if v.rport is not None or getattr(msg, "force_rport", False) or \
             rcv.conn_id:
         return rcv.src_ip, rcv.src_port
-    host = v.received or (rcv.src_ip if v.host.strip("[]") != rcv.src_ip
-                          else v.host.strip("[]"))
-    return host, v.port or 5060
+    # the source address stands in for a sent-by host that differs from
+    # it (an implicit ``received``); when they are equal it is the same text
+    return v.received or rcv.src_ip, v.port or 5060
 
 
 def send_reply(msg, data: bytes) -> bool:

@@ -68,7 +68,8 @@ class TagGen:
 
     def tag(self, msg) -> str:
         """The To tag of the local replies to request ``msg``."""
-        return self.prefix() + SEPARATOR + request_suffix(msg)
+        return (self._prefix or self.prefix()) + SEPARATOR + \
+            request_suffix(msg)
 
     def tag_with(self, suffix: str) -> str:
         return self.prefix() + SEPARATOR + suffix

@@ -236,13 +236,15 @@ def extract_aor(uri_text, parsed=None) -> str:
     (the host always).  Raises RegError 400 when it is not a SIP URI.
     ``parsed``: the URI already parsed (the To header's)."""
     try:
-        u = parsed if parsed is not None else \
+        u = parsed if parsed is not None or uri_text is None else \
             parse_uri(uri_text.strip().strip("<>"))
     except (ValueError, ParseError):
         raise RegError(400, "Bad Address of Record") from None
     if u is None or not u.host:
         raise RegError(400, "Bad Address of Record")
-    user = unescape(u.user) if u.user else ""
+    user = u.user or ""
+    if "%" in user:
+        user = unescape(user)
     if not case_sensitive:
         user = user.lower()
     host = u.host.lower()
@@ -256,26 +258,31 @@ def _reply(msg, code: int, reason: str, headers=()) -> int:
     if sig is None:
         log.LM_ERR("registrar: no reply function (signaling not bound)")
         return -1
-    return sig.reply(msg, code, reason, list(headers))
+    return sig.reply(msg, code, reason, headers)
 
 
 def _expires_hdr(msg) -> Optional[int]:
     v = msg.hdr("Expires")
     if v is None:
         return None
-    v = v.strip()
-    if not v.isdigit() or len(v) > 10:
+    return _expires_value(v)
+
+
+def _expires_value(text: str) -> int:
+    """An Expires value: ASCII digits only (str.isdigit() alone also takes
+    '³', which int() refuses), at most 10 of them; else 400."""
+    v = text.strip()
+    if not v.isascii() or not v.isdigit() or len(v) > 10:
         raise RegError(400, "Bad Expires")
     return int(v)
 
 
-def _contact_expires(c, hdr_expires: Optional[int],
+def _contact_expires(raw: Optional[str], hdr_expires: Optional[int],
                      flags: "SaveFlags") -> int:
-    raw = c.param("expires")
+    """The expires of one Contact: its ``expires`` param (``raw``), else
+    the Expires header, else default_expires; checked against the limits."""
     if raw is not None:
-        if not raw.strip().isdigit() or len(raw.strip()) > 10:
-            raise RegError(400, "Bad Expires")
-        e = int(raw)
+        e = _expires_value(raw)
     elif hdr_expires is not None:
         e = hdr_expires
     else:
@@ -292,17 +299,25 @@ def _contact_expires(c, hdr_expires: Optional[int],
     return e
 
 
+_allow_masks = {}      # Allow text -> methods mask (a phone repeats its own)
+
+
 def _methods_of(msg) -> int:
-    allow = msg.hdrs("Allow")
-    if not allow:
+    if msg.hdr("Allow") is None:
         return 0xFFFFFFFF
+    allow = ",".join(msg.hdrs("Allow"))
+    mask = _allow_masks.get(allow)
+    if mask is not None:
+        return mask
     mask = 0
-    for h in allow:
-        for name in h.split(","):
-            bit = METHODS.get("METHOD_" + name.strip().upper())
-            if bit:
-                mask |= bit
-    return mask or 0xFFFFFFFF
+    for name in allow.split(","):
+        bit = METHODS.get("METHOD_" + name.strip().upper())
+        if bit:
+            mask |= bit
+    mask = mask or 0xFFFFFFFF
+    if len(_allow_masks) < 256:
+        _allow_masks[allow] = mask
+    return mask
 
 
 def _socket_str(msg) -> str:
@@ -414,9 +429,12 @@ def _contact_lines(contacts, now: float, gruu=None) -> List[str]:
 
 # --- save -------------------------------------------------------------------------
 
+_NO_FLAGS = SaveFlags()        # save() without flags (never changed)
+
+
 def save(msg, dom, flags: Optional[SaveFlags] = None,
          aor_uri: Optional[str] = None) -> int:
-    flags = flags or SaveFlags()
+    flags = flags or _NO_FLAGS
     try:
         contacts, path = _save(msg, dom, flags, aor_uri)
     except RegError as e:
@@ -496,7 +514,7 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
         if to is None:
             raise RegError(400, "To header not found")
         try:
-            aor = extract_aor(to.uri, to.parsed_uri)
+            aor = extract_aor(None, to.parsed_uri)
         except ParseError:
             raise RegError(400, "Bad Address of Record") from None
     else:
@@ -520,7 +538,8 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
         else max_contacts
     mmode = flags.matching_mode
     callid = msg.callid or ""
-    cseq = msg.cseq.num if msg.cseq is not None else 0
+    cs = msg.cseq
+    cseq = cs.num if cs is not None else 0
     now = int(time.time())
     with dom.locked(aor):
         old = dom.get(aor)
@@ -533,11 +552,10 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                         raise RegError(400, "Invalid CSeq number")
                 _store(dom, ul.URecord(aor), old, flags, aor)
             return [], path
-        new = ul.URecord(aor, [c for c in (old.contacts if old else [])
-                               if c.alive(now)])
+        new = ul.URecord(aor, old.alive(now) if old is not None else [])
         ua = (msg.hdr("User-Agent") or "")[:255]
         methods = _methods_of(msg)
-        received = _received_of(msg)
+        received = _received_of(msg) if received_avp else ""
         if flags.path_received and path:
             received = _path_received(path) or received
         sock = _socket_str(msg)
@@ -548,6 +566,7 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                     sock = config.parse_socket(given).name
                 except ValueError:
                     raise RegError(400, "Bad socket header") from None
+        cflags = getattr(msg, "ruri_bflags", 0) or 0
         mine = []           # the request's bindings, for only-request-contacts
         for c in contacts:
             uri = c.uri
@@ -557,16 +576,18 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                 c.parsed_uri
             except ParseError:
                 raise RegError(400, "Bad Contact") from None
-            e = _contact_expires(c, hdr_expires, flags)
+            params = c.params
+            e = _contact_expires(params.get("expires"), hdr_expires, flags)
             q = default_q
             if c.q is not None:
                 try:
                     q = ul.str2q(c.q)
                 except ValueError:
                     raise RegError(400, "Invalid q") from None
-            instance = c.param("+sip.instance") or ""
-            reg_id = c.param("reg-id") or ""
-            reg_id = int(reg_id) if reg_id.isdigit() else 0
+            instance = params.get("+sip.instance") or ""
+            reg_id = params.get("reg-id") or ""
+            reg_id = int(reg_id) if reg_id.isascii() and reg_id.isdigit() \
+                else 0
             cur = ul.match_contact(new, uri, callid, instance, reg_id, mmode)
             if cur is not None and cur.callid == callid:
                 retrans = cseq == cur.cseq and \
@@ -581,11 +602,6 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                 if cur is not None:
                     new.contacts.remove(cur)
                 continue
-            fields = dict(expires=now + e, q=q, callid=callid, cseq=cseq,
-                          cflags=getattr(msg, "ruri_bflags", 0) or 0,
-                          user_agent=ua, socket=sock, methods=methods,
-                          received=received, path=path, instance=instance,
-                          reg_id=reg_id, last_modified=now)
             if cur is None:
                 if limit and len(new.contacts) >= limit:
                     if not flags.force_reg:
@@ -595,12 +611,24 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
                                  key=lambda x: x.last_modified)
                     new.contacts.remove(oldest)
                 cur = ul.UContact(uri, contact_id=ul.new_contact_id(aor),
-                                  **fields)
+                                  last_modified=now)
                 new.contacts.append(cur)
             else:
                 cur.contact = uri
-                for k, v in fields.items():
-                    setattr(cur, k, v)
+            # what this REGISTER says of the binding (a new or a known one)
+            cur.expires = now + e
+            cur.q = q
+            cur.callid = callid
+            cur.cseq = cseq
+            cur.cflags = cflags
+            cur.user_agent = ua
+            cur.socket = sock
+            cur.methods = methods
+            cur.received = received
+            cur.path = path
+            cur.instance = instance
+            cur.reg_id = reg_id
+            cur.last_modified = now
             mine.append(cur)
         new.contacts = ul.order_contacts(new.contacts)
         _store(dom, new, old, flags, aor)

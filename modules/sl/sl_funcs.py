@@ -110,7 +110,8 @@ def send_reply(msg, code: int, reason: Optional[str] = None,
     if not 100 <= code <= 699:
         log.LM_ERR(f"sl: bad reply code {code} (100..699)")
         return -1
-    hdrs = reply_headers(msg)
+    queued = getattr(msg, "reply_hdrs", None)
+    hdrs = list(queued) if queued else []
     if 300 <= code < 400:
         hdrs.extend(_dset_contacts(msg))
     if isinstance(headers, (str, bytes)):
@@ -132,8 +133,12 @@ def send_reply(msg, code: int, reason: Optional[str] = None,
         _deadline.set(shm.now_ns() + SL_RPL_WAIT_TIME * 1_000_000_000)
     if not forward.send_reply(msg, data):
         return -1
-    _stat_inc(stats.by_class[min(code // 100, 6) - 1])
-    _stat_inc(stats.sent_replies)
+    if stats.enabled:
+        st = stats.by_class[min(code // 100, 6) - 1]
+        if st is not None:
+            st.inc()
+        if stats.sent_replies is not None:
+            stats.sent_replies.inc()
     return 1
 
 

@@ -142,6 +142,8 @@ def match_contact(rec: URecord, contact: str, callid: Optional[str] = None,
 def order_contacts(contacts):
     """Highest q first; equal q by time (newest first with desc_time_order,
     else in the order they were saved)."""
+    if len(contacts) < 2:
+        return list(contacts)          # nothing to order
     keyed = list(enumerate(contacts))
     if desc_time_order:
         keyed.sort(key=lambda kc: (-kc[1].q, -kc[1].last_modified, kc[0]))

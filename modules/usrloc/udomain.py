@@ -16,7 +16,6 @@ import marshal
 import operator
 import time
 import zlib
-from contextlib import contextmanager
 from typing import Dict, List, Optional
 
 from opensipy import log, shm
@@ -40,25 +39,34 @@ class UContact:
     ``q`` in thousandths (OpenSIPS's qvalue_t, -1 = unspecified)."""
     __slots__ = _FIELDS
 
-    def __init__(self, contact: str, **kw):
+    def __init__(self, contact: str, *, received: str = "", path: str = "",
+                 expires: int = 0, q: int = Q_UNSPECIFIED, callid: str = "",
+                 cseq: int = 0, flags: int = 0, cflags: int = 0,
+                 user_agent: str = "", socket: str = "",
+                 methods: int = ALL_METHODS, instance: str = "",
+                 reg_id: int = 0, last_modified: Optional[int] = None,
+                 contact_id: int = 0, attr: str = "", state: int = CS_NEW):
+        # numbers are taken as given (ints): callers reading text or a
+        # database convert at that boundary (dbsync.contact_of, MI)
         self.contact = contact
-        self.received = kw.get("received", "")
-        self.path = kw.get("path", "")
-        self.expires = int(kw.get("expires", 0))
-        self.q = int(kw.get("q", Q_UNSPECIFIED))
-        self.callid = kw.get("callid", "")
-        self.cseq = int(kw.get("cseq", 0))
-        self.flags = int(kw.get("flags", 0))
-        self.cflags = int(kw.get("cflags", 0))
-        self.user_agent = kw.get("user_agent", "")
-        self.socket = kw.get("socket", "")
-        self.methods = int(kw.get("methods", ALL_METHODS))
-        self.instance = kw.get("instance", "")
-        self.reg_id = int(kw.get("reg_id", 0))
-        self.last_modified = int(kw.get("last_modified", time.time()))
-        self.contact_id = int(kw.get("contact_id", 0))
-        self.attr = kw.get("attr", "")
-        self.state = int(kw.get("state", CS_NEW))
+        self.received = received
+        self.path = path
+        self.expires = expires
+        self.q = q
+        self.callid = callid
+        self.cseq = cseq
+        self.flags = flags
+        self.cflags = cflags
+        self.user_agent = user_agent
+        self.socket = socket
+        self.methods = methods
+        self.instance = instance
+        self.reg_id = reg_id
+        self.last_modified = int(time.time()) if last_modified is None \
+            else last_modified
+        self.contact_id = contact_id
+        self.attr = attr
+        self.state = state
 
     def as_tuple(self):
         return _get_fields(self)
@@ -116,10 +124,11 @@ class URecord:
 
     def alive(self, now=None) -> List[UContact]:
         now = time.time() if now is None else now
-        return [c for c in self.contacts if c.alive(now)]
+        # UContact.alive() inline: this runs for every REGISTER
+        return [c for c in self.contacts if c.expires == 0 or c.expires > now]
 
     def dumps(self) -> bytes:
-        return marshal.dumps([c.as_tuple() for c in self.contacts])
+        return marshal.dumps([_get_fields(c) for c in self.contacts])
 
     @classmethod
     def loads(cls, aor: str, data: bytes) -> "URecord":
@@ -159,16 +168,13 @@ class UDomain:
 
     def slot(self, aor: str) -> int:
         return zlib.crc32(aor.encode("utf-8", "surrogateescape")) \
-            % len(self.locks)
+            % self.locks.n
 
-    @contextmanager
-    def locked(self, aor: str):
-        i = self.slot(aor)
-        self.locks.lock(i)
-        try:
-            yield
-        finally:
-            self.locks.unlock(i)
+    def locked(self, aor: str) -> shm.Lock:
+        """The AOR's lock: ``with dom.locked(aor):`` (the shm Lock itself,
+        no generator-based context made per call)."""
+        return self.locks[zlib.crc32(aor.encode("utf-8", "surrogateescape"))
+                          % self.locks.n]
 
     def get(self, aor: str) -> Optional[URecord]:
         if self.db_mode == DB_ONLY:

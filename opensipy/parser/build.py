@@ -4,6 +4,7 @@ reply to a request (C sp_build_reply), frame_length() for streams."""
 import re
 from ._core import ffi, lib, strerror
 from .headers import ParseError, REASONS
+from .layout import _M_hdrs_end, _M_is_request, _M_n_hdrs
 
 
 def _b(v):
@@ -11,7 +12,8 @@ def _b(v):
 
 
 def _line(text):
-    b = _b(text)
+    b = text.encode("utf-8", "surrogateescape") if type(text) is str \
+        else bytes(text)
     return b if b.endswith(b"\r\n") else b + b"\r\n"
 
 
@@ -21,6 +23,12 @@ _REASON_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TAG_BAD = re.compile(rb"[\x00\r\n]")
 _RURI_BAD = re.compile(rb"[\x00-\x20\x7f]")
 _HDR_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]*:[^\x00\r\n]*\r\n")
+# whole blocks of such lines, checked by one fullmatch (check_hdr_lines
+# says what is wrong when it fails)
+_HDR_BLOCK = re.compile(rb"(?:" + _HDR_LINE.pattern + rb")*")
+# reason phrases that passed the check, as bytes (most are constants)
+_REASONS_OK = {}
+_CHARS = ffi.typeof("char[]")
 
 
 def check_reason(text):
@@ -75,30 +83,33 @@ def build_reply(msg, code, reason=None, to_tag=None, headers=(), body=b""):
     Raises ValueError when the reason or the To tag holds CR, LF or NUL, or
     ``headers`` is not whole header lines (:func:`check_hdr_lines`), so no
     caller-provided text can add a header or split the status line."""
-    if not msg.is_request:
+    iv = msg._iv
+    if not iv[_M_is_request]:
         raise ValueError("cannot reply to a reply")
     if reason is None:
         reason = REASONS.get(code, "Unknown")
     if to_tag is None and code > 100:
         to_tag = _default_to_tag(msg)
-    rb = _b(reason)
-    if _REASON_BAD.search(rb) is not None:
-        raise ValueError(check_reason(rb))
+    rb = _REASONS_OK.get(reason) if type(reason) is str else None
+    if rb is None:
+        rb = _b(reason)
+        if _REASON_BAD.search(rb) is not None:
+            raise ValueError(check_reason(rb))
+        if type(reason) is str and len(_REASONS_OK) < 256:
+            _REASONS_OK[reason] = rb
     tb = _b(to_tag) if to_tag else b""
     if _TAG_BAD.search(tb) is not None:
         raise ValueError(f"the To tag {tb!r} holds CR, LF or NUL")
     if isinstance(headers, (str, bytes)):
         eb = _b(headers)
     else:
-        eb = b"".join(_line(h) for h in headers)
-    if eb:
-        why = check_hdr_lines(eb)
-        if why is not None:
-            raise ValueError(why)
-    bb = _b(body)
+        eb = b"".join([_line(h) for h in headers])
+    if eb and _HDR_BLOCK.fullmatch(eb) is None:
+        raise ValueError(check_hdr_lines(eb))
+    bb = body if type(body) is bytes else _b(body)
     m = msg._m
-    size = 64 + len(rb) + len(tb) + len(eb) + len(bb) + msg.hdrs_end + 4 * msg.n_headers
-    out = ffi.new("char[]", size)
+    size = 64 + len(rb) + len(tb) + len(eb) + len(bb) + iv[_M_hdrs_end] + 4 * iv[_M_n_hdrs]
+    out = ffi.new(_CHARS, size)
     n = lib.sp_build_reply(m, msg._buf, code, rb, len(rb), tb, len(tb), eb, len(eb),
                            bb, len(bb), out, size)
     if n < 0:

@@ -144,12 +144,20 @@ def _parse_params(view, s, l, sep):
         raise ParseError(400, "bad parameters: " + strerror(n), n, s)
     out = {}
     pv = _params_iv
+    t = view._t
     txt = view._txt
-    for i in range(n):
-        name = txt(pv[4 * i], pv[4 * i + 1]).lower()
+    for k in range(0, 4 * n, 4):
+        s = pv[k]
+        # view._txt inline for an ASCII message (str slices)
+        name = (t[s:s + pv[k + 1]] if t is not None
+                else txt(s, pv[k + 1])).lower()
         if name not in out:
-            vs = pv[4 * i + 2]
-            out[name] = _unquote(txt(vs, pv[4 * i + 3])) if vs >= 0 else ""
+            vs = pv[k + 2]
+            if vs < 0:
+                out[name] = ""
+                continue
+            v = t[vs:vs + pv[k + 3]] if t is not None else txt(vs, pv[k + 3])
+            out[name] = _unquote(v) if v[:1] == '"' else v
     return out
 
 

@@ -41,7 +41,7 @@ from .layout import (_HS, _H_BODY, _H_END, _H_NAME, _H_START, _H_TYPE,
                      _M_ruri_parsed, _M_status, _M_version, _M_vias, _NS, _VS,
                      _alloc, _out, _tuple_new, _uint)
 from .headers import (CSeq, Credentials, Header, NameAddr, ParseError, Via,
-                      _fold, _parse_params, hdr_type)
+                      _fold, _parse_params, _type_cache, hdr_type)
 from .build import (_RURI_BAD, _b, _line, build_reply)
 
 __all__ = ["SipMsg", "ParseError", "Header", "Via", "NameAddr", "CSeq",
@@ -155,7 +155,9 @@ class SipMsg(_View):
         return hs
 
     def _index(self, name):
-        t = hdr_type(name)
+        t = _type_cache.get(name)          # hdr_type(), its cache inline
+        if t is None:
+            t = hdr_type(name)
         if t != HDR_OTHER_T:
             return t, self._iv[_FIRST + t]
         b = name.encode() if isinstance(name, str) else name
@@ -193,8 +195,19 @@ class SipMsg(_View):
     def hdr(self, name):
         """body of the first header called ``name`` (any case, compact forms
         included), None when there is none"""
-        t, i = self._index(name)
-        return None if i < 0 else self._body_of(i)
+        t = _type_cache.get(name)          # hdr_type(), its cache inline
+        if t is None:
+            t = hdr_type(name)
+        if t != HDR_OTHER_T:
+            i = self._iv[_FIRST + t]
+        else:
+            i = self._index(name)[1]
+        if i < 0:
+            return None
+        iv = self._iv
+        b = _HDRS + i * _HS + _H_BODY
+        s = self._txt(iv[b], iv[b + 1])
+        return _fold(s) if "\n" in s else s      # _body_of, inline
 
     def hdrs(self, name):
         """bodies of every header called ``name``, in order"""
@@ -285,8 +298,9 @@ class SipMsg(_View):
             self._to = f
         return f
 
-    @property
+    @_lazy
     def callid(self):
+        """the Call-ID (read once: the reply path and modules ask again)"""
         i = self._iv[_FIRST + HDR_CALLID_T]
         return None if i < 0 else self._body_of(i)
 
@@ -431,11 +445,15 @@ class SipMsg(_View):
     def unsupported_proxy_require(self, supported=()):
         """Proxy-Require option tags not in ``supported`` (answer 420 listing
         them in Unsupported when not empty)"""
+        if not self._iv[_COUNT + HDR_PROXYREQUIRE_T]:
+            return []                 # no Proxy-Require (nearly every request)
         sup = {s.lower() for s in supported}
         return [t for t in self.proxy_require if t.lower() not in sup]
 
     def unsupported_require(self, supported=()):
         """Require option tags not in ``supported`` (a UAS answers 420)"""
+        if not self._iv[_COUNT + HDR_REQUIRE_T]:
+            return []
         sup = {s.lower() for s in supported}
         return [t for t in self.require if t.lower() not in sup]
 
@@ -565,8 +583,8 @@ class SipMsg(_View):
         t, i = self._index(name)
         if i < 0:
             raise KeyError(name)
-        s, l = self._span(i)
-        self.replace(s, l, _b(value))
+        b = _HDRS + i * _HS + _H_BODY
+        self._lump(LUMP_REPLACE, self._iv[b], self._iv[b + 1], _b(value))
 
     def set_body(self, body, content_type=None):
         """replace the body; Content-Length (and Content-Type when given)

@@ -246,12 +246,15 @@ class UriBuilder:
         return f"UriBuilder({str(self)!r})"
 
 
+_URI_PTR = ffi.typeof("sp_uri *")
+
+
 def uri_at(buf, t, s, l):
     """parse the URI at buf[s:s+l] (offsets stay those of buf); None if bad"""
-    u = ffi.new("sp_uri *")
+    u = ffi.new(_URI_PTR)
     if lib.sp_parse_uri(buf, len(buf), s, l, u) < 0:
         return None
-    return SipUri(buf, t, int_view(u), 0)
+    return SipUri(buf, t, memoryview(ffi.buffer(u)).cast("i"), 0)  # int_view
 
 
 def parse_uri(uri) -> SipUri:

@@ -241,3 +241,14 @@ def test_add_sock_hdr_and_the_socket_header_flag(table, srv_sock):
         reg.sock_hdr_name = ""
     with pytest.raises(ValueError):
         reg._fixup_hdr_name("bad name")
+
+
+def test_non_ascii_digits_in_expires_are_a_bad_expires(table):
+    # str.isdigit() is true for '³' but int() refuses it: save() used to
+    # stop with ValueError instead of answering 400
+    rc, sent = register(table, ["<sip:bob@10.0.0.1>"],
+                        extra=["Expires: \u00b3"])
+    assert (rc, sent[:2]) == (-1, (400, "Bad Expires"))
+    rc, sent = register(table, ['<sip:bob@10.0.0.1>;expires="\u00b2"'])
+    assert (rc, sent[:2]) == (-1, (400, "Bad Expires"))
+    assert table.get("bob") is None
