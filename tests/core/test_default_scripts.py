@@ -49,7 +49,7 @@ def our_default_text(tmp_path, port, url):
     text = text.replace("/run/opensipy/opensipy_fifo",
                         str(tmp_path / "fifo"))
     db = '"sqlite:///var/lib/opensipy/opensipy.db"'
-    assert text.count(db) == 2          # auth_db's and acc's db_url
+    assert text.count(db) == 3          # dialog's, auth_db's, acc's db_url
     return text.replace(db, f'"{url}"')
 
 
