@@ -83,6 +83,10 @@ ACC_ENDED = "ACC: call ended: "
 # the dialog value holding a call's accounting context (OpenSIPS keeps
 # its own in "accX_*" dialog values)
 CDR_VAL = "accX_cdr"
+# and what the 2xx brought (start time, To tag, code, reason): a value of
+# its own, so the two writers (the script's process, the process that sees
+# the 2xx) never read-modify-write the same value
+CDR_START_VAL = "accX_start"
 
 # extra_fields / leg_fields: backend -> [(tag, name)]
 extra_defs: Dict[str, List[tuple]] = {}
@@ -478,13 +482,6 @@ def _cdr_store(ctx) -> None:
         return
     keep = {k: ctx[k] for k in ("flags", "table", "extra", "legs", "req",
                                 "cdr")}
-    old = dlg.vals.get(CDR_VAL)
-    if old:
-        # what the dialog learned (start, To tag, code) stays
-        for k in ("start", "to_tag", "code", "reason"):
-            v = json.loads(old)["cdr"].get(k)
-            if v is not None:
-                keep["cdr"][k] = v
     _dlg.store_dlg_value(dlg, CDR_VAL, json.dumps(keep))
 
 
@@ -492,18 +489,20 @@ def _dlgcb(dlg, typ, params) -> None:
     raw = dlg.vals.get(CDR_VAL)
     if not raw:
         return
-    ctx = json.loads(raw)
     if typ & _dlg.DLGCB_CONFIRMED:
         rpl = params.get("msg")
-        c = ctx["cdr"]
-        c["start"] = time.time()
+        c = {"start": time.time()}
         if rpl is not None:
             c["to_tag"] = (rpl.to.tag if rpl.to is not None else "") or ""
             c["code"] = str(rpl.status)
             c["reason"] = rpl.reason or ""
-        _dlg.store_dlg_value(dlg, CDR_VAL, json.dumps(ctx))
+        _dlg.store_dlg_value(dlg, CDR_START_VAL, json.dumps(c))
     elif typ & _dlg.DLGCB_TERMINATED:
-        _cdr_write(ctx, time.time())
+        started = dlg.vals.get(CDR_START_VAL)
+        if started:             # never answered: no CDR
+            ctx = json.loads(raw)
+            ctx["cdr"].update(json.loads(started))
+            _cdr_write(ctx, time.time())
 
 
 def _cdr_times(c, end):
@@ -517,8 +516,6 @@ def _cdr_times(c, end):
 def _cdr_write(ctx, end) -> None:
     """The call ended: one CDR per backend with the cdr flag."""
     c = ctx["cdr"]
-    if c.get("start") is None:
-        return                  # never answered: no CDR
     tm = _cdr_times(c, end)
     info = ctx["req"]
     code_s = c.get("code") or "200"
