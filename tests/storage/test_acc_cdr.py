@@ -37,7 +37,7 @@ modparam("tm", "wt_timer", 1)
 modparam("dialog", "db_url", "{url}")
 modparam("dialog", "db_mode", {db_mode})
 modparam("acc", "db_url", "{url}")
-modparam("acc", "extra_fields", "log: src_ip->src; ua->user_agent")
+modparam("acc", "extra_fields", "log: src_ip->src; ua->user_agent; ans")
 modparam("acc", "extra_fields", "db: src_ip->src_ip")
 modparam("acc", "leg_fields", "log: dst->dst")
 modparam("acc", "leg_fields", "db: dst->dst_col")
@@ -70,7 +70,13 @@ route {{
     # set after do_accounting: the value reaches the CDR all the same
     $acc_extra(ua) = $hdr(User-Agent);
     $du = "sip:127.0.0.1:{callee}";
+    t_on_reply("answered");
     t_relay();
+}}
+onreply_route[answered] {{
+    # a value set from the 2xx's process reaches the CDR too
+    if ($rs == 200)
+        $acc_extra(ans) = $rr;
 }}
 """
 
@@ -233,6 +239,7 @@ def _check_cdr(call, line, row, held, setup_max=5):
     assert line["src"] == "127.0.0.1"
     assert line["user_agent"] == "cdr-test/1"
     assert line["dst"] == "bob"                  # the leg field
+    assert line["ans"] == "OK"                   # set in onreply_route
     assert int(line["duration"]) == held
     assert held * 1000 <= int(line["ms_duration"]) < (held + 1) * 1000
     assert 0 <= int(line["setuptime"]) <= setup_max
