@@ -17,12 +17,21 @@ transaction is created (as OpenSIPS keeps callbacks registered before
 (``do_accounting`` again, ``drop_accounting``, ``$acc_extra``,
 ``acc_new_leg``) is written through to the cell.
 
-CDRs (the ``cdr`` flag) need a dialog API with callbacks; see the README
-("CDRs") for the contract acc expects and why the flag is refused today.
+CDRs (the ``cdr`` flag) ride on the dialog: ``do_accounting(..., "cdr")``
+on an initial INVITE uses (or creates) its dialog, keeps a copy of the
+context in a dialog value (``accX_cdr``, JSON) written through on every
+change, arms ``DLGCB_CONFIRMED`` (the call starts: the 2xx's time and To
+tag) and ``DLGCB_TERMINATED`` (BYE from either side, timeout, MI: one
+record, ``ACC: call ended:`` / a row in the ``acc`` table with
+``duration``, ``ms_duration``, ``setuptime``, ``created``).  The value is
+stored with the dialog, so whichever process ends the call (a receiver,
+the timer, the MI process) and a restart that reloads the dialog from the
+database (``DLGCB_LOADED`` arms the callbacks again) still write the CDR.
 """
 from __future__ import annotations
 
 import datetime
+import json
 import time
 from typing import Dict, List, Optional
 
@@ -70,6 +79,14 @@ UNSUPPORTED_TYPES = {"aaa": "no AAA (RADIUS/Diameter) client",
 ACC_REQUEST = "ACC: request accounted: "
 ACC_MISSED = "ACC: call missed: "
 ACC_ANSWERED = "ACC: transaction answered: "
+ACC_ENDED = "ACC: call ended: "
+# the dialog value holding a call's accounting context (OpenSIPS keeps
+# its own in "accX_*" dialog values)
+CDR_VAL = "accX_cdr"
+# and what the 2xx brought (start time, To tag, code, reason): a value of
+# its own, so the two writers (the script's process, the process that sees
+# the 2xx) never read-modify-write the same value
+CDR_START_VAL = "accX_start"
 
 # extra_fields / leg_fields: backend -> [(tag, name)]
 extra_defs: Dict[str, List[tuple]] = {}
@@ -82,6 +99,7 @@ _rr = None
 _facility = None
 _dbf = None
 _con = None
+_dlg = None
 _METHOD_INVITE = "INVITE"
 
 
@@ -168,8 +186,7 @@ def fixup_flags(value) -> int:
 
 
 def _cdr_possible() -> bool:
-    # CDRs are built on the dialog API (created/confirmed/terminated
-    # callbacks); no dialog module publishes it yet
+    # CDRs are built on the dialog API (confirmed/terminated callbacks)
     from opensipy import modloader
     reg = modloader.registry
     return bool(reg and reg.get("dialog") is not None
@@ -220,6 +237,8 @@ def _ctx(msg, create=False) -> Optional[dict]:
 def _save(msg, ctx) -> None:
     """Write the context through to the transaction once armed."""
     msg.__dict__["acc_ctx"] = ctx
+    if ctx.get("cdr"):
+        _cdr_store(ctx)
     if not ctx.get("armed"):
         return
     cell = _cell(msg)
@@ -277,6 +296,9 @@ def w_do_accounting(msg, types, flags=None, table=None) -> int:
         return 1
     mask = _mask(types, flags or 0)
     ctx = _ctx(msg, create=True)
+    if (flags or 0) & DO_ACC_CDR and not ctx.get("cdr"):
+        if _cdr_start(msg, ctx) < 0:
+            return -1
     if _on(mask, "db", DO_ACC):
         if table:
             ctx["table"] = str(table)
@@ -424,6 +446,95 @@ def pv_get_acc_current_leg(msg, param):
     return max(len(ctx["legs"]) - 1, 0) if ctx is not None else 0
 
 
+# ---- CDRs (on the dialog) ---------------------------------------------------
+
+def _cdr_start(msg, ctx) -> int:
+    """The ``cdr`` flag on a request: the initial INVITE's dialog (made
+    here when the script did not call create_dialog(), as OpenSIPS's
+    create_acc_dlg does) carries the context from now on."""
+    to = msg.to
+    if msg.method != _METHOD_INVITE or (to is not None and to.tag):
+        # OpenSIPS builds CDRs from the initial INVITE only
+        log.LM_WARN("acc: the cdr flag only applies to an initial INVITE")
+        return 1
+    dlg = _dlg.get_dlg(msg)
+    if dlg is None:
+        if _dlg.create_dialog(msg, "") < 0 or _dlg.get_dlg(msg) is None:
+            log.LM_ERR("acc: error creating new dialog")
+            return -1
+        dlg = _dlg.get_dlg(msg)
+    if _dlg.register_dlgcb(dlg, _dlg.DLGCB_CONFIRMED
+                           | _dlg.DLGCB_TERMINATED, "acc_cdr") < 0:
+        log.LM_ERR("acc: cannot register the dialog callbacks")
+        return -1
+    ctx["cdr"] = {"key": dlg.key.decode("ascii"), "created": time.time()}
+    return 1
+
+
+def _cdr_key(ctx):
+    return ctx["cdr"]["key"].encode("ascii")
+
+
+def _cdr_store(ctx) -> None:
+    """Write the context through to the dialog value."""
+    dlg = _dlg.get_dlg_by_key(_cdr_key(ctx)) if _dlg is not None else None
+    if dlg is None:
+        return
+    keep = {k: ctx[k] for k in ("flags", "table", "extra", "legs", "req",
+                                "cdr")}
+    _dlg.store_dlg_value(dlg, CDR_VAL, json.dumps(keep))
+
+
+def _dlgcb(dlg, typ, params) -> None:
+    raw = dlg.vals.get(CDR_VAL)
+    if not raw:
+        return
+    if typ & _dlg.DLGCB_CONFIRMED:
+        rpl = params.get("msg")
+        c = {"start": time.time()}
+        if rpl is not None:
+            c["to_tag"] = (rpl.to.tag if rpl.to is not None else "") or ""
+            c["code"] = str(rpl.status)
+            c["reason"] = rpl.reason or ""
+        _dlg.store_dlg_value(dlg, CDR_START_VAL, json.dumps(c))
+    elif typ & _dlg.DLGCB_TERMINATED:
+        started = dlg.vals.get(CDR_START_VAL)
+        if started:             # never answered: no CDR
+            ctx = json.loads(raw)
+            ctx["cdr"].update(json.loads(started))
+            _cdr_write(ctx, time.time())
+
+
+def _cdr_times(c, end):
+    start, created = c["start"], c.get("created") or c["start"]
+    ms = max(int(round((end - start) * 1000)), 0)
+    return {"created": int(created), "call_start_time": int(start),
+            "duration": ms // 1000, "ms_duration": ms,
+            "setuptime": max(int(start) - int(created), 0)}
+
+
+def _cdr_write(ctx, end) -> None:
+    """The call ended: one CDR per backend with the cdr flag."""
+    c = ctx["cdr"]
+    tm = _cdr_times(c, end)
+    info = ctx["req"]
+    code_s = c.get("code") or "200"
+    reason = c.get("reason") or REASONS.get(int(code_s), "")
+    to_tag = c.get("to_tag") or info["to_tag"]
+    if _on(ctx["flags"], "log", DO_ACC_CDR):
+        _log_record(ACC_ENDED, info, to_tag, code_s, reason, ctx, cdr=tm)
+    if _on(ctx["flags"], "db", DO_ACC_CDR):
+        _db_record(ctx["table"] or db_table_acc, info, to_tag, code_s,
+                   reason, ctx, cdr=tm)
+
+
+def _on_loaded(dlg, typ, params) -> None:
+    """A dialog loaded from the database: its CDR callbacks again."""
+    if dlg.vals.get(CDR_VAL):
+        _dlg.register_dlgcb(dlg, _dlg.DLGCB_CONFIRMED
+                            | _dlg.DLGCB_TERMINATED, "acc_cdr")
+
+
 # ---- writing the records ----------------------------------------------------
 
 def _emit(text: str) -> None:
@@ -454,8 +565,16 @@ def _core(info, to_tag, code_s, reason):
             ("code", code_s), ("reason", reason)]
 
 
-def _log_record(text, info, to_tag, code_s, reason, ctx) -> None:
-    parts = [f"{text}timestamp={int(time.time())}"]
+def _log_record(text, info, to_tag, code_s, reason, ctx, cdr=None) -> None:
+    if cdr is None:
+        parts = [f"{text}timestamp={int(time.time())}"]
+    else:
+        # OpenSIPS's CDR line: the times first, then the core fields
+        parts = [f"{text}created={cdr['created']}",
+                 f"call_start_time={cdr['call_start_time']}",
+                 f"duration={cdr['duration']}",
+                 f"ms_duration={cdr['ms_duration']}",
+                 f"setuptime={cdr['setuptime']}"]
     for k, v in _core(info, to_tag, code_s, reason):
         parts.append(f"{k}={v}")
     for tag, name in extra_defs.get("log", ()):
@@ -475,12 +594,20 @@ def _db_con():
     return _con
 
 
-def _db_record(table, info, to_tag, code_s, reason, ctx) -> int:
+def _db_record(table, info, to_tag, code_s, reason, ctx, cdr=None) -> int:
     core_vals = [v for _, v in _core(info, to_tag, code_s, reason)]
     cols = [acc_method_column, acc_from_tag_column, acc_to_tag_column,
             acc_callid_column, acc_sip_code_column, acc_sip_reason_column,
             acc_time_column]
-    vals = core_vals + [datetime.datetime.now().replace(microsecond=0)]
+    if cdr is None:
+        vals = core_vals + [datetime.datetime.now().replace(microsecond=0)]
+    else:
+        # a CDR: time is the call's start, plus OpenSIPS's four columns
+        vals = core_vals + [datetime.datetime.fromtimestamp(
+            cdr["call_start_time"])]
+        cols += ["duration", "ms_duration", "setuptime", "created"]
+        vals += [cdr["duration"], cdr["ms_duration"], cdr["setuptime"],
+                 datetime.datetime.fromtimestamp(cdr["created"])]
     for tag, name in extra_defs.get("db", ()):
         cols.append(name)
         vals.append(ctx["extra"].get(tag))
@@ -587,6 +714,9 @@ def _on_reply(cell, ctx, code, invite) -> None:
             continue
         if failed and not _on(ctx["flags"], backend, DO_ACC_FAILED):
             continue
+        if (invite and 200 <= code < 300 and ctx.get("cdr")
+                and _on(ctx["flags"], backend, DO_ACC_CDR)):
+            continue            # the call is reported once, when it ends
         if backend == "log":
             _log_record(ACC_ANSWERED, info, to_tag, code_s, reason, ctx)
         else:
@@ -610,6 +740,11 @@ def mod_init() -> int:
                              "enabled! - required by 'detect_direction'")
     _tm.register_tmcb_func("acc", _tmcb)
     _tm.register_tmcb(None, _tm.TMCB_REQUEST_IN, _on_request_in)
+    if _cdr_possible():
+        global _dlg
+        _dlg = load_api("dialog", needed_by="acc")
+        _dlg.register_dlgcb_func("acc_cdr", _dlgcb)
+        _dlg.register_dlgcb(None, _dlg.DLGCB_LOADED, _on_loaded)
     if db_url:
         _dbf = db.db_bind_mod(db_url, needed_by="acc")
         if not db.db_capability(_dbf, db.DB_CAP_INSERT):

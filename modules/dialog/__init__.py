@@ -760,8 +760,16 @@ def mod_init():
         if not db_url:
             raise ValueError("dialog: db_mode needs db_url")
         from .dbsync import DlgDb
-        st.db = DlgDb(db_url, table_name, st.db_mode, int(db_update_period))
-        n = st.db.load()
+        from opensipy import db as _db
+        try:
+            st.db = DlgDb(db_url, table_name, st.db_mode,
+                          int(db_update_period))
+            n = st.db.load()
+        except _db.DBError as e:
+            # the reason, not a traceback (a database never made, an
+            # older table)
+            log.LM_ERR(f"dialog: {e}")
+            return -1
         log.LM_INFO(f"dialog: {n} dialog(s) loaded from {table_name}")
     timer.register_timer("dlg-timer", core.timer, None, 1)
     return 0

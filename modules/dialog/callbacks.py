@@ -42,6 +42,11 @@ DLG_DIR_UPSTREAM = 2
 
 _funcs = {}
 _global = {DLGCB_CREATED: [], DLGCB_LOADED: []}
+# keys of the dialogs loaded from the database in this process: a
+# DLGCB_LOADED callback registered after the load (a module whose mod_init
+# runs after dialog's) still sees them, as OpenSIPS runs a late
+# registration over the dialogs already loaded
+_loaded = []
 
 
 class DlgcbError(ValueError):
@@ -63,6 +68,13 @@ def register_global(types: int, name_or_fn, param=None) -> int:
     for t in (DLGCB_CREATED, DLGCB_LOADED):
         if types & t:
             _global[t].append((fn, param))
+    if types & DLGCB_LOADED and _loaded:
+        from .core import st
+        for key in _loaded:
+            d = st.tbl.get(key) if st.tbl is not None else None
+            if d is not None:
+                _call(fn, d, DLGCB_LOADED, {"msg": None, "param": param,
+                                            "direction": DLG_DIR_NONE})
     return 1
 
 
@@ -77,6 +89,8 @@ def check_per_dialog(types: int, name) -> None:
 
 
 def run_global(typ: int, dlg, msg=None) -> None:
+    if typ == DLGCB_LOADED:
+        _loaded.append(dlg.key)
     for fn, param in _global.get(typ, ()):
         _call(fn, dlg, typ, {"msg": msg, "direction": DLG_DIR_NONE,
                              "param": param})

@@ -375,7 +375,8 @@ class Proxy:
     # -- accounting ----------------------------------------------------------
     def acc_lines(self, text, n=0, timeout=5, **want):
         """The ``text`` accounting lines whose fields hold ``want``."""
-        pat = re.compile(re.escape(text) + r"(timestamp=\d+;\S.*)$", re.M)
+        pat = re.compile(re.escape(text)
+                         + r"((?:timestamp|created)=\d+;\S.*)$", re.M)
 
         def found():
             out = []
@@ -450,8 +451,21 @@ def test_two_users_register_and_call_then_cancel_then_refusals(proxy):
                        [("alice", PASSWORD.format("alice"), "", "bob")],
                        port=caller_port)
     finish(uac, uas)
-    [inv] = proxy.acc_lines("ACC: transaction answered: ", 1,
-                            method="INVITE", code="200")
+    if proxy.kind == "ours":
+        # create_dialog + the cdr flag: the call is one CDR at its end
+        # (SIPp holds it 100 ms between the ACK and the BYE)
+        [inv] = proxy.acc_lines("ACC: call ended: ", 1, method="INVITE",
+                                code="200")
+        assert inv["duration"] == "0"
+        assert 100 <= int(inv["ms_duration"]) < 5000
+        assert 0 <= int(inv["setuptime"]) <= 5
+        assert int(inv["created"]) <= int(inv["call_start_time"]) \
+            <= time.time()
+        assert proxy.acc_lines("ACC: transaction answered: ", 0, 0,
+                               method="INVITE") == []
+    else:
+        [inv] = proxy.acc_lines("ACC: transaction answered: ", 1,
+                                method="INVITE", code="200")
     cid = inv["call_id"]
     assert inv["reason"] == "OK" and inv["to_tag"] and inv["from_tag"]
     [bye] = proxy.acc_lines("ACC: transaction answered: ", 1,
@@ -464,6 +478,12 @@ def test_two_users_register_and_call_then_cancel_then_refusals(proxy):
         rows = proxy.rows("acc", 2, callid=cid)
         assert sorted((r["method"], r["sip_code"]) for r in rows) == \
             [("BYE", "200"), ("INVITE", "200")]
+        [cdr] = [r for r in rows if r["method"] == "INVITE"]
+        assert (cdr["duration"], cdr["ms_duration"], cdr["setuptime"]) == \
+            (0, int(inv["ms_duration"]), int(inv["setuptime"]))
+        assert cdr["created"] <= cdr["time"]
+        # the call's dialog is gone with its BYE
+        assert proxy.mi("dlg_list")["Dialogs"] == []
         # the challenged first INVITE is not accounted
         assert proxy.rows("missed_calls", 0, 0, callid=cid) == []
 
@@ -535,7 +555,8 @@ def test_a_burst_of_1000_registrations_then_calls_to_10_of_them(
                        [("alice", PASSWORD.format("alice"), "", u)
                         for u in sample], rate=10)
     finish(uac, uas)
-    lines = proxy.acc_lines("ACC: transaction answered: ", 10,
+    lines = proxy.acc_lines("ACC: call ended: " if kind == "ours" else
+                            "ACC: transaction answered: ", 10,
                             method="INVITE", code="200")
     assert len({l["call_id"] for l in lines}) == 10
     # each sampled user was reached at its registered contact

@@ -50,7 +50,7 @@ def our_default_text(tmp_path, port, url):
                         str(tmp_path / "fifo"))
     text = text.replace('"/run/opensipy/"', f'"{tmp_path}/"')  # reply_dir
     db = '"sqlite:///var/lib/opensipy/opensipy.db"'
-    assert text.count(db) == 2          # auth_db's and acc's db_url
+    assert text.count(db) == 3          # dialog's, auth_db's, acc's db_url
     return text.replace(db, f'"{url}"')
 
 
