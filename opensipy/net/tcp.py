@@ -645,6 +645,12 @@ def _frame(c: _Conn, data: bytes, handler) -> Optional[str]:
         if not v.isdigit() or len(v) > 9:
             _reject(c, head, 400, "Bad Request (bad Content-Length)")
             return "bad Content-Length"
+        for m2 in _CL.finditer(head, m.end()):
+            v2 = m2.group(1).strip()
+            if not v2.isdigit() or int(v2) != int(v):
+                _reject(c, head, 400,
+                        "Bad Request (conflicting Content-Length)")
+                return "conflicting Content-Length headers"
         total = end + 4 + int(v)
         if total > max_msg_size:
             _reject(c, head, 513, "Message Too Large")
