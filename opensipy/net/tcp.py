@@ -55,6 +55,7 @@ _OP = struct.Struct("<Bq")
 # the table record: header, then the peer key and the alias keys
 _HDR = struct.Struct("<qiiiiiidd")   # id state owner owner_pid si naliases
 _HDR_SIZE = 64                       #   local_port created last
+_KEEP_OFF = 48                       # then: kept open until (a double)
 _KEY = 24
 MAX_ALIASES = 3
 _REC = _HDR_SIZE + _KEY * (1 + MAX_ALIASES)
@@ -171,6 +172,20 @@ class ConnTable:
         off = self._off(cid)
         if _HDR.unpack_from(self.buf, off)[0] == cid:
             struct.pack_into("<d", self.buf, off + 40, now)
+
+    def keep(self, cid: int, until: float) -> None:
+        """Keep the connection open until then whatever its idle time
+        (registrar's tcp_persistent_flag; 0: tcp_connection_lifetime
+        again); under the table lock, so that a record freed and reused
+        meanwhile is not touched."""
+        off = self._off(cid)
+        with self.lock:
+            if _HDR.unpack_from(self.buf, off)[0] == cid:
+                struct.pack_into("<d", self.buf, off + _KEEP_OFF, until)
+
+    def kept_until(self, cid: int) -> float:
+        off = self._off(cid)
+        return struct.unpack_from("<d", self.buf, off + _KEEP_OFF)[0]
 
     def add_alias(self, cid: int, key: bytes) -> bool:
         off = self._off(cid)
@@ -478,7 +493,7 @@ def _sweep(fds, close_conn, now) -> None:
             if pid != opid:
                 close_conn(cid, f"its worker (process {owner}) died")
                 continue
-        if now - h[8] > life:
+        if now - h[8] > life and now > table.kept_until(cid):
             close_conn(cid, "lifetime expired")
         elif cid not in fds and now - h[7] > 5:
             table.free(cid)         # given to nobody (its ADD was lost)
@@ -920,6 +935,15 @@ def send(si, data: bytes, addr, conn_id: int = 0) -> bool:
     return False
 
 
+def keep_open(cid: int, until: float) -> bool:
+    """Connection cid stays open until then (0: its idle lifetime again);
+    False when it is gone."""
+    if table is None or not cid or table.get(cid) is None:
+        return False
+    table.keep(cid, until)
+    return True
+
+
 def add_alias(cid: int, ip: str, port: int) -> bool:
     if table is None or not cid:
         return False
@@ -937,7 +961,7 @@ def list_conns():
         ip, port = key_addr(keys[0])
         si = _sock_at(h[4])
         local = f"{si.host if si else '?'}:{h[6]}"
-        ts = time.localtime(h[8] + life)
+        ts = time.localtime(max(h[8] + life, table.kept_until(h[0])))
         item = {"ID": h[0], "Type": "tcp", "State": h[1],
                 "Remote": f"{ip}:{port}", "Local": local,
                 "Lifetime": time.strftime("%Y-%m-%d %H:%M:%S", ts)}

@@ -146,3 +146,104 @@ def _forward(port, dst, callid):
     u = udp_send(port, f"X-Forward-To: sip:127.0.0.1:{dst};transport=tcp"
                  f"\r\n", callid)
     u.close()
+
+
+def reg_script(port, mi):
+    return f"""
+log_level=2
+udp_workers=1
+tcp_workers=2
+tcp_connection_lifetime=2
+socket=udp:127.0.0.1:{port}
+socket=tcp:127.0.0.1:{port}
+loadmodule "proto_udp.so"
+loadmodule "proto_tcp.so"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "signaling.so"
+loadmodule "sipmsgops.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "mi_datagram.so"
+modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{mi}")
+modparam("registrar", "tcp_persistent_flag", "TCP_PERSIST")
+route {{
+    if (is_method("REGISTER")) {{
+        setflag("TCP_PERSIST");
+        save("location");
+        exit;
+    }}
+    if (!lookup("location")) {{
+        sl_send_reply(404, "Not Here");
+        exit;
+    }}
+    t_relay();
+}}
+"""
+
+
+def test_a_phone_registered_over_tcp_behind_nat_is_called_on_its_connection(
+        tmp_path):
+    """A phone behind NAT registers over TCP with a private Contact nobody
+    can reach (tcp_persistent_flag set by the script): save() records the
+    connection's source as the contact's received address and keeps the
+    connection open past tcp_connection_lifetime (2 s) while the contact
+    lives; an INVITE from a UDP caller then reaches the phone on the
+    connection it registered on, and the phone's reply goes back to the
+    caller."""
+    port, mi = free_port(socket.SOCK_STREAM), free_port()
+    s = Server(tmp_path)
+    phone = None
+    u = None
+    try:
+        s.start(reg_script(port, mi))
+        phone = Stream(port)
+        phone.send((f"REGISTER sip:127.0.0.1:{port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bKreg1\r\n"
+                    f"Max-Forwards: 70\r\n"
+                    f"From: <sip:alice@127.0.0.1>;tag=r1\r\n"
+                    f"To: <sip:alice@127.0.0.1>\r\n"
+                    f"Call-ID: reg-tcp@test\r\nCSeq: 1 REGISTER\r\n"
+                    f"Contact: <sip:alice@10.0.0.9:5060;transport=tcp>\r\n"
+                    f"Expires: 60\r\nContent-Length: 0\r\n\r\n").encode())
+        assert SipMsg(phone.read_msg(), True).status == 200
+        time.sleep(3.5)               # past tcp_connection_lifetime
+        assert not phone.closed_within(0.1)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 0))
+        u.settimeout(5)
+        me = u.getsockname()[1]
+        u.sendto((f"INVITE sip:alice@127.0.0.1 SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKinv1\r\n"
+                  f"Max-Forwards: 70\r\n"
+                  f"From: <sip:bob@127.0.0.1>;tag=b1\r\n"
+                  f"To: <sip:alice@127.0.0.1>\r\n"
+                  f"Call-ID: call-nat@test\r\nCSeq: 1 INVITE\r\n"
+                  f"Contact: <sip:bob@127.0.0.1:{me}>\r\n"
+                  f"Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+        raw = phone.read_msg()
+        while raw == b"\r\n":
+            raw = phone.read_msg()
+        assert raw is not None, "the INVITE did not come on the connection"
+        inv = SipMsg(raw, True)
+        assert inv.method == "INVITE" and inv.callid == "call-nat@test"
+        assert "10.0.0.9:5060" in inv.ruri
+        top = inv.via[0]
+        reply = (f"SIP/2.0 486 Busy Here\r\n"
+                 + "".join(f"Via: {v}\r\n" for v in inv.hdrs("Via"))
+                 + f"From: <sip:bob@127.0.0.1>;tag=b1\r\n"
+                 f"To: <sip:alice@127.0.0.1>;tag=a1\r\n"
+                 f"Call-ID: call-nat@test\r\nCSeq: 1 INVITE\r\n"
+                 f"Content-Length: 0\r\n\r\n")
+        assert top.transport == "TCP"
+        phone.send(reply.encode())
+        codes = []
+        while 486 not in codes:
+            codes.append(SipMsg(u.recv(65535)).status)
+        assert "Traceback" not in s.stderr()
+    finally:
+        if phone is not None:
+            phone.close()
+        if u is not None:
+            u.close()
+        s.cleanup()
