@@ -247,3 +247,105 @@ def test_a_phone_registered_over_tcp_behind_nat_is_called_on_its_connection(
         if u is not None:
             u.close()
         s.cleanup()
+
+
+def tm_script(port, mi, callee):
+    return f"""
+log_level=2
+udp_workers=1
+tcp_workers=2
+socket=udp:127.0.0.1:{port}
+socket=tcp:127.0.0.1:{port}
+loadmodule "proto_udp.so"
+loadmodule "proto_tcp.so"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "sipmsgops.so"
+loadmodule "mi_datagram.so"
+modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{mi}")
+route {{
+    if (is_method("CANCEL")) {{
+        if (t_check_trans())
+            t_relay();
+        exit;
+    }}
+    $du = "sip:127.0.0.1:{callee};transport=tcp";
+    if (!t_relay())
+        sl_reply_error();
+}}
+"""
+
+
+def _next(stream, timeout=5.0):
+    while True:
+        raw = stream.read_msg(timeout)
+        if raw != b"\r\n":
+            return None if raw is None else SipMsg(raw, True)
+
+
+def _reply_to(m, code, reason, to_tag="cal"):
+    vias = "".join(f"Via: {v}\r\n" for v in m.hdrs("Via"))
+    to = m.hdr("To") + ("" if ";tag=" in m.hdr("To") else f";tag={to_tag}")
+    return (f"SIP/2.0 {code} {reason}\r\n{vias}From: {m.hdr('From')}\r\n"
+            f"To: {to}\r\nCall-ID: {m.callid}\r\n"
+            f"CSeq: {m.hdr('CSeq')}\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def test_tm_over_tcp_no_retransmissions_replies_on_the_connection_cancel(
+        tmp_path):
+    """TCP caller -> t_relay -> TCP callee: the INVITE is not retransmitted
+    to the callee (RFC 3261 17.1.1.2: timer A only on unreliable
+    transports), every reply reaches the caller on its own connection, a
+    CANCEL sent on it cancels the branch (CANCEL on the callee's
+    connection, 200 to the caller, 487 relayed once and not retransmitted
+    while the caller has not ACKed: timer G is for UDP only)."""
+    port, mi = free_port(socket.SOCK_STREAM), free_port()
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4)
+    lst.settimeout(5)
+    s = Server(tmp_path)
+    caller = callee = None
+    try:
+        s.start(tm_script(port, mi, lst.getsockname()[1]))
+        caller = Stream(port)
+        me = caller.local_port
+        inv = (f"INVITE sip:bob@127.0.0.1 SIP/2.0\r\n"
+               f"Via: SIP/2.0/TCP 127.0.0.1:{me};branch=z9hG4bKtmtcp1\r\n"
+               f"Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\n"
+               f"To: <sip:bob@127.0.0.1>\r\nCall-ID: tmtcp@test\r\n"
+               f"CSeq: 7 INVITE\r\nContact: <sip:a@127.0.0.1:{me}>\r\n"
+               f"Content-Length: 0\r\n\r\n")
+        caller.send(inv.encode())
+        conn, _ = lst.accept()
+        callee = Stream.__new__(Stream)
+        callee.s, callee.buf, callee.eof = conn, b"", False
+        m = _next(callee)
+        assert m.method == "INVITE"
+        assert _next(caller).status == 100
+        # T1 is 500 ms: over UDP the INVITE would come again at 0.5 and 1.5 s
+        assert _next(callee, 1.8) is None, "INVITE retransmitted over TCP"
+        callee.send(_reply_to(m, 180, "Ringing"))
+        assert _next(caller).status == 180
+        caller.send(inv.replace("INVITE sip", "CANCEL sip")
+                    .replace("CSeq: 7 INVITE", "CSeq: 7 CANCEL").encode())
+        got = _next(caller)
+        assert got.status == 200 and got.cseq.method == "CANCEL"
+        cancel = _next(callee)
+        assert cancel.method == "CANCEL"
+        assert cancel.via[0].branch == m.via[0].branch
+        callee.send(_reply_to(cancel, 200, "OK"))
+        callee.send(_reply_to(m, 487, "Request Terminated"))
+        ack = _next(callee)
+        assert ack.method == "ACK"        # hop-by-hop ACK of the 487
+        assert _next(caller).status == 487
+        # no ACK from the caller: over UDP the 487 would come again
+        assert _next(caller, 1.6) is None, "487 retransmitted over TCP"
+        assert _next(callee, 0.2) is None
+        assert "Traceback" not in s.stderr()
+    finally:
+        for x in (caller, callee):
+            if x is not None:
+                x.close()
+        lst.close()
+        s.cleanup()
