@@ -349,3 +349,55 @@ def test_tm_over_tcp_no_retransmissions_replies_on_the_connection_cancel(
                 x.close()
         lst.close()
         s.cleanup()
+
+
+@pytest.mark.parametrize("stream, code", [
+    (b"Content-Length: 5\r\nl: 3\r\n\r\nabcde", 400),      # conflicting
+    (b"Content-Length: 99999999999\r\n\r\n", 400),          # huge
+    (b"Content-Length: -1\r\n\r\n", 400),                   # negative
+    (b"Content-Length: 00003\r\n\r\nabc", 200),             # leading zeros
+    (b"l: 4\r\n\r\n\r\n\r\n", 200),                         # CRLFCRLF body
+    (b"X-Junk: \xff\xfe\x00\x80\r\nContent-Length: 0\r\n\r\n", None),
+])
+def test_edge_streams_get_an_answer_or_a_close_never_a_traceback(
+        srv, stream, code):
+    s, port, _ = srv
+    c = Stream(port)
+    try:
+        head = request(port, 90).split(b"Content-Length")[0]
+        c.send(head + stream)
+        m = c.read_msg(3)
+        if code is not None:
+            assert m is not None and SipMsg(m, True).status == code
+        if code == 400:
+            assert c.closed_within(3)
+        assert SipMsg(_one(port, 91), True).status == 200
+        assert "Traceback" not in s.stderr()
+    finally:
+        c.close()
+
+
+def test_headers_without_end_and_garbage_between_messages(srv):
+    """A header section longer than tcp_max_msg_size with no blank line:
+    513 and closed; bytes that are not SIP after a good message: the good
+    one answered, then the connection closed; the server goes on."""
+    s, port, _ = srv
+    c = Stream(port)
+    try:
+        head = request(port, 94).split(b"Content-Length")[0]
+        c.send(head + b"X-Long: " + b"a" * 70000)
+        m = c.read_msg(3)
+        assert m is not None and SipMsg(m, True).status == 513
+        assert c.closed_within(3)
+    finally:
+        c.close()
+    c = Stream(port)
+    try:
+        c.send(request(port, 92) + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc"
+               b"\r\n\r\n")
+        assert SipMsg(c.read_msg(3), True).status == 200
+        assert c.closed_within(3)
+        assert SipMsg(_one(port, 93), True).status == 200
+        assert "Traceback" not in s.stderr()
+    finally:
+        c.close()
