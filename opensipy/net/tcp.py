@@ -37,7 +37,7 @@ import selectors
 import socket
 import struct
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Dict, Optional
 
 from .. import config, log
@@ -73,6 +73,7 @@ main_slot = -1
 stats = None           # proto_tcp binds: dict name -> stat
 
 RECV_CHUNK = 65536
+HANDOVER_WAIT = 10.0   # s a new connection may wait for a busy worker
 
 
 def peer_key(af: int, ip: str, port: int) -> bytes:
@@ -351,35 +352,63 @@ def tcp_main_loop() -> None:
     rr = [0]
     last_sweep = 0.0
 
-    def hand_over(cid, sock):
+    waiting = deque()       # (cid, sock, since): no worker could take it
+
+    def try_hand(cid, sock):
         """Round robin over the live workers; a worker whose channel is
-        full is skipped; when all are, wait a little for one."""
+        full is skipped.  True: handed; False: every channel is full;
+        None: no live worker."""
         live = [(w, pt.get(w).pid) for w in _worker_slots]
         live = [x for x in live if x[1]]
         if not live:
-            log.LM_ERR(f"tcp main: no TCP worker for connection {cid}")
-            return False
+            return None
         rr[0] += 1
-        order = [live[(rr[0] + i) % len(live)] for i in range(len(live))]
         msg = [_OP.pack(OP_NEW, cid)]
-        for attempt in range(2):
-            for w, pid in order:
-                try:
-                    socket.send_fds(_chan_ends[w][0], msg, [sock.fileno()])
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as e:
-                    log.LM_ERR(f"tcp main: cannot hand connection {cid} "
-                               f"to process {w}: {e}")
-                    continue
-                table.set_owner(cid, w, pid)
-                return True
-            if attempt == 0:
-                select.select([], [_chan_ends[w][0] for w, _ in order], [],
-                              0.5)
-        log.LM_ERR(f"tcp main: every TCP worker is busy; connection {cid} "
-                   f"closed")
+        for i in range(len(live)):
+            w, pid = live[(rr[0] + i) % len(live)]
+            try:
+                socket.send_fds(_chan_ends[w][0], msg, [sock.fileno()])
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as e:
+                log.LM_ERR(f"tcp main: cannot hand connection {cid} "
+                           f"to process {w}: {e}")
+                continue
+            table.set_owner(cid, w, pid)
+            return True
         return False
+
+    def hand_over(cid, sock):
+        """Hand the connection to a worker; when every worker's channel is
+        full (all busy), it waits in our queue (the TCP main never blocks
+        on a worker) and is handed as soon as one reads."""
+        if not waiting:
+            r = try_hand(cid, sock)
+            if r is not False:
+                if r is None:
+                    log.LM_ERR(f"tcp main: no TCP worker for connection "
+                               f"{cid}")
+                return bool(r)
+        waiting.append((cid, sock, time.monotonic()))
+        return True
+
+    def hand_waiting():
+        now = time.monotonic()
+        while waiting:
+            cid, sock, since = waiting[0]
+            if fds.get(cid) is not sock:        # closed meanwhile
+                waiting.popleft()
+                continue
+            r = try_hand(cid, sock)
+            if r:
+                waiting.popleft()
+                continue
+            if now - since < HANDOVER_WAIT:
+                return
+            waiting.popleft()
+            log.LM_ERR(f"tcp main: no TCP worker took connection {cid} "
+                       f"within {HANDOVER_WAIT:.0f}s; closed")
+            close_conn(cid, "every TCP worker is busy")
 
     def close_conn(cid, why):
         sock = fds.pop(cid, None)
@@ -396,9 +425,11 @@ def tcp_main_loop() -> None:
     while True:
         log.refresh()
         try:
-            events = sel.select(1.0)
+            events = sel.select(0.02 if waiting else 1.0)
         except InterruptedError:
             continue
+        if waiting:
+            hand_waiting()
         for key, _ in events:
             kind, arg = key.data
             if kind == "listen":

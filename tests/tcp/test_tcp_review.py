@@ -3,6 +3,7 @@ server process (TCP main, workers, the UDP receivers that send over TCP),
 a stream with conflicting Content-Lengths is refused, locks held by a dead
 process are recovered, and no stream problem leaves a traceback."""
 import os
+import signal
 import select
 import socket
 import sys
@@ -401,3 +402,49 @@ def test_headers_without_end_and_garbage_between_messages(srv):
         assert "Traceback" not in s.stderr()
     finally:
         c.close()
+
+
+N_BUSY = 1000
+
+
+def test_connections_wait_for_busy_workers_instead_of_being_closed(srv):
+    """Both TCP workers stopped (busy) for 2 s while 1,000 clients connect
+    and send a request: a worker's channel holds a few hundred hand-overs
+    (its socket buffer), the TCP main keeps the rest waiting without
+    blocking itself, and once the workers run again every request is
+    answered; meanwhile UDP is served.  (Before: the TCP main waited 0.5 s
+    per connection, then closed it.)"""
+    s, port, mi = srv
+    workers = [p["PID"] for p in mi_call(mi, "ps")["Processes"]
+               if p["Type"] == "TCP receiver"]
+    assert len(workers) == 2
+    cs = []
+    try:
+        for w in workers:
+            os.kill(w, signal.SIGSTOP)
+        try:
+            for i in range(N_BUSY):
+                c = Stream(port)
+                c.send(request(port, 200 + i))
+                cs.append(c)
+            time.sleep(2)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.settimeout(3)
+                u.bind(("127.0.0.1", 0))
+                me = u.getsockname()[1]
+                u.sendto(request(port, 300, via_port=me)
+                         .replace(b"TCP", b"UDP"),
+                         ("127.0.0.1", port))
+                assert SipMsg(u.recv(65535)).status == 200
+        finally:
+            for w in workers:
+                os.kill(w, signal.SIGCONT)
+        codes = []
+        for c in cs:
+            m = c.read_msg(5)
+            codes.append(None if m is None else SipMsg(m, True).status)
+        assert codes == [200] * N_BUSY
+        assert "Traceback" not in s.stderr()
+    finally:
+        for c in cs:
+            c.close()
