@@ -563,12 +563,19 @@ def tcp_worker_loop(handler) -> None:
     busy = 0
     last_check = 0.0
 
+    mypid = os.getpid()
+
     def adopt(cid, fd):
         h = table.get(cid)
         sock = socket.socket(fileno=fd)
         if h is None:
             sock.close()
             return
+        if h[3] != mypid:
+            # handed to the process that held this slot before us (it died
+            # before reading its channel): ours now, or the TCP main would
+            # close it as a dead worker's
+            table.set_owner(cid, me, mypid, h[1])
         si = _sock_at(h[4])
         try:
             peer = sock.getpeername()[:2]

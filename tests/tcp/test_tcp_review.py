@@ -448,3 +448,45 @@ def test_connections_wait_for_busy_workers_instead_of_being_closed(srv):
     finally:
         for c in cs:
             c.close()
+
+
+def test_connections_queued_to_a_worker_that_dies_are_served_by_its_successor(
+        srv):
+    """Both TCP workers stopped, 10 clients connect and send a request (the
+    hand-overs wait in the workers' channels, unread); one worker is
+    killed: its respawned successor reads the same channel and serves the
+    connections meant for the dead one (they were never its, nothing of
+    them was lost), the other worker serves its own."""
+    s, port, mi = srv
+    workers = [p["PID"] for p in mi_call(mi, "ps")["Processes"]
+               if p["Type"] == "TCP receiver"]
+    cs = []
+    try:
+        for w in workers:
+            os.kill(w, signal.SIGSTOP)
+        try:
+            for i in range(10):
+                c = Stream(port)
+                c.send(request(port, 400 + i))
+                cs.append(c)
+            time.sleep(0.3)             # the TCP main has handed them all
+            os.kill(workers[0], signal.SIGKILL)
+            time.sleep(2.5)             # respawned; the TCP main swept
+        finally:
+            for w in workers[1:]:
+                os.kill(w, signal.SIGCONT)
+        codes = []
+        for c in cs:
+            m = c.read_msg(5)
+            codes.append(None if m is None else SipMsg(m, True).status)
+        assert codes == [200] * 10
+        time.sleep(1.5)                 # a sweep of the TCP main
+        codes = []
+        for i, c in enumerate(cs):      # and they stay open
+            c.send(request(port, 420 + i))
+            m = c.read_msg(3)
+            codes.append(None if m is None else SipMsg(m, True).status)
+        assert codes == [200] * 10
+    finally:
+        for c in cs:
+            c.close()
