@@ -328,8 +328,13 @@ def reply_dest(msg) -> Tuple[str, int]:
     rcv = msg.rcv
     if v is None:
         return rcv.src_ip, rcv.src_port
-    if v.rport is not None or getattr(msg, "force_rport", False) or \
-            rcv.conn_id:
+    if rcv.conn_id:
+        # a stream: the reply goes on the request's connection while it is
+        # open (the address does not matter then); once closed, a new one
+        # is opened to the source IP and the Via's sent-by port (§18.2.2),
+        # where the sender listens - not to the gone connection's port
+        return rcv.src_ip, v.port or 5060
+    if v.rport is not None or getattr(msg, "force_rport", False):
         return rcv.src_ip, rcv.src_port
     host = v.received or (rcv.src_ip if v.host.strip("[]") != rcv.src_ip
                           else v.host.strip("[]"))

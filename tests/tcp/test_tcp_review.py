@@ -490,3 +490,54 @@ def test_connections_queued_to_a_worker_that_dies_are_served_by_its_successor(
     finally:
         for c in cs:
             c.close()
+
+
+def test_a_reply_after_the_callers_connection_closed_goes_to_its_sent_by(
+        tmp_path):
+    """RFC 3261 18.2.2: the connection a request came on is closed when
+    the reply is ready: the server opens one to the received address and
+    the Via's sent-by port (where the caller listens), not to the source
+    port of the gone connection (an ephemeral port nobody listens on)."""
+    port, mi = free_port(socket.SOCK_STREAM), free_port()
+    lst = socket.socket()                 # the callee
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4)
+    lst.settimeout(5)
+    home = socket.socket()                # the caller's listening port
+    home.bind(("127.0.0.1", 0))
+    home.listen(4)
+    home.settimeout(5)
+    s = Server(tmp_path)
+    caller = callee = None
+    try:
+        s.start(tm_script(port, mi, lst.getsockname()[1]))
+        caller = Stream(port)
+        hp = home.getsockname()[1]
+        caller.send((f"INVITE sip:bob@127.0.0.1 SIP/2.0\r\n"
+                     f"Via: SIP/2.0/TCP 127.0.0.1:{hp};branch=z9hG4bKgone1\r\n"
+                     f"Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\n"
+                     f"To: <sip:bob@127.0.0.1>\r\nCall-ID: gone@test\r\n"
+                     f"CSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:{hp}>\r\n"
+                     f"Content-Length: 0\r\n\r\n").encode())
+        conn, _ = lst.accept()
+        callee = Stream.__new__(Stream)
+        callee.s, callee.buf, callee.eof = conn, b"", False
+        m = _next(callee)
+        assert _next(caller).status == 100
+        caller.close()
+        caller = None
+        time.sleep(0.3)                   # the proxy saw the close
+        callee.send(_reply_to(m, 486, "Busy Here"))
+        back, _ = home.accept()
+        got = Stream.__new__(Stream)
+        got.s, got.buf, got.eof = back, b"", False
+        r = _next(got)
+        assert r is not None and r.status == 486 and r.callid == "gone@test"
+        back.close()
+    finally:
+        for x in (caller, callee):
+            if x is not None:
+                x.close()
+        lst.close()
+        home.close()
+        s.cleanup()
