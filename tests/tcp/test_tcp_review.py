@@ -541,3 +541,35 @@ def test_a_reply_after_the_callers_connection_closed_goes_to_its_sent_by(
         lst.close()
         home.close()
         s.cleanup()
+
+
+def test_the_tcp_main_closes_its_copies_of_a_dead_workers_connections(srv):
+    """20 connections, one TCP worker killed: the TCP main closes its
+    copies of the connections the dead worker held (their peers see the
+    close), and once the others are closed too, every server process has
+    the descriptors it had before (the respawned worker included)."""
+    s, port, mi = srv
+    procs = mi_call(mi, "ps")["Processes"]
+    main = [p["PID"] for p in procs if p["Type"] == "TCP main"]
+    workers = [p["PID"] for p in procs if p["Type"] == "TCP receiver"]
+    assert len(main) == 1 and len(workers) == 2
+    conns = lambda: mi_call(mi, "list_tcp_conns")["Connections"]  # noqa
+    before = len(os.listdir(f"/proc/{main[0]}/fd"))
+    cs = []
+    try:
+        for i in range(20):
+            c = Stream(port)
+            c.send(request(port, 500 + i))
+            assert SipMsg(c.read_msg(), True).status == 200
+            cs.append(c)
+        assert len(conns()) == 20
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for(lambda: len(conns()) < 20, timeout=5,
+                 what="the dead worker's connections closed")
+        closed = [c for c in cs if c.closed_within(0.1)]
+        assert 0 < len(closed) < 20 and len(conns()) == 20 - len(closed)
+    finally:
+        for c in cs:
+            c.close()
+    wait_for(lambda: not conns(), timeout=5, what="every connection closed")
+    assert len(os.listdir(f"/proc/{main[0]}/fd")) == before
