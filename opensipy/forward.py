@@ -406,6 +406,12 @@ def forward_reply(msg) -> int:
         target, si = pick_target(_reply_targets(
             host, port if (nv.rport or nv.port) else None, proto), msg)
         addr = target.addr
+        if rport and nv.received and si is not None and si.proto == "tcp":
+            from .net import tcp
+            if not tcp.find_conn(addr):
+                # the connection (received:rport) is gone: a new one to
+                # the sent-by port, where the sender listens (§18.2.2)
+                addr = (addr[0], nv.port or 5060)
         msg.remove_via()
         data = msg.build()
     except (ForwardError, ValueError) as e:

@@ -573,3 +573,47 @@ def test_the_tcp_main_closes_its_copies_of_a_dead_workers_connections(srv):
             c.close()
     wait_for(lambda: not conns(), timeout=5, what="every connection closed")
     assert len(os.listdir(f"/proc/{main[0]}/fd")) == before
+
+
+def test_a_stateless_reply_after_the_callers_connection_closed(srv):
+    """forward() statelessly, then the caller's connection closes: the
+    reply relayed by the core cannot use the connection (found by the
+    Via's received/rport), so it opens one to the Via's sent-by port
+    (RFC 3261 18.2.2), where the caller listens."""
+    s, port, _ = srv
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4)
+    lst.settimeout(5)
+    home = socket.socket()
+    home.bind(("127.0.0.1", 0))
+    home.listen(4)
+    home.settimeout(5)
+    caller = callee = None
+    try:
+        caller = Stream(port)
+        hp = home.getsockname()[1]
+        caller.send(request(port, 600, method="MESSAGE", via_port=hp,
+                            extra=f"X-Forward-To: sip:127.0.0.1:"
+                            f"{lst.getsockname()[1]};transport=tcp\r\n"))
+        conn, _ = lst.accept()
+        callee = Stream.__new__(Stream)
+        callee.s, callee.buf, callee.eof = conn, b"", False
+        m = _next(callee)
+        assert m.method == "MESSAGE"
+        caller.close()
+        caller = None
+        time.sleep(0.3)
+        callee.send(_reply_to(m, 202, "Accepted"))
+        back, _ = home.accept()
+        got = Stream.__new__(Stream)
+        got.s, got.buf, got.eof = back, b"", False
+        r = _next(got)
+        assert r is not None and r.status == 202
+        back.close()
+    finally:
+        for x in (caller, callee):
+            if x is not None:
+                x.close()
+        lst.close()
+        home.close()
