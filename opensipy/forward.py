@@ -334,8 +334,13 @@ def reply_dest(msg) -> Tuple[str, int]:
     rcv = msg.rcv
     if v is None:
         return rcv.src_ip, rcv.src_port
-    if v.rport is not None or getattr(msg, "force_rport", False) or \
-            rcv.conn_id:
+    if rcv.conn_id:
+        # a stream: the reply goes on the request's connection while it is
+        # open (the address does not matter then); once closed, a new one
+        # is opened to the source IP and the Via's sent-by port (§18.2.2),
+        # where the sender listens - not to the gone connection's port
+        return rcv.src_ip, v.port or 5060
+    if v.rport is not None or getattr(msg, "force_rport", False):
         return rcv.src_ip, rcv.src_port
     # the source address stands in for a sent-by host that differs from
     # it (an implicit ``received``); when they are equal it is the same text
@@ -407,6 +412,12 @@ def forward_reply(msg) -> int:
         target, si = pick_target(_reply_targets(
             host, port if (nv.rport or nv.port) else None, proto), msg)
         addr = target.addr
+        if rport and nv.received and si is not None and si.proto == "tcp":
+            from .net import tcp
+            if not tcp.find_conn(addr):
+                # the connection (received:rport) is gone: a new one to
+                # the sent-by port, where the sender listens (§18.2.2)
+                addr = (addr[0], nv.port or 5060)
         msg.remove_via()
         data = msg.build()
     except (ForwardError, ValueError) as e:

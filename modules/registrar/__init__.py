@@ -43,7 +43,8 @@ retry_after = 0
 gruu_secret = ""
 disable_gruu = 1
 sock_hdr_name = ""
-tcp_persistent_flag = ""   # kept for scripts; acts once TCP exists
+tcp_persistent_flag = ""
+_tcp_flag_bit = -1         # its bit (mod_init), -1: not set
 
 accepted_regs = None
 rejected_regs = None
@@ -327,6 +328,14 @@ def _socket_str(msg) -> str:
     return si.name if si is not None else ""
 
 
+def _tcp_persistent(msg) -> bool:
+    """A REGISTER over TCP with the script's tcp_persistent_flag set."""
+    rcv = msg.rcv
+    return (_tcp_flag_bit >= 0 and rcv is not None and rcv.proto == "tcp"
+            and bool(rcv.conn_id)
+            and bool((msg.flags or 0) & (1 << _tcp_flag_bit)))
+
+
 def _received_of(msg) -> str:
     if received_avp:
         from opensipy.pvar import get_avps
@@ -558,6 +567,13 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
         received = _received_of(msg) if received_avp else ""
         if flags.path_received and path:
             received = _path_received(path) or received
+        persist = _tcp_persistent(msg)
+        if persist and not received:
+            # the connection's far end (the NAT's public side): lookup()
+            # sends there, i.e. on this very connection
+            ip = msg.rcv.src_ip
+            ip = f"[{ip}]" if ":" in ip else ip
+            received = f"sip:{ip}:{msg.rcv.src_port};transport=tcp"
         sock = _socket_str(msg)
         if flags.socket_header and sock_hdr_name:
             given = (msg.hdr(sock_hdr_name) or "").strip()
@@ -632,6 +648,14 @@ def _save(msg, dom, flags: SaveFlags, aor_uri):
             mine.append(cur)
         new.contacts = ul.order_contacts(new.contacts)
         _store(dom, new, old, flags, aor)
+        if persist:
+            # the connection lives as long as the longest-lived binding
+            # made on it (0: back to tcp_connection_lifetime)
+            from opensipy.net import tcp
+            until = max((c.expires for c in new.contacts
+                         if c.received == received and c.alive(now)),
+                        default=0)
+            tcp.keep_open(msg.rcv.conn_id, until)
         if flags.only_request_contacts:
             return [c for c in mine if c in new.contacts], path
         return new.alive(now), path
@@ -902,7 +926,10 @@ def _fixup_hdr_name(name):
 # --- lifecycle -------------------------------------------------------------------
 
 def mod_init() -> int:
-    global ul, sig
+    global ul, sig, _tcp_flag_bit
+    if tcp_persistent_flag:
+        from opensipy.pvar import msg_flags
+        _tcp_flag_bit = msg_flags.bit(tcp_persistent_flag)
     ul = modloader.load_api("usrloc", needed_by="registrar")
     sig = modloader.load_api("signaling", needed_by="registrar")
     if default_expires < 1:

@@ -436,8 +436,9 @@ def send_upstream(cell, code: int, data: bytes, local: bool) -> int:
             tb.set_buf(cell, lib.TM_BUF_RPL, -1, data)
             tb.send(ffi.addressof(cell, "uas_dst"), data)
         elif a == "start_G":
-            tb.timer_start(cell, lib.TM_TW_UAS_RETR, -1, cfg.T1_timer,
-                           lib.TM_K_RETR_RPL, 1)
+            if not _reliable(cell.uas_dst):
+                tb.timer_start(cell, lib.TM_TW_UAS_RETR, -1, cfg.T1_timer,
+                               lib.TM_K_RETR_RPL, 1)
         elif a == "start_H":
             _wait(cell, 64 * cfg.T1_timer)
         elif a == "start_J":
@@ -617,6 +618,15 @@ def _local_route(cell, data: bytes) -> bytes:
     return msg.build()
 
 
+def _reliable(dst) -> bool:
+    """A stream destination (TCP: no datagram descriptor for C): timers
+    A, E and G are not started (RFC 3261 17.1.1.2, 17.1.2.2, 17.2.1)."""
+    if dst.fd >= 0 or dst.si < 0:
+        return False
+    socks = config.settings.sockets
+    return dst.si < len(socks) and socks[dst.si].proto == "tcp"
+
+
 def _start_client(cell, idx) -> None:
     inv = cell.flags & lib.TM_F_INVITE
     b = cell.br[idx]
@@ -625,8 +635,9 @@ def _start_client(cell, idx) -> None:
     b.state = SID[st]
     for a in actions:
         if a in ("start_A", "start_E"):
-            tb.timer_start(cell, lib.TM_TW_BR_RETR, idx, cfg.T1_timer,
-                           lib.TM_K_RETR_REQ, 0 if a == "start_A" else 1)
+            if not _reliable(b.dst):
+                tb.timer_start(cell, lib.TM_TW_BR_RETR, idx, cfg.T1_timer,
+                               lib.TM_K_RETR_REQ, 0 if a == "start_A" else 1)
         elif a in ("start_B", "start_F"):
             tb.timer_start(cell, lib.TM_TW_BR_FR, idx, _fr(cell),
                            lib.TM_K_PY)
@@ -760,8 +771,9 @@ def send_cancel(cell, idx, reason=None) -> None:
         return
     b.flags = (b.flags | lib.TM_B_CANCEL_SENT) & ~lib.TM_B_CANCEL_PENDING
     tb.send(ffi.addressof(b, "dst"), data)
-    tb.timer_start(cell, lib.TM_TW_BR_RETR, idx, cfg.T1_timer,
-                   lib.TM_K_RETR_CANCEL, 1)
+    if not _reliable(b.dst):
+        tb.timer_start(cell, lib.TM_TW_BR_RETR, idx, cfg.T1_timer,
+                       lib.TM_K_RETR_CANCEL, 1)
 
 
 def cancel_branches(cell, reason=None) -> None:

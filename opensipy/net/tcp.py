@@ -37,7 +37,7 @@ import selectors
 import socket
 import struct
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Dict, Optional
 
 from .. import config, log
@@ -55,6 +55,7 @@ _OP = struct.Struct("<Bq")
 # the table record: header, then the peer key and the alias keys
 _HDR = struct.Struct("<qiiiiiidd")   # id state owner owner_pid si naliases
 _HDR_SIZE = 64                       #   local_port created last
+_KEEP_OFF = 48                       # then: kept open until (a double)
 _KEY = 24
 MAX_ALIASES = 3
 _REC = _HDR_SIZE + _KEY * (1 + MAX_ALIASES)
@@ -72,6 +73,7 @@ main_slot = -1
 stats = None           # proto_tcp binds: dict name -> stat
 
 RECV_CHUNK = 65536
+HANDOVER_WAIT = 10.0   # s a new connection may wait for a busy worker
 
 
 def peer_key(af: int, ip: str, port: int) -> bytes:
@@ -171,6 +173,20 @@ class ConnTable:
         off = self._off(cid)
         if _HDR.unpack_from(self.buf, off)[0] == cid:
             struct.pack_into("<d", self.buf, off + 40, now)
+
+    def keep(self, cid: int, until: float) -> None:
+        """Keep the connection open until then whatever its idle time
+        (registrar's tcp_persistent_flag; 0: tcp_connection_lifetime
+        again); under the table lock, so that a record freed and reused
+        meanwhile is not touched."""
+        off = self._off(cid)
+        with self.lock:
+            if _HDR.unpack_from(self.buf, off)[0] == cid:
+                struct.pack_into("<d", self.buf, off + _KEEP_OFF, until)
+
+    def kept_until(self, cid: int) -> float:
+        off = self._off(cid)
+        return struct.unpack_from("<d", self.buf, off + _KEEP_OFF)[0]
 
     def add_alias(self, cid: int, key: bytes) -> bool:
         off = self._off(cid)
@@ -336,35 +352,63 @@ def tcp_main_loop() -> None:
     rr = [0]
     last_sweep = 0.0
 
-    def hand_over(cid, sock):
+    waiting = deque()       # (cid, sock, since): no worker could take it
+
+    def try_hand(cid, sock):
         """Round robin over the live workers; a worker whose channel is
-        full is skipped; when all are, wait a little for one."""
+        full is skipped.  True: handed; False: every channel is full;
+        None: no live worker."""
         live = [(w, pt.get(w).pid) for w in _worker_slots]
         live = [x for x in live if x[1]]
         if not live:
-            log.LM_ERR(f"tcp main: no TCP worker for connection {cid}")
-            return False
+            return None
         rr[0] += 1
-        order = [live[(rr[0] + i) % len(live)] for i in range(len(live))]
         msg = [_OP.pack(OP_NEW, cid)]
-        for attempt in range(2):
-            for w, pid in order:
-                try:
-                    socket.send_fds(_chan_ends[w][0], msg, [sock.fileno()])
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as e:
-                    log.LM_ERR(f"tcp main: cannot hand connection {cid} "
-                               f"to process {w}: {e}")
-                    continue
-                table.set_owner(cid, w, pid)
-                return True
-            if attempt == 0:
-                select.select([], [_chan_ends[w][0] for w, _ in order], [],
-                              0.5)
-        log.LM_ERR(f"tcp main: every TCP worker is busy; connection {cid} "
-                   f"closed")
+        for i in range(len(live)):
+            w, pid = live[(rr[0] + i) % len(live)]
+            try:
+                socket.send_fds(_chan_ends[w][0], msg, [sock.fileno()])
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as e:
+                log.LM_ERR(f"tcp main: cannot hand connection {cid} "
+                           f"to process {w}: {e}")
+                continue
+            table.set_owner(cid, w, pid)
+            return True
         return False
+
+    def hand_over(cid, sock):
+        """Hand the connection to a worker; when every worker's channel is
+        full (all busy), it waits in our queue (the TCP main never blocks
+        on a worker) and is handed as soon as one reads."""
+        if not waiting:
+            r = try_hand(cid, sock)
+            if r is not False:
+                if r is None:
+                    log.LM_ERR(f"tcp main: no TCP worker for connection "
+                               f"{cid}")
+                return bool(r)
+        waiting.append((cid, sock, time.monotonic()))
+        return True
+
+    def hand_waiting():
+        now = time.monotonic()
+        while waiting:
+            cid, sock, since = waiting[0]
+            if fds.get(cid) is not sock:        # closed meanwhile
+                waiting.popleft()
+                continue
+            r = try_hand(cid, sock)
+            if r:
+                waiting.popleft()
+                continue
+            if now - since < HANDOVER_WAIT:
+                return
+            waiting.popleft()
+            log.LM_ERR(f"tcp main: no TCP worker took connection {cid} "
+                       f"within {HANDOVER_WAIT:.0f}s; closed")
+            close_conn(cid, "every TCP worker is busy")
 
     def close_conn(cid, why):
         sock = fds.pop(cid, None)
@@ -381,9 +425,11 @@ def tcp_main_loop() -> None:
     while True:
         log.refresh()
         try:
-            events = sel.select(1.0)
+            events = sel.select(0.02 if waiting else 1.0)
         except InterruptedError:
             continue
+        if waiting:
+            hand_waiting()
         for key, _ in events:
             kind, arg = key.data
             if kind == "listen":
@@ -478,7 +524,7 @@ def _sweep(fds, close_conn, now) -> None:
             if pid != opid:
                 close_conn(cid, f"its worker (process {owner}) died")
                 continue
-        if now - h[8] > life:
+        if now - h[8] > life and now > table.kept_until(cid):
             close_conn(cid, "lifetime expired")
         elif cid not in fds and now - h[7] > 5:
             table.free(cid)         # given to nobody (its ADD was lost)
@@ -517,12 +563,19 @@ def tcp_worker_loop(handler) -> None:
     busy = 0
     last_check = 0.0
 
+    mypid = os.getpid()
+
     def adopt(cid, fd):
         h = table.get(cid)
         sock = socket.socket(fileno=fd)
         if h is None:
             sock.close()
             return
+        if h[3] != mypid:
+            # handed to the process that held this slot before us (it died
+            # before reading its channel): ours now, or the TCP main would
+            # close it as a dead worker's
+            table.set_owner(cid, me, mypid, h[1])
         si = _sock_at(h[4])
         try:
             peer = sock.getpeername()[:2]
@@ -645,6 +698,12 @@ def _frame(c: _Conn, data: bytes, handler) -> Optional[str]:
         if not v.isdigit() or len(v) > 9:
             _reject(c, head, 400, "Bad Request (bad Content-Length)")
             return "bad Content-Length"
+        for m2 in _CL.finditer(head, m.end()):
+            v2 = m2.group(1).strip()
+            if not v2.isdigit() or int(v2) != int(v):
+                _reject(c, head, 400,
+                        "Bad Request (conflicting Content-Length)")
+                return "conflicting Content-Length headers"
         total = end + 4 + int(v)
         if total > max_msg_size:
             _reject(c, head, 513, "Message Too Large")
@@ -759,11 +818,22 @@ def _sock_for(cid: int) -> Optional[socket.socket]:
     s = _fetch_fd(cid)
     if s is None:
         return None
-    _cache[cid] = s
+    _cache_put(cid, s)
+    return s
+
+
+def _cache_put(cid: int, sock: socket.socket) -> None:
+    """Keep a descriptor of connection cid.  Descriptors of connections
+    closed since (their record gone or not usable) are closed first, then
+    the least recently used beyond _CACHE_MAX: a process that sends on many
+    short-lived connections keeps no copy of the dead ones."""
+    for old in [k for k in _cache
+                if (h := table.get(k)) is None or h[1] != S_CONN_OK]:
+        _cache.pop(old).close()
+    _cache[cid] = sock
     while len(_cache) > _CACHE_MAX:
         _, old = _cache.popitem(last=False)
         old.close()
-    return s
 
 
 def _forget(cid: int) -> None:
@@ -851,7 +921,7 @@ def _connect(si, addr) -> int:
         return 0
     _count("opened_conns")
     _tell_main(OP_ADD, cid, sock.fileno())
-    _cache[cid] = sock
+    _cache_put(cid, sock)
     return cid
 
 
@@ -903,6 +973,15 @@ def send(si, data: bytes, addr, conn_id: int = 0) -> bool:
     return False
 
 
+def keep_open(cid: int, until: float) -> bool:
+    """Connection cid stays open until then (0: its idle lifetime again);
+    False when it is gone."""
+    if table is None or not cid or table.get(cid) is None:
+        return False
+    table.keep(cid, until)
+    return True
+
+
 def add_alias(cid: int, ip: str, port: int) -> bool:
     if table is None or not cid:
         return False
@@ -920,7 +999,7 @@ def list_conns():
         ip, port = key_addr(keys[0])
         si = _sock_at(h[4])
         local = f"{si.host if si else '?'}:{h[6]}"
-        ts = time.localtime(h[8] + life)
+        ts = time.localtime(max(h[8] + life, table.kept_until(h[0])))
         item = {"ID": h[0], "Type": "tcp", "State": h[1],
                 "Remote": f"{ip}:{port}", "Local": local,
                 "Lifetime": time.strftime("%Y-%m-%d %H:%M:%S", ts)}

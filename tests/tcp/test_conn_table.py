@@ -102,3 +102,29 @@ def test_hammered_from_several_processes():
     assert t.next_id.get() == PROCS * ROUNDS + 1
     assert struct.unpack_from("<q", block.buffer, 0)[0] == PROCS * ROUNDS
     shm.shm_free(block)
+
+
+def test_locks_of_a_dead_holder_are_recovered():
+    """A process killed while it holds the table lock or a connection's
+    write lock (a worker dying mid-write) does not wedge the others: the
+    robust locks are taken over and the write goes out."""
+    t = tcp.ConnTable(4)
+    cid = t.alloc(key(7, 1), 0)
+    for lk in (t.lock, t.wlocks[cid % t.size]):
+        pid = os.fork()
+        if pid == 0:
+            lk.acquire()
+            os._exit(0)              # dies holding it
+        assert os.waitpid(pid, 0)[1] == 0
+    a, b = socket.socketpair()
+    old = tcp.table
+    tcp.table = t
+    try:
+        a.setblocking(False)
+        assert tcp._send_on(cid, a, b"OPTIONS") is True
+        assert b.recv(16) == b"OPTIONS"
+        assert t.alloc(key(7, 2), 0) and t.free(cid)
+    finally:
+        tcp.table = old
+        a.close()
+        b.close()

@@ -77,3 +77,34 @@ def test_refusals(monkeypatch):
         assert sent[-1] == b"\r\n" and f.got == [msg(6)]
     finally:
         tcp._held.pop(7, None)
+
+
+def test_content_length_edge_cases(monkeypatch):
+    """Leading zeros and blanks are read as the number; the same value
+    twice (long and compact forms) is one length; two different values
+    are refused with 400 and the connection closed (a proxy behind us
+    could frame the body by the other one: request smuggling); a body
+    holding CRLFCRLF is cut by its length, not by the blank line."""
+    sent = []
+    monkeypatch.setattr(tcp, "_send_on",
+                        lambda cid, sock, data: sent.append(data) or True)
+    head = msg(2).split(b"Content-Length")[0]
+    try:
+        f = Fake()
+        assert f.feed(head + b"Content-Length:  0005 \r\n\r\nabcde") is None
+        assert f.got == [head + b"Content-Length:  0005 \r\n\r\nabcde"]
+        f = Fake()
+        two = head + b"l: 5\r\nContent-Length: 5\r\n\r\nabcde"
+        assert f.feed(two) is None and f.got == [two]
+        f = Fake()
+        body = b"ab\r\n\r\ncd"
+        assert f.feed(head + b"Content-Length: 8\r\n\r\n" + body + msg(3)) \
+            is None
+        assert f.got == [head + b"Content-Length: 8\r\n\r\n" + body, msg(3)]
+        f = Fake()
+        sent.clear()
+        bad = head + b"Content-Length: 5\r\nl: 3\r\n\r\nabcde"
+        assert f.feed(bad) == "conflicting Content-Length headers"
+        assert f.got == [] and sent[-1].startswith(b"SIP/2.0 400 ")
+    finally:
+        tcp._held.pop(7, None)
