@@ -586,6 +586,7 @@ route {{
     t_relay();
     setflag(5);
     t_flush_flags();
+    xlog("L_NOTICE", "flushed $ci\n");
     exit;
 }}
 failure_route[f] {{
@@ -600,6 +601,10 @@ failure_route[f] {{
             caller.sendto(data, ("127.0.0.1", p.port))
             inv = _recv_all(callee, time.monotonic() + 5, bool)[0]
             assert inv.hdr("X-Added") == "yes"
+            # the flag is flushed after t_relay: a 486 handled by another
+            # receiver before it would run failure_route without it
+            wait_for(lambda: "flushed " in server.stderr(), 10,
+                     what="t_flush_flags() done")
             callee.sendto(_reply_to(inv, 486, "Busy Here"),
                           ("127.0.0.1", p.port))
             msg = _recv_all(other, time.monotonic() + 5, bool)[0]
