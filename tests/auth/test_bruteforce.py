@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from digestclient import Phone, credentials
-from server import free_port, mi_call
+from server import free_port, mi_call, wait_for
 from test_auth_e2e import make_db, set_plain_passwords
 
 pytestmark = pytest.mark.slow
@@ -70,6 +70,28 @@ def hammer(ph, ch, n):
     return statuses
 
 
+def shm_used(mi):
+    return mi_call(mi, "get_statistics",
+                   {"statistics": ["shmem:used_size"]})
+
+
+def _same(now, before):
+    return now if now == before else None
+
+
+def quiet_shm(mi, still=0.3, timeout=15):
+    """shm used once two reads `still` seconds apart agree."""
+    last = shm_used(mi)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        time.sleep(still)
+        now = shm_used(mi)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"shm used never held still: {last}")
+
+
 def test_ten_thousand_wrong_responses_keep_no_memory(server, tmp_path):
     url = f"sqlite://{tmp_path}/bf.db"
     users = [("alice@example.com", "wonderland")]
@@ -83,16 +105,19 @@ def test_ten_thousand_wrong_responses_keep_no_memory(server, tmp_path):
         ch = ph.challenges(first)[0]
         # warm up: caches, allocator pools, statistics all made
         assert hammer(ph, ch, 1000) == {401: 1000}
-        time.sleep(0.2)
-        shm_before = mi_call(mi, "get_statistics",
-                             {"statistics": ["shmem:used_size"]})
+        # a worker may still be finishing the last request after its 401
+        # left (longer than any fixed sleep on a loaded machine): the
+        # baseline is a value that held still for a while
+        shm_before = quiet_shm(mi)
         rss_before = workers_rss(server)
         t0 = time.monotonic()
         assert hammer(ph, ch, ATTEMPTS) == {401: ATTEMPTS}
         elapsed = time.monotonic() - t0
-        time.sleep(0.2)
-        shm_after = mi_call(mi, "get_statistics",
-                            {"statistics": ["shmem:used_size"]})
+        try:
+            shm_after = wait_for(lambda: _same(shm_used(mi), shm_before),
+                                 10, what="shm used back to its baseline")
+        except AssertionError:
+            shm_after = shm_used(mi)
         rss_after = workers_rss(server)
         st = mi_call(mi, "get_statistics", {"statistics": ["auth:"]})
         print(f"\n{ATTEMPTS} wrong responses in {elapsed:.1f}s; shm "
