@@ -6,9 +6,11 @@ the restart on the same SQLite file every call whose 200 OK reached the
 caller (and was ACKed) is listed with its values and its profile, and its
 BYE is matched and relayed to the callee."""
 import os
+import random
 import re
 import signal
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -73,7 +75,7 @@ route {{
 
 CALLERS = 4
 BEFORE = 30          # established calls before the SIGTERM
-MAX_CALLS = 60       # no more calls than this in all
+MAX_CALLS = 120      # no more calls than this in all
 
 
 def hdr(data, name):
@@ -87,8 +89,9 @@ def hdrs(data, name):
 
 
 class Callee(threading.Thread):
-    """Answers every INVITE 200 (the To tag made of the Call-ID, so a
-    retransmission gets the same answer) and every BYE 200; counts BYEs."""
+    """Answers every INVITE 200 after 10-80 ms (the To tag made of the
+    Call-ID, so a retransmission gets the same answer) and every BYE 200
+    at once; counts BYEs."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -119,9 +122,22 @@ class Callee(threading.Thread):
                       f"Call-ID: {cid}", f"CSeq: {hdr(data, 'CSeq')}",
                       f"Contact: <sip:bob@127.0.0.1:{self.port}>",
                       "Content-Length: 0", "", ""]
-            self.s.sendto("\r\n".join(lines).encode(), addr)
+            reply = "\r\n".join(lines).encode()
+            if method == b"INVITE":
+                # answered a little later: calls are half set up when
+                # the SIGTERM arrives, their 200 OK crossing the shutdown
+                threading.Timer(random.uniform(0.01, 0.08), self.send,
+                                (reply, addr)).start()
+                continue
+            self.send(reply, addr)
             if method == b"BYE":
                 self.byes.add(cid)
+
+    def send(self, reply, addr):
+        try:
+            self.s.sendto(reply, addr)
+        except OSError:                # closed at the end of the test
+            pass
 
     def close(self):
         self.stop.set()
@@ -143,6 +159,7 @@ class Callers:
     def __init__(self, sip):
         self.sip = sip
         self.established = {}
+        self.pending = set()           # INVITEs sent, not yet answered
         self.sent = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -166,6 +183,8 @@ class Callers:
                 n += 1
                 cid = uuid.uuid4().hex
                 users[cid] = user
+                with self.lock:
+                    self.pending.add(cid)
                 s.sendto((
                     f"INVITE sip:bob@127.0.0.1 SIP/2.0\r\n"
                     f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{cid}\r\n"
@@ -177,6 +196,8 @@ class Callers:
                     f"Content-Length: 0\r\n\r\n").encode(),
                     ("127.0.0.1", self.sip))
                 data = self.final(s)
+                with self.lock:
+                    self.pending.discard(cid)
                 if data is None:
                     continue
                 rcid = hdr(data, "Call-ID")
@@ -276,12 +297,15 @@ def test_sigterm_while_calls_are_set_up_loses_no_established_dialog(
             wait_for(lambda: len(callers.established) >= BEFORE, 15,
                      what=f"{BEFORE} established calls")
             # INVITEs in flight: SIGTERM to the attendant only
+            with callers.lock:
+                in_flight = len(callers.pending)
             os.kill(srv.proc.pid, signal.SIGTERM)
             rc = srv.proc.wait(timeout=20)
         calls = dict(callers.established)
         assert rc == 0, srv.stderr()[-3000:]
-        print(f"db_mode {mode}: {callers.sent} INVITEs, "
-              f"{len(calls)} established")
+        print(f"db_mode {mode}: {callers.sent} INVITEs, {in_flight} in "
+              f"flight at the SIGTERM, {len(calls)} established")
+        assert in_flight, "no call was being set up at the SIGTERM"
         errors = [l for l in srv.stderr().splitlines()
                   if "ERR" in l or "CRIT" in l]
         # the same SIP port: the calls' route sets name it
@@ -306,6 +330,10 @@ def test_sigterm_while_calls_are_set_up_loses_no_established_dialog(
             d["callid"] for d in mi_call(mi, "dlg_list")["Dialogs"]}, 5,
             what="the dialogs ended")
         assert srv.terminate() == 0
+        # ended: their rows gone too (a further restart brings none back)
+        with sqlite3.connect(path) as con:
+            left = {c for (c,) in con.execute("SELECT callid FROM dialog")}
+        assert not set(calls) & left, len(set(calls) & left)
     finally:
         srv.cleanup()
         callee.close()
