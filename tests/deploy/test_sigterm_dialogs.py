@@ -187,7 +187,8 @@ class Callers:
                     self.pending.add(cid)
                 s.sendto((
                     f"INVITE sip:bob@127.0.0.1 SIP/2.0\r\n"
-                    f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{cid}\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{lport};"
+                    f"branch=z9hG4bK{cid}\r\n"
                     f"Max-Forwards: 70\r\n"
                     f"From: <sip:{user}@example.com>;tag=a{cid[:10]}\r\n"
                     f"To: <sip:bob@example.com>\r\n"
