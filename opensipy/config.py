@@ -41,6 +41,9 @@ class ConfigError(Exception):
         return msg
 
 
+_NAME_PARTS = frozenset(("proto", "host", "port", "af"))
+
+
 @dataclass
 class SocketInfo:
     """One listening socket: ``proto:host:port [as adv_host:adv_port]``."""
@@ -57,8 +60,19 @@ class SocketInfo:
 
     @property
     def name(self) -> str:
-        host = f"[{self.host}]" if self.af == _socket.AF_INET6 else self.host
-        return f"{self.proto}:{host}:{self.port}"
+        # made once: the registrar stores it with every binding; changing
+        # proto, host, port or af forgets it (__setattr__)
+        n = self.__dict__.get("_name")
+        if n is None:
+            host = f"[{self.host}]" if self.af == _socket.AF_INET6 \
+                else self.host
+            n = self.__dict__["_name"] = f"{self.proto}:{host}:{self.port}"
+        return n
+
+    def __setattr__(self, attr, value):
+        object.__setattr__(self, attr, value)
+        if attr in _NAME_PARTS:
+            self.__dict__.pop("_name", None)
 
     def __str__(self):
         return self.name

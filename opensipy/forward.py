@@ -354,7 +354,18 @@ def send_reply(msg, data: bytes) -> bool:
     if rcv is None or rcv.socket is None:
         log.LM_ERR("cannot send a reply: the request has no receive info")
         return False
-    return send_to(rcv.socket, data, reply_dest(msg), rcv.conn_id)
+    si = rcv.socket
+    if si.proto == "udp":
+        # send_to()'s datagram case inline (every UDP reply comes here)
+        addr = reply_dest(msg)
+        try:
+            si.sock.sendto(data, addr)
+            return True
+        except OSError as e:
+            log.LM_ERR(f"sendto {addr[0]}:{addr[1]} from {si.name} failed: "
+                       f"{e.strerror or e}")
+            return False
+    return send_to(si, data, reply_dest(msg), rcv.conn_id)
 
 
 def is_our_via(v) -> bool:

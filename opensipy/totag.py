@@ -33,6 +33,12 @@ def request_suffix(msg) -> str:
     v = msg.via1
     f = msg.from_
     cs = msg.cseq
+    if v is not None and f is not None and cs is not None:
+        # every part there (any request that got this far): one f-string
+        key = (f"{msg.callid or ''}|{f.tag or ''}|{cs.num}|{v.host}:{v.port}"
+               f"|{v.branch or ''}")
+        return format(zlib.crc32(key.encode("utf-8", "surrogateescape")),
+                      "08x")
     key = "|".join((msg.callid or "", (f.tag or "") if f else "",
                     str(cs.num) if cs else "",
                     f"{v.host}:{v.port}" if v else "",

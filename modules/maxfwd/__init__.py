@@ -82,6 +82,22 @@ def w_process_maxfwd_header(msg, max_value: int) -> int:
     if rc is not None:
         # the header was already changed: a lump cannot change it again
         return rc
+    if getattr(msg, "maxfwd_value", None) is None:
+        # the common case inline (one to three ASCII digits, 1..max_limit):
+        # what is_maxfwd_present, _process and _decrement do for it
+        body = msg.hdr("Max-Forwards")
+        if body is not None and 0 < len(body) < 4 and body.isdigit() \
+                and body.isascii():
+            val = int(body)
+            if 0 < val <= max_limit:
+                try:
+                    msg.set_hdr_body("Max-Forwards", str(val - 1))
+                except (KeyError, ValueError) as e:
+                    log.LM_ERR(f"maxfwd: cannot change Max-Forwards: {e}")
+                    return -2
+                msg.maxfwd_value = val - 1
+                msg.maxfwd_rc = 1
+                return 1
     rc = _process(msg, max_value)
     if rc in (1, 2):
         msg.maxfwd_rc = rc

@@ -241,14 +241,21 @@ def extract_aor(uri_text, parsed=None) -> str:
             parse_uri(uri_text.strip().strip("<>"))
     except (ValueError, ParseError):
         raise RegError(400, "Bad Address of Record") from None
-    if u is None or not u.host:
+    host = u.host if u is not None else None
+    if not host:
         raise RegError(400, "Bad Address of Record")
     user = u.user or ""
     if "%" in user:
         user = unescape(user)
     if not case_sensitive:
         user = user.lower()
-    host = u.host.lower()
+    host = host.lower()
+    if user and ul is not None and not ul.use_domain:
+        # what ul.fix_aor() leaves of user@host: the user (the length
+        # checked is still that of user@host)
+        if len(user) + 1 + len(host) > MAX_AOR_LEN:
+            raise RegError(400, "Bad Address of Record")
+        return user
     aor = f"{user}@{host}" if user else host
     if len(aor) > MAX_AOR_LEN:
         raise RegError(400, "Bad Address of Record")

@@ -40,7 +40,7 @@ def send_reply(msg, code: int, reason: str, headers=()) -> int:
     if reason is None:
         log.LM_ERR("send_reply: empty reason parameter")
         return -1
-    t = _transaction(msg)
+    t = tm_api.t_gett(msg) if tm_api is not None else None  # _transaction
     if t is not None:
         # tm's t_reply sends what is queued on the request (OpenSIPS's
         # add_lump_rpl): the extra headers join that queue for this reply

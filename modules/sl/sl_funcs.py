@@ -121,7 +121,7 @@ def send_reply(msg, code: int, reason: Optional[str] = None,
     if code > 100:
         to = msg.to
         if to is not None and not to.tag:
-            tag = totag(msg)
+            tag = _tags.tag(msg)                # totag(), inline
     try:
         data = msg.build_reply(code, reason, tag, hdrs)
     except ValueError as e:

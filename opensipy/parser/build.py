@@ -102,8 +102,17 @@ def build_reply(msg, code, reason=None, to_tag=None, headers=(), body=b""):
         raise ValueError(f"the To tag {tb!r} holds CR, LF or NUL")
     if isinstance(headers, (str, bytes)):
         eb = _b(headers)
+    elif headers:
+        if type(headers) is not list and type(headers) is not tuple:
+            headers = list(headers)         # read twice on a TypeError
+        try:
+            # str lines (what modules give): joined, then encoded once
+            eb = "".join([h if h.endswith("\r\n") else h + "\r\n"
+                          for h in headers]).encode("utf-8", "surrogateescape")
+        except (TypeError, AttributeError):     # bytes among them: by line
+            eb = b"".join([_line(h) for h in headers])
     else:
-        eb = b"".join([_line(h) for h in headers])
+        eb = b""
     if eb and _HDR_BLOCK.fullmatch(eb) is None:
         raise ValueError(check_hdr_lines(eb))
     bb = body if type(body) is bytes else _b(body)

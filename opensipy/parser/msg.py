@@ -27,7 +27,8 @@ from ._core import (ffi, lib, strerror, HDR_OTHER_T, HDR_VIA_T, HDR_TO_T,
                     HDR_AUTHORIZATION_T, HDR_PROXYAUTH_T,
                     HDR_WWW_AUTHENTICATE_T, HDR_PROXY_AUTHENTICATE_T,
                     HDR_DATE_T, HDR_TYPE_NAMES, LUMP_INS_BEFORE, LUMP_REPLACE,
-                    LUMP_INS_AFTER)
+                    LUMP_INS_AFTER, SIP_URI_T, SIPS_URI_T, TEL_URI_T,
+                    TELS_URI_T)
 from .uri import (SipUri, _View, _lazy, int_view, strprop, intprop,
                   split_params, uri_at)
 from .layout import (_HS, _H_BODY, _H_END, _H_NAME, _H_START, _H_TYPE,
@@ -62,6 +63,9 @@ _HDRS = _M_hdrs
 _NHDRS = _M_n_hdrs
 _CHECKED = _M_checked
 _ISREQ = _M_is_request
+
+_SCHEMES = ("sip", "sips", "tel", "tels")
+_SCHEME_TYPES = frozenset((SIP_URI_T, SIPS_URI_T, TEL_URI_T, TELS_URI_T))
 
 
 class SipMsg(_View):
@@ -457,11 +461,16 @@ class SipMsg(_View):
         sup = {s.lower() for s in supported}
         return [t for t in self.require if t.lower() not in sup]
 
-    def ruri_scheme_supported(self, schemes=("sip", "sips", "tel", "tels")):
+    def ruri_scheme_supported(self, schemes=_SCHEMES):
         """False when the Request-URI's scheme is not one of ``schemes``
         (answer 416 Unsupported URI Scheme)"""
         u = self.parsed_uri
-        return u is not None and u.scheme in schemes
+        if u is None:
+            return False
+        if schemes is _SCHEMES:
+            # the parser typed the URI by these very schemes (any case)
+            return u.type in _SCHEME_TYPES
+        return u.scheme in schemes
 
     # ---- lumps ----------------------------------------------------------------------
     def _lump(self, kind, off, delete, data):
