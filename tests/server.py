@@ -18,6 +18,25 @@ import tempfile
 import time
 from pathlib import Path
 
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, so a
+    killed pytest (a CI timeout, ^C twice, SIGKILL) leaves no server,
+    SIPp or database engine behind (PR_SET_PDEATHSIG)."""
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def popen(*args, **kwargs) -> subprocess.Popen:
+    """subprocess.Popen for everything a test starts: the child ends with
+    the test process (see _die_with_parent)."""
+    kwargs.setdefault("preexec_fn", _die_with_parent)
+    return subprocess.Popen(*args, **kwargs)
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -71,7 +90,7 @@ class Server:
         cmd = [sys.executable, "-m", "opensipy", "-F", "-E", "-f", str(path),
                *args]
         self._stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+        self.proc = popen(cmd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL,
                                      stderr=self._stderr, env=e,
                                      start_new_session=True,

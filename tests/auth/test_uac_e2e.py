@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from challenger import Challenger
-from server import free_port, wait_for
+from server import free_port, popen, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("sipp") is None,
@@ -457,7 +457,7 @@ def test_uac_auth_against_sipp_uas_verifyauth(server, tmp_path):
         for name, port in (("uas_401_invite", inv_port),
                            ("uas_401_register", reg_port)):
             err = tmp_path / f"{name}_err.log"
-            uases.append((name, err, subprocess.Popen(
+            uases.append((name, err, popen(
                 ["sipp", "-sf", str(SIPP_DIR / f"{name}.xml"),
                  "-i", "127.0.0.1", "-p", str(port), "-m", "1",
                  "-timeout", "30s", "-nostdin", "-trace_err",
@@ -554,7 +554,7 @@ def test_uac_replace_restored_in_the_callees_bye(server, tmp_path, uas):
     sc = tmp_path / "callee_bye.xml"
     sc.write_text(CALLEE_HANGS_UP)
     err = tmp_path / "callee_bye_err.log"
-    caller = subprocess.Popen(
+    caller = popen(
         ["sipp", f"127.0.0.1:{sip}", "-sf", str(sc), "-i", "127.0.0.1",
          "-p", str(free_port()), "-m", "1", "-timeout", "20s", "-nostdin",
          "-trace_err", "-error_file", str(err)],

@@ -24,7 +24,7 @@ import pytest
 from opensipy.ctl.user import ha1s
 from opensipy.db import admin, db_bind_mod
 
-from server import REPO, free_port
+from server import REPO, free_port, popen
 from shareddata import require_shared
 from test_default_scripts import opensips_default_text, our_default_text
 
@@ -349,7 +349,7 @@ class Proxy:
             # ([authentication username=[field0]] does not nest): one
             # user per SIPp, given with -au/-ap
             args += ["-au", au, "-ap", PASSWORD.format(au)]
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL,
+        return popen(args, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=str(self.tmp))

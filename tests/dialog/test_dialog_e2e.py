@@ -11,7 +11,7 @@ import pytest
 
 from opensipy.parser import SipMsg
 
-from server import REPO, free_port, mi_call, wait_for
+from server import REPO, free_port, mi_call, popen, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("sipp") is None,
@@ -28,7 +28,7 @@ def sipp(scenario, args, remote=None):
     cmd += ["-sf", str(SCEN / scenario), "-i", "127.0.0.1", "-mp",
             str(free_port()), "-nostdin", "-timeout", "40s",
             "-timeout_error", *args]
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+    return popen(cmd, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -495,12 +495,12 @@ route {
 """ % callee, params='modparam("dialog", "dlg_match_mode", 1)')
     n = 10
     bench = REPO / "bench" / "scenarios"
-    b = subprocess.Popen(["sipp", "-sf", str(bench / "invite_uas.xml"),
+    b = popen(["sipp", "-sf", str(bench / "invite_uas.xml"),
                           "-i", "127.0.0.1", "-p", str(callee), "-m", str(n),
                           "-nostdin", "-timeout", "40s"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True)
-    a = subprocess.Popen(["sipp", "-sf", str(bench / "invite_uac.xml"),
+    a = popen(["sipp", "-sf", str(bench / "invite_uac.xml"),
                           f"127.0.0.1:{p.port}", "-i", "127.0.0.1", "-p",
                           str(free_port()), "-m", str(n), "-r", "10",
                           "-nostdin", "-timeout", "40s"],
@@ -638,7 +638,7 @@ def test_a_call_refused_by_the_callee_is_a_failed_dialog(server):
 
 
 def uas_path(path, port):
-    return subprocess.Popen(["sipp", "-sf", str(path), "-i", "127.0.0.1",
+    return popen(["sipp", "-sf", str(path), "-i", "127.0.0.1",
                              "-p", str(port), "-m", "1", "-nostdin",
                              "-timeout", "40s"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

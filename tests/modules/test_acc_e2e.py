@@ -10,7 +10,7 @@ import pytest
 from opensipy.db import admin, db_bind_mod
 from opensipy.parser import SipMsg
 
-from server import free_port, run_opensipy
+from server import free_port, popen, run_opensipy
 
 pytestmark = pytest.mark.slow
 
@@ -558,7 +558,7 @@ route {{
 """)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("NOTIFY_SOCKET", None)
-    p = subprocess.Popen([sys.executable, "-m", "opensipy", "-F", "-f",
+    p = popen([sys.executable, "-m", "opensipy", "-F", "-f",
                           str(cfg)], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          env=env, start_new_session=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from server import free_port, mi_call
+from server import free_port, mi_call, popen
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("sipp") is None,
@@ -83,10 +83,10 @@ def sipp(proxy, scenario, local_port, keys, wait=True, tmp=None):
         # a SIPp left running writes its screens to a file: a pipe nobody
         # reads fills up and stops it
         out = open(tmp / f"sipp-{local_port}.out", "wb")
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
+        return popen(args, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT,
                                 start_new_session=True), out
-    p = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+    p = popen(args, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          start_new_session=True)
     if wait:

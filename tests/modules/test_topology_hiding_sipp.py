@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from server import free_port, mi_call, wait_for
+from server import free_port, mi_call, popen, wait_for
 from test_topology_hiding import SCRIPT
 
 DIALOG = """
@@ -45,7 +45,7 @@ def scenario(tmp, side, bye_from, ports):
 
 
 def run(args, out):
-    return subprocess.Popen(["sipp", *args, "-m", "1", "-nostdin",
+    return popen(["sipp", *args, "-m", "1", "-nostdin",
                              "-timeout", "20s", "-timeout_error",
                              "-trace_err", "-trace_msg"],
                             stdin=subprocess.DEVNULL, stdout=out,

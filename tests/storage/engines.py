@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 
-from server import free_port
+from server import free_port, popen
 
 PG_SUPERUSER = "postgres"
 
@@ -125,7 +125,7 @@ class RedisServer:
         if exe is None:
             raise RuntimeError("redis-server is not installed (apt-get "
                                "install -y redis-server)")
-        self.proc = subprocess.Popen(
+        self.proc = popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", self.dir,
              "--daemonize", "no", "--protected-mode", "no"],

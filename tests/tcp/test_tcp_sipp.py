@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server import free_port, mi_call
+from server import free_port, mi_call, popen
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("sipp") is None,
@@ -22,7 +22,7 @@ CALLS = 30
 
 
 def sipp(args):
-    return subprocess.Popen(["sipp", *args, "-nostdin", "-timeout", "40s",
+    return popen(["sipp", *args, "-nostdin", "-timeout", "40s",
                              "-max_socket", "256"],
                             stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

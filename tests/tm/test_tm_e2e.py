@@ -14,7 +14,7 @@ import pytest
 
 from opensipy.parser import SipMsg
 
-from server import REPO, free_port, mi_call, wait_for
+from server import REPO, free_port, mi_call, popen, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("sipp") is None,
@@ -27,7 +27,7 @@ BENCH = REPO / "bench" / "scenarios"
 
 
 def sipp(args):
-    return subprocess.Popen(["sipp", *args, "-nostdin", "-timeout", "30s"],
+    return popen(["sipp", *args, "-nostdin", "-timeout", "30s"],
                             stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -8,7 +8,7 @@ import pytest
 
 from opensipy.parser import SipMsg
 
-from server import free_port, mi_call
+from server import free_port, mi_call, popen
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("sipp") is None,
@@ -19,7 +19,7 @@ CALLS = 20
 
 
 def sipp(args, timeout=60):
-    return subprocess.Popen(["sipp", *args, "-nostdin", "-timeout", "40s"],
+    return popen(["sipp", *args, "-nostdin", "-timeout", "40s"],
                             stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
