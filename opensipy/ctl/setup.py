@@ -291,11 +291,15 @@ class Setup:
 
     # ------------------------------------------------------------ database
     def ensure_db(self) -> None:
+        """The SQLite database with every table: made when missing (or an
+        SQLite file without a single table: a server started before setup
+        leaves one), completed when groups are missing, never dropped."""
         from ..db import DBError, admin, schema
         path = self.path(DB_PATH)
         url = f"sqlite://{path}"
         ids = self.owner()
-        if path.exists() and path.stat().st_size > 0:
+        if path.exists() and path.stat().st_size > 0 and \
+                not _empty_sqlite(path):
             try:
                 present = admin.tables(url)
             except DBError as e:
@@ -359,3 +363,18 @@ def run_setup(argv: List[str], usage_error, fail_error) -> None:
         Setup(args.root, args.create_user, not args.no_db).run()
     except (SetupError, OSError) as e:
         raise fail_error(f"setup: {e}") from None
+
+
+def _empty_sqlite(path) -> bool:
+    """An SQLite file that holds no table at all (sqlite3 makes the file
+    on a first connection: a server started before setup leaves one)."""
+    import sqlite3
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            n = con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return False            # not SQLite: ensure_db says so
+    return n[0] == 0

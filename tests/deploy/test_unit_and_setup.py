@@ -193,3 +193,30 @@ def test_setup_creates_the_user_in_the_root_when_asked(tmp_path):
     assert (st.st_uid, st.st_gid) == (uid, gid)
     assert "user opensipy: exists" in \
         ctl("setup", "--root", str(root), "--create-user").stdout
+
+
+def test_setup_makes_the_database_where_a_server_left_an_empty_file(tmp_path):
+    """A server started before setup (the default script's db_url) leaves
+    an SQLite file without tables; setup fills it instead of refusing it.
+    A file that is not SQLite is still refused, untouched."""
+    root = tmp_path / "root"
+    db = root / "var/lib/opensipy/opensipy.db"
+    db.parent.mkdir(parents=True)
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")     # a header, no table
+    con.close()
+    assert db.stat().st_size > 0
+    out = ctl("setup", "--root", str(root)).stdout
+    assert "opensipy.db: created with every table" in out
+    con = sqlite3.connect(db)
+    assert dict(con.execute("SELECT table_name, table_version FROM "
+                            "version"))["location"] == 1013
+    con.close()
+    other = tmp_path / "other"
+    bad = other / "var/lib/opensipy/opensipy.db"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a database at all\n" * 64)
+    r = ctl("setup", "--root", str(other), check=False)
+    assert r.returncode != 0 and "is not an opensipy database" in \
+        r.stdout + r.stderr
+    assert bad.read_bytes() == b"not a database at all\n" * 64
