@@ -3,7 +3,8 @@
 setup.py picks up ``native/build_tm.py:ffibuilder``.  For development,
 ``python native/build_tm.py`` compiles the extension in place into
 ``opensipy/``.  The structs are declared with ``...;`` so cffi takes their
-layout from tm.h (the mutexes stay hidden from Python).
+layout from tm.h (the mutexes stay hidden from Python); the functions are
+read from tm.h's interface block, so they are declared once.
 """
 import os
 
@@ -11,7 +12,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-CDEF = """
+_TYPES = """
 enum {
     TM_MAX_BRANCHES, TM_MAX_BUF, TM_MAX_KEY, TM_NLISTS,
     TM_F_INVITE, TM_F_CANCELED, TM_F_DELETED, TM_F_LOCAL, TM_F_IN_FAILURE,
@@ -52,47 +53,20 @@ typedef struct tm_cell {
 } tm_cell_t;
 typedef struct { tm_cell_t *cell; int32_t which; int32_t branch; uint32_t gen; ...; } tm_event_t;
 
-int tm_init(uint32_t size, uintptr_t alloc_fn, uintptr_t free_fn, int mod,
-            int64_t t1, int64_t t2, int64_t fr, int64_t fr_inv, int64_t wt);
-void tm_reset_for_tests(void);
-int tm_ready(void);
-uint32_t tm_size(void);
-int64_t tm_inuse(void);
-int64_t tm_retransmissions(void);
-uint32_t tm_bucket_entries(uint32_t i);
-int tm_locks_recovered(void);
-int64_t tm_now(void);
-uint32_t tm_hash(const char *callid, uint32_t clen, uint32_t cseq);
-int tm_ref(tm_cell_t *c);
-int tm_unref(tm_cell_t *c);
-int tm_cell_lock(tm_cell_t *c);
-int tm_cell_unlock(tm_cell_t *c);
-tm_cell_t *tm_lookup_req(const char *callid, uint32_t clen, uint32_t cseq,
-                         const char *key, uint32_t klen, int method, int mode);
-tm_cell_t *tm_lookup_or_new(const char *callid, uint32_t clen, uint32_t cseq,
-                            const char *key, uint32_t klen, int method,
-                            int *created);
-tm_cell_t *tm_new_local(const char *callid, uint32_t clen, uint32_t cseq,
-                        int method);
-tm_cell_t *tm_lookup_reply(uint32_t hash, uint32_t label);
-int tm_lookup_cseq(const char *callid, uint32_t clen, uint32_t cseq,
-                   int method, tm_cell_t **out, int cap);
-int tm_set_buf(tm_cell_t *c, int which, int branch, const char *data,
-               uint32_t len);
-int tm_set_dst(tm_cell_t *c, int branch, int fd, const uint8_t *sa,
-               int salen, int si);
-int tm_send(const tm_dst_t *d, const char *buf, uint32_t len);
-int tm_timer_start(tm_cell_t *c, int which, int branch, int64_t delay,
-                   int kind, int cap_t2);
-int tm_timer_stop(tm_cell_t *c, int which, int branch);
-int tm_timer_pending(tm_cell_t *c, int which, int branch);
-int64_t tm_timer_gen(tm_cell_t *c, int which, int branch);
-int tm_delete(tm_cell_t *c);
-int tm_timer_tick(int64_t now, tm_event_t *out, int cap);
-int64_t tm_timers_linked(void);
-int tm_reap_dead(void);
-int64_t tm_zombies(void);
 """
+
+# the functions: tm.h's interface block, read as it is (one declaration)
+_IFACE = "/* the interface (cffi reads this block from here to #endif) */"
+
+
+def _prototypes() -> str:
+    with open(os.path.join(HERE, "tm.h")) as f:
+        text = f.read()
+    start = text.index(_IFACE) + len(_IFACE)
+    return text[start:text.rindex("#endif")]
+
+
+CDEF = _TYPES + _prototypes()
 
 
 def _rel(path):

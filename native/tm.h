@@ -137,7 +137,7 @@ typedef struct {
     int32_t pad;
 } tm_event_t;
 
-/* the interface (also declared to cffi in build_tm.py) */
+/* the interface (cffi reads this block from here to #endif) */
 int tm_init(uint32_t size, uintptr_t alloc_fn, uintptr_t free_fn, int mod,
             int64_t t1, int64_t t2, int64_t fr, int64_t fr_inv, int64_t wt);
 void tm_reset_for_tests(void);
