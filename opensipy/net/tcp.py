@@ -435,15 +435,10 @@ def tcp_main_loop() -> None:
             if kind == "listen":
                 _accept(arg, fds, hand_over)
                 continue
-            try:
-                data, got, _, _ = socket.recv_fds(key.fileobj, 64, 1)
-            except (BlockingIOError, InterruptedError):
+            m = _recv_op(key.fileobj)
+            if m is None:
                 continue
-            if len(data) != _OP.size:
-                for fd in got:
-                    os.close(fd)
-                continue
-            op, cid = _OP.unpack(data)
+            op, cid, got = m
             if op == OP_GET:
                 sock = fds.get(cid)
                 try:
@@ -516,7 +511,7 @@ def _sweep(fds, close_conn, now) -> None:
     life = config.settings.tcp_connection_lifetime
     pids = {}
     for h, _ in table.all():
-        cid, state, owner, opid = h[0], h[1], h[2], h[3]
+        cid, owner, opid = h[0], h[2], h[3]
         if owner > 0:
             pid = pids.get(owner)
             if pid is None:
@@ -648,6 +643,22 @@ def tcp_worker_loop(handler) -> None:
 
 
 _drop = None
+
+
+def _recv_op(chan):
+    """One control message from a unix channel: (op, connection id, the
+    descriptors it carried), or None when none is whole (the descriptors
+    of a malformed one closed)."""
+    try:
+        data, got, _, _ = socket.recv_fds(chan, 64, 1)
+    except (BlockingIOError, InterruptedError):
+        return None
+    if len(data) != _OP.size:
+        for fd in got:
+            os.close(fd)
+        return None
+    op, cid = _OP.unpack(data)
+    return op, cid, got
 
 
 def _read_chan(chan, adopt) -> None:
@@ -782,15 +793,10 @@ def _fetch_fd(cid: int) -> Optional[socket.socket]:
         r, _, _ = select.select([chan], [], [], left)
         if not r:
             continue
-        try:
-            data, got, _, _ = socket.recv_fds(chan, 64, 1)
-        except (BlockingIOError, InterruptedError):
+        m = _recv_op(chan)
+        if m is None:
             continue
-        if len(data) != _OP.size:
-            for fd in got:
-                os.close(fd)
-            continue
-        op, rid = _OP.unpack(data)
+        op, rid, got = m
         if op == OP_NEW and got:
             _pending_new.append((rid, got[0]))      # a worker's new conn
             continue
