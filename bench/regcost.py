@@ -80,11 +80,17 @@ def inproc(n: int) -> None:
             st = statistics.get_stat(f"{name}:{se.name}")
             if isinstance(se.stat_pointer, str) and st is not None:
                 setattr(lm.pymod, se.stat_pointer, st)
+    with open(os.path.join(HERE, "opensipy", "register.cfg")) as f:
+        text = f.read()
+    # the script's modparams (usrloc's hash_size above all: the chains of a
+    # 512-bucket table would dominate the measurement)
+    for item in script.parse_string(text).top:
+        if type(item).__name__ == "ModParam":
+            modloader.set_mod_param(reg, item.module, item.param,
+                                    item.value, item.kind, item.loc, [])
     for lm in reg.init_order():
         if lm.exports.init_f:
             lm.exports.init_f()
-    with open(os.path.join(HERE, "opensipy", "register.cfg")) as f:
-        text = f.read()
     route = os.environ.get("REGCOST_ROUTE") or text[text.index("route {"):]
     compiled = script.compile_script(script.parse_string(route), reg)
     timer.close_registration()
