@@ -1518,3 +1518,74 @@ int sp_build_reply(const sp_msg *m, const char *buf, int code, const char *reaso
         o = put(out, o, outmax, body, blen);
     return o;
 }
+
+/* ---- the To tag suffix ----------------------------------------------------- */
+
+static uint32_t crc_table[256];
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static uint32_t crc_add(uint32_t c, const char *p, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++)
+        c = crc_table[(c ^ (unsigned char)p[i]) & 0xFF] ^ (c >> 8);
+    return c;
+}
+
+static uint32_t crc_str(uint32_t c, const char *buf, sp_str s)
+{
+    return s.s < 0 || s.l <= 0 ? c : crc_add(c, buf + s.s, s.l);
+}
+
+static uint32_t crc_uint(uint32_t c, uint32_t v)
+{
+    char d[10];
+    int n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        c = crc_add(c, &d[--n], 1);
+    return c;
+}
+
+int64_t sp_totag_crc(const sp_msg *m, const char *buf)
+{
+    if (!crc_table[1])
+        crc_init();
+    if (!m->checked || m->n_vias < 1 || m->first[HDR_FROM_T] < 0
+            || m->first[HDR_CSEQ_T] < 0 || m->cseq_method.s < 0)
+        return -1;
+    const sp_via *v = &m->vias[0];
+    if (v->port < 0)
+        return -1;
+    uint32_t c = 0xFFFFFFFFu;
+    int ci = m->first[HDR_CALLID_T];
+    if (ci >= 0 && ci < m->n_hdrs) {
+        sp_str id = m->hdrs[ci].body;
+        /* a folded Call-ID: the caller unfolds it as msg.callid does */
+        if (id.s >= 0 && id.l > 0 && memchr(buf + id.s, '\n', (size_t)id.l))
+            return -1;
+        c = crc_str(c, buf, id);
+    }
+    c = crc_add(c, "|", 1);
+    c = crc_str(c, buf, m->hfrom.tag);
+    c = crc_add(c, "|", 1);
+    c = crc_uint(c, m->cseq_num);
+    c = crc_add(c, "|", 1);
+    c = crc_str(c, buf, v->host);
+    c = crc_add(c, ":", 1);
+    c = crc_uint(c, (uint32_t)v->port);
+    c = crc_add(c, "|", 1);
+    c = crc_str(c, buf, v->branch);
+    return (int64_t)(c ^ 0xFFFFFFFFu);
+}

@@ -272,6 +272,12 @@ int sp_build(const sp_msg *m, const char *buf, int buflen, const char *data, int
 int sp_build_reply(const sp_msg *m, const char *buf, int code, const char *reason, int rlen,
                    const char *totag, int tlen, const char *extra, int elen,
                    const char *body, int blen, char *out, int outmax);
+/* CRC-32 (zlib's) of "Call-ID|From tag|CSeq number|top Via host:port|
+ * branch" of a parsed request (buf: its octets): the suffix of the To tags
+ * of local replies, the same for every retransmission; -1 when the message
+ * was not checked or lacks the Via, From or CSeq (the caller builds the key
+ * itself then) */
+int64_t sp_totag_crc(const sp_msg *m, const char *buf);
 /* CDEF-END */
 
 #endif

@@ -20,6 +20,10 @@ import re
 import zlib
 from typing import Iterable, Optional
 
+from ._sipparser import lib as _sp
+
+_totag_crc = _sp.sp_totag_crc
+
 SEPARATOR = "-"
 PREFIX_LEN = 32            # MD5 in hex
 SUFFIX_LEN = 8             # CRC-32 in hex
@@ -30,6 +34,12 @@ _HEX = re.compile(r"[0-9a-f]+\Z")
 def request_suffix(msg) -> str:
     """CRC-32 (hex) of what identifies the request: the same for its
     retransmissions, different for another request."""
+    m = getattr(msg, "_m", None)
+    if m is not None:
+        # a parsed message: the C parser reads the parts off its result
+        c = _totag_crc(m, msg._buf)
+        if c >= 0:
+            return "%08x" % c
     v = msg.via1
     f = msg.from_
     cs = msg.cseq

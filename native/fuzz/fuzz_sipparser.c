@@ -101,6 +101,10 @@ static void walk_build(const char *buf, int len, sp_msg *m)
         n = sp_build_reply(m, buf, 486, "Busy Here", 9, "t1", 2, "X: 1\r\n", 6, "b", 1,
                            out, (int)sizeof(out));
         CHECK(n > 0);
+        /* the To tag key: a CRC, or -1 for what the Python side builds */
+        int64_t crc = sp_totag_crc(m, buf);
+        CHECK(crc >= -1 && crc <= (int64_t)UINT32_MAX);
+        CHECK(m->n_vias > 0 || crc == -1);
     }
 }
 

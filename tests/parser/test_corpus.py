@@ -498,3 +498,47 @@ def test_header_types_of_compact_forms():
     m = SipMsg(corpus_bytes("rfc4475", "esc01"))
     types = {h.name: h.type for h in m.headers}
     assert types["i"] == HDR_CALLID_T and types["C"] == HDR_CONTENTTYPE_T
+
+
+def test_totag_crc_in_c_is_the_python_key_crc():
+    """sp_totag_crc reads the parts of a local To tag's suffix off the
+    parser's result; it must give the CRC-32 of the very key the Python
+    fallback builds (for every valid corpus request that has the parts),
+    and decline (-1) a folded Call-ID, which only the fallback unfolds."""
+    import zlib
+    from opensipy import totag
+    from opensipy.parser import HDR_CALLID_T
+    seen = 0
+    for folder, row in ROWS:
+        if row["expected"] != "valid":
+            continue
+        m = SipMsg(_load(folder, row))
+        if not m.is_request:
+            continue
+        c = lib.sp_totag_crc(m._m, m._buf)
+        v, f = m.via1, m.from_
+        try:
+            cs = m.cseq
+        except ParseError:
+            cs = None
+        if v is None or f is None or cs is None:
+            assert c == -1, row["name"]
+            continue
+        key = (f"{m.callid or ''}|{f.tag or ''}|{cs.num}|{v.host}:{v.port}"
+               f"|{v.branch or ''}").encode("utf-8", "surrogateescape")
+        if c == -1:
+            # only a folded Call-ID makes the C side decline
+            h = next(h for h in m.headers if h.type == HDR_CALLID_T)
+            assert b"\n" in m._buf[h.start:h.end].rstrip(), row["name"]
+        else:
+            assert c == zlib.crc32(key), row["name"]
+            seen += 1
+        assert totag.request_suffix(m) == format(zlib.crc32(key), "08x")
+    assert seen >= 15
+    folded = SipMsg(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=1\r\n"
+                    b"From: <sip:a@b>;tag=7\r\nTo: <sip:b@c>\r\n"
+                    b"Call-ID: x\r\n y\r\nCSeq: 1 OPTIONS\r\n"
+                    b"Content-Length: 0\r\n\r\n")
+    assert lib.sp_totag_crc(folded._m, folded._buf) == -1
+    assert totag.request_suffix(folded) == format(
+        zlib.crc32(b"x y|7|1|h:0|1"), "08x")
