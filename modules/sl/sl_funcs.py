@@ -24,6 +24,7 @@ OpenSIPS 3.x adds its tag to replies from 180 up; here every reply above
 """
 from __future__ import annotations
 
+import time
 from typing import Iterable, List, Optional
 
 from opensipy import error, forward, log, shm
@@ -37,6 +38,9 @@ TOTAG_LEN = totag_mod.TAG_LEN
 _tags = totag_mod.TagGen(TOTAG_SIGNATURE)   # the core's one generator
 
 _deadline = None              # shm AtomicCounter: CLOCK_MONOTONIC ns
+DEADLINE_STEP_NS = 10_000_000
+_pushed = [-DEADLINE_STEP_NS]  # when this process last pushed the deadline
+_monotonic_ns = time.monotonic_ns
 
 
 class Stats:
@@ -65,6 +69,7 @@ def init_timeout() -> None:
     """The shared ACK-filter deadline (mod_init, before fork)."""
     global _deadline
     _deadline = shm.AtomicCounter(0, "sl")
+    _pushed[0] = -DEADLINE_STEP_NS
 
 
 def tag_prefix() -> str:
@@ -129,8 +134,13 @@ def send_reply(msg, code: int, reason: Optional[str] = None,
         return -1
     if _deadline is not None:
         # before sending: another process may see the ACK before this one
-        # gets past the send
-        _deadline.set(shm.now_ns() + SL_RPL_WAIT_TIME * 1_000_000_000)
+        # gets past the send.  The shared deadline is pushed at most every
+        # DEADLINE_STEP_NS per process (the window may close that much
+        # early; each write moves a cache line between CPUs)
+        now = _monotonic_ns()           # CLOCK_MONOTONIC, as shm.now_ns
+        if now - _pushed[0] >= DEADLINE_STEP_NS:
+            _pushed[0] = now
+            _deadline.set(now + SL_RPL_WAIT_TIME * 1_000_000_000)
     if not forward.send_reply(msg, data):
         return -1
     if stats.enabled:

@@ -45,14 +45,14 @@ def udp_rcv_loop(si, handler) -> None:
 
     The receivers of a socket sleep in ``epoll_wait`` with
     ``EPOLLEXCLUSIVE`` (Linux), not in a blocking ``recvfrom``: a datagram
-    wakes one sleeping receiver, which reads without blocking until the
-    socket is empty.  The kernel then wakes the receivers in a stable order
-    and through the epoll path, which migrates a woken receiver to another
-    CPU half as often as a ``recvfrom`` sleeper (measured at 1,500
-    REGISTERs/s: 1,900 against 3,700 migrations in 8 s, CPU per REGISTER
-    about 12% lower: a Python process that wakes on a cold CPU pays for its
-    large working set).  Where epoll is missing the loop blocks in
-    ``recvfrom``.
+    wakes one sleeping receiver, which then reads it without blocking
+    (``epoll_wait`` returns at once while datagrams are waiting; a receiver
+    that finds the socket emptied by another goes back to sleep).  Woken
+    through epoll, a receiver moves to another CPU half as often as a
+    ``recvfrom`` sleeper (at 1,500 REGISTERs/s: 1,900 against 3,700
+    migrations in 8 s, about 12% less CPU per REGISTER: a Python process
+    waking on a cold CPU pays for its large working set).  Where epoll is
+    missing the loop blocks in ``recvfrom``.
 
     While ``async()``/``launch()`` operations are pending
     (:mod:`opensipy.async_engine`) the loop polls the socket together with
@@ -81,12 +81,12 @@ def udp_rcv_loop(si, handler) -> None:
                 continue
             buf, src = got
         elif wait is not None:
+            # until a datagram is waiting (see above); then read it unless
+            # another receiver was quicker
             try:
+                wait()
                 buf, src = recv(MAX_DATAGRAM, DONTWAIT)
-            except BlockingIOError:
-                wait()          # until a datagram is waiting (see above)
-                continue
-            except InterruptedError:
+            except (BlockingIOError, InterruptedError):
                 continue
         else:
             try:

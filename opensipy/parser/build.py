@@ -29,6 +29,9 @@ _HDR_BLOCK = re.compile(rb"(?:" + _HDR_LINE.pattern + rb")*")
 # reason phrases that passed the check, as bytes (most are constants)
 _REASONS_OK = {}
 _CHARS = ffi.typeof("char[]")
+# the output buffer of build_reply, reused (a fresh one was zeroed per
+# reply); the result is copied out of it
+_rbuf = [ffi.new(_CHARS, 4096)]
 
 
 def check_reason(text):
@@ -118,7 +121,9 @@ def build_reply(msg, code, reason=None, to_tag=None, headers=(), body=b""):
     bb = body if type(body) is bytes else _b(body)
     m = msg._m
     size = 64 + len(rb) + len(tb) + len(eb) + len(bb) + iv[_M_hdrs_end] + 4 * iv[_M_n_hdrs]
-    out = ffi.new(_CHARS, size)
+    out = _rbuf[0]
+    if len(out) < size:
+        out = _rbuf[0] = ffi.new(_CHARS, max(size, 2 * len(out)))
     n = lib.sp_build_reply(m, msg._buf, code, rb, len(rb), tb, len(tb), eb, len(eb),
                            bb, len(bb), out, size)
     if n < 0:

@@ -228,6 +228,28 @@ def test_the_ack_filter_is_armed_before_the_reply_leaves(slmod, peer,
         return real(msg, data)
     monkeypatch.setattr(forward, "send_reply", spy)
     sl_funcs._deadline.set(0)
+    sl_funcs._pushed[0] = -sl_funcs.DEADLINE_STEP_NS
     assert sl.w_sl_send_reply(req(peer, srv_sock), 404, "Not Found") == 1
     assert seen == [True]
     peer.recv()
+
+
+def test_the_ack_filter_deadline_is_pushed_once_per_step(slmod, peer,
+                                                        srv_sock,
+                                                        monkeypatch):
+    """A burst of replies writes the shared deadline once per
+    DEADLINE_STEP_NS; a reply after the step pushes it again."""
+    sl_funcs._deadline.set(0)
+    sl_funcs._pushed[0] = -sl_funcs.DEADLINE_STEP_NS
+    assert sl.w_sl_send_reply(req(peer, srv_sock), 404, "Not Found") == 1
+    peer.recv()
+    first = sl_funcs._deadline.get()
+    assert first > shm.now_ns()
+    assert sl.w_sl_send_reply(req(peer, srv_sock), 404, "Not Found") == 1
+    peer.recv()
+    assert sl_funcs._deadline.get() == first       # within the step
+    # the step has passed for this process
+    sl_funcs._pushed[0] -= sl_funcs.DEADLINE_STEP_NS
+    assert sl.w_sl_send_reply(req(peer, srv_sock), 404, "Not Found") == 1
+    peer.recv()
+    assert sl_funcs._deadline.get() > first
