@@ -1,8 +1,8 @@
 """UDP sockets: opened in the attendant before fork, read by the receivers.
 
 Every receiver of a socket waits on the same inherited socket (in its own
-epoll set, ``EPOLLEXCLUSIVE``); the kernel wakes one of them per datagram.  The loop is the hot
-path: receive, hand the bytes to the core, repeat.
+epoll set, ``EPOLLEXCLUSIVE``); the kernel wakes one of them per datagram.
+The loop is the hot path: receive, hand the bytes to the core, repeat.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def udp_rcv_loop(si, handler) -> None:
     The loop measures its load (``load:load-proc-<id>``): the time from
     ``recvfrom`` returning to the end of the handler is busy time; at the
     first datagram after a window of ``LOAD_WINDOW_NS`` it reports the
-    busy share of that window (waiting in ``recvfrom`` is idle time).
+    busy share of that window (waiting for a datagram is idle time).
 
     The receivers of a socket sleep in ``epoll_wait`` with
     ``EPOLLEXCLUSIVE`` (Linux), not in a blocking ``recvfrom``: a datagram
