@@ -29,7 +29,7 @@ from ._core import (ffi, lib, strerror, HDR_OTHER_T, HDR_VIA_T, HDR_TO_T,
                     HDR_DATE_T, HDR_TYPE_NAMES, LUMP_INS_BEFORE, LUMP_REPLACE,
                     LUMP_INS_AFTER, SIP_URI_T, SIPS_URI_T, TEL_URI_T,
                     TELS_URI_T)
-from .uri import (SipUri, _View, _lazy, int_view, strprop, intprop,
+from .uri import (SipUri, _View, _U, _lazy, int_view, strprop, intprop,
                   split_params, uri_at)
 from .layout import (_HS, _H_BODY, _H_END, _H_NAME, _H_START, _H_TYPE,
                      _MAX_NA, _MAX_VIAS, _M_body_l, _M_body_s, _M_checked,
@@ -40,7 +40,7 @@ from .layout import (_HS, _H_BODY, _H_END, _H_NAME, _H_START, _H_TYPE,
                      _M_method_id, _M_msg_len, _M_n_contacts, _M_n_hdrs,
                      _M_n_lumps, _M_n_vias, _M_reason, _M_ruri,
                      _M_ruri_parsed, _M_status, _M_version, _M_vias, _NS, _VS,
-                     _alloc, _out, _tuple_new, _uint)
+                     _V, _alloc, _out, _tuple_new, _uint)
 from .headers import (CSeq, Credentials, Header, NameAddr, ParseError, Via,
                       _fold, _parse_params, _type_cache, hdr_type)
 from .build import (_RURI_BAD, _b, _line, build_reply)
@@ -63,6 +63,12 @@ _HDRS = _M_hdrs
 _NHDRS = _M_n_hdrs
 _CHECKED = _M_checked
 _ISREQ = _M_is_request
+# the top Via's and the parsed R-URI's port fields (plain_ports)
+_VP_PORT = _M_vias + _V["port"]
+_VP_PORT_S = _M_vias + _V["port_s"]
+_VP_RPORT = _M_vias + _V["rport"]
+_UP_PORT = _M_ruri_parsed + _U["port"]
+_UP_PORT_S = _M_ruri_parsed + _U["port_s"]
 
 _SCHEMES = ("sip", "sips", "tel", "tels")
 _SCHEME_TYPES = frozenset((SIP_URI_T, SIPS_URI_T, TEL_URI_T, TELS_URI_T))
@@ -80,7 +86,9 @@ class SipMsg(_View):
                  "_contacts", "_puri",
                  "_cseq", "_headers", "_lumpdata", "_body_set",
                  # per-message state other layers set
-                 "new_uri", "dst_uri", "flags", "rcv", "force_send_socket")
+                 "new_uri", "dst_uri", "flags", "rcv", "force_send_socket",
+                 # read off the parser's result once (every layer asks)
+                 "is_request", "method_id")
     _b = 0
 
     def __init__(self, buf, stream=False, check=True):
@@ -93,7 +101,10 @@ class SipMsg(_View):
         self._buf = buf
         self._t = buf.decode("ascii") if buf.isascii() else None
         self._m = m
-        self._iv = _memoryview(_buffer(m)).cast("i")
+        iv = self._iv = _memoryview(_buffer(m)).cast("i")
+        self.is_request = iv[_ISREQ] != 0
+        # METHOD_* of the request (or of a reply's CSeq)
+        self.method_id = iv[_M_method_id]
         self._via = self._from = self._to = self._contacts = self._puri = self._cseq = None
         self._via1 = None
         self._headers = self._lumpdata = None
@@ -103,10 +114,6 @@ class SipMsg(_View):
 
     # ---- first line ------------------------------------------------------
     @property
-    def is_request(self):
-        return self._iv[_ISREQ] != 0
-
-    @property
     def method(self):
         """request method, or the CSeq method of a reply (OpenSIPS's $rm)"""
         if self._iv[_ISREQ]:
@@ -114,11 +121,22 @@ class SipMsg(_View):
         cs = self.cseq
         return cs.method if cs is not None else None
 
-    method_id = intprop(_M_method_id, "METHOD_* of the request (or of a reply's CSeq)")
     ruri = strprop(_M_ruri, "the Request-URI as received")
     version = strprop(_M_version)
     status = intprop(_M_status, "status code of a reply (0 for a request)")
     reason = strprop(_M_reason)
+
+    def plain_ports(self):
+        """True when a checked request's top Via and parsed R-URI need no
+        port check: each names a non-zero port or none, and the Via's
+        ``rport`` is absent or empty.  False means: look closer (the
+        receive path's port checks do)."""
+        iv = self._iv
+        if not iv[_CHECKED] or not iv[_ISREQ] or not iv[_M_n_vias]:
+            return False
+        return ((iv[_VP_PORT] != 0 or iv[_VP_PORT_S] < 0)
+                and (iv[_VP_RPORT] < 0 or iv[_VP_RPORT + 1] == 0)
+                and (iv[_UP_PORT] != 0 or iv[_UP_PORT_S] < 0))
 
     @property
     def parsed_uri(self):

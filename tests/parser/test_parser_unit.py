@@ -339,3 +339,28 @@ def test_bytes_like_input_and_non_ascii():
     assert m.hdr("Subject") == "café"
     assert m.hdr("X-Bin").encode("utf-8", "surrogateescape") == b"\xff"
     assert m.via[0].branch == "z9hG4bK1"
+
+
+@pytest.mark.parametrize("via,ruri,plain", [
+    ("1.2.3.4:5070;branch=z9hG4bK1", "sip:a@b:5060", True),
+    ("1.2.3.4;branch=z9hG4bK1", "sip:a@b", True),
+    ("1.2.3.4:5070;rport;branch=z9hG4bK1", "sip:a@b", True),
+    ("1.2.3.4:0;branch=z9hG4bK1", "sip:a@b", False),         # explicit 0
+    ("1.2.3.4:5070;rport=5071;branch=z9hG4bK1", "sip:a@b", False),
+    ("1.2.3.4:5070;branch=z9hG4bK1", "sip:a@b:0", False),
+])
+def test_plain_ports_is_the_fast_yes_of_the_port_checks(via, ruri, plain):
+    """SipMsg.plain_ports: True only when no port needs a closer look;
+    the receive path's full checks agree whenever it says True."""
+    from opensipy import forward
+    m = SipMsg((f"OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {via}\r\n"
+                "From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c\r\n"
+                "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode())
+    assert m.plain_ports() is plain
+    if plain:
+        assert forward.via_port_error(m.via1) is None
+        assert forward.uri_port_error(m.parsed_uri) is None
+    reply = SipMsg(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+                   b"From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>;tag=2\r\n"
+                   b"Call-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    assert reply.plain_ports() is False
