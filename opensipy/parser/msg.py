@@ -67,6 +67,7 @@ _ISREQ = _M_is_request
 _VP_PORT = _M_vias + _V["port"]
 _VP_PORT_S = _M_vias + _V["port_s"]
 _VP_RPORT = _M_vias + _V["rport"]
+_UP_TYPE = _M_ruri_parsed + _U["type"]
 _UP_PORT = _M_ruri_parsed + _U["port"]
 _UP_PORT_S = _M_ruri_parsed + _U["port_s"]
 
@@ -482,6 +483,12 @@ class SipMsg(_View):
     def ruri_scheme_supported(self, schemes=_SCHEMES):
         """False when the Request-URI's scheme is not one of ``schemes``
         (answer 416 Unsupported URI Scheme)"""
+        if schemes is _SCHEMES:
+            iv = self._iv
+            if iv[_CHECKED] and iv[_ISREQ]:
+                # the parser typed the R-URI by these very schemes (any
+                # case): read the type off its result, no URI object
+                return iv[_UP_TYPE] in _SCHEME_TYPES
         u = self.parsed_uri
         if u is None:
             return False
