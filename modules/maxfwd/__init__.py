@@ -83,16 +83,16 @@ def w_process_maxfwd_header(msg, max_value: int) -> int:
         # the header was already changed: a lump cannot change it again
         return rc
     if getattr(msg, "maxfwd_value", None) is None:
-        # the common case inline (one to three ASCII digits, 1..max_limit):
-        # what is_maxfwd_present, _process and _decrement do for it
-        body = msg.hdr("Max-Forwards")
-        if body is not None and 0 < len(body) < 4 and body.isdigit() \
-                and body.isascii():
-            val = int(body)
-            if 0 < val <= max_limit:
+        # the common case inline (the parser read one to five digits,
+        # 1..max_limit): what is_maxfwd_present, _process and _decrement
+        # do for it
+        span = msg.max_forwards_span()
+        if span is not None:
+            val, s, n = span
+            if 0 < val <= max_limit and 0 < n < 6:
                 try:
-                    msg.set_hdr_body("Max-Forwards", str(val - 1))
-                except (KeyError, ValueError) as e:
+                    msg.replace(s, n, b"%d" % (val - 1))
+                except ValueError as e:
                     log.LM_ERR(f"maxfwd: cannot change Max-Forwards: {e}")
                     return -2
                 msg.maxfwd_value = val - 1

@@ -67,6 +67,7 @@ _ISREQ = _M_is_request
 _VP_PORT = _M_vias + _V["port"]
 _VP_PORT_S = _M_vias + _V["port_s"]
 _VP_RPORT = _M_vias + _V["rport"]
+_HDR_MAXFWD = lib.HDR_MAXFORWARDS_T
 _UP_TYPE = _M_ruri_parsed + _U["type"]
 _UP_PORT = _M_ruri_parsed + _U["port"]
 _UP_PORT_S = _M_ruri_parsed + _U["port_s"]
@@ -369,6 +370,19 @@ class SipMsg(_View):
             return None if v < 0 else v
         v = self.hdr("Max-Forwards")
         return int(v) if v is not None and v.isdigit() else None
+
+    def max_forwards_span(self):
+        """(value, body offset, body length) of the first Max-Forwards of a
+        checked message, the value as the parser read it (digits only);
+        None when the message was not checked or has no Max-Forwards."""
+        iv = self._iv
+        if not iv[_CHECKED]:
+            return None
+        i = iv[_FIRST + _HDR_MAXFWD]
+        if i < 0:
+            return None
+        b = _HDRS + i * _HS + _H_BODY
+        return iv[_M_max_forwards], iv[b], iv[b + 1]
 
     @property
     def content_length(self):

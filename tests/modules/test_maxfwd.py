@@ -122,3 +122,19 @@ def test_header_after_a_via_added_by_forward():
     m.add_via("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours")
     out = SipMsg(m.build())
     assert [h.name for h in out.headers[:3]] == ["Via", "Max-Forwards", "Via"]
+
+
+@pytest.mark.parametrize("value,rc,expect", [
+    ("00070", 1, "69"),          # five digits: the parser's value, decremented
+    ("000070", -2, "000070"),    # six: OpenSIPS's str2s refuses it
+    ("70", 1, "69"),
+])
+def test_the_parsed_value_and_the_text_agree(value, rc, expect):
+    """The fast path reads the value the parser read; the body length
+    keeps OpenSIPS's five-digit limit, checked (SipMsg with check) or
+    not (the same answers through the text)."""
+    for check in (True, False):
+        m = msg(value, check=check)
+        assert (m.max_forwards_span() is not None) == check
+        assert mf.w_process_maxfwd_header(m, 10) == rc
+        assert out_values(m) == [expect]
