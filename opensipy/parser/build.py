@@ -4,7 +4,7 @@ reply to a request (C sp_build_reply), frame_length() for streams."""
 import re
 from ._core import ffi, lib, strerror
 from .headers import ParseError, REASONS
-from .layout import _M_hdrs_end, _M_is_request, _M_n_hdrs
+from .layout import _M_hdrs_end, _M_is_request, _M_n_hdrs, out_buffer
 
 
 def _b(v):
@@ -28,10 +28,6 @@ _HDR_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]*:[^\x00\r\n]*\r\n")
 _HDR_BLOCK = re.compile(rb"(?:" + _HDR_LINE.pattern + rb")*")
 # reason phrases that passed the check, as bytes (most are constants)
 _REASONS_OK = {}
-_CHARS = ffi.typeof("char[]")
-# the output buffer of build_reply, reused (a fresh one was zeroed per
-# reply); the result is copied out of it
-_rbuf = [ffi.new(_CHARS, 4096)]
 
 
 def check_reason(text):
@@ -121,9 +117,7 @@ def build_reply(msg, code, reason=None, to_tag=None, headers=(), body=b""):
     bb = body if type(body) is bytes else _b(body)
     m = msg._m
     size = 64 + len(rb) + len(tb) + len(eb) + len(bb) + iv[_M_hdrs_end] + 4 * iv[_M_n_hdrs]
-    out = _rbuf[0]
-    if len(out) < size:
-        out = _rbuf[0] = ffi.new(_CHARS, max(size, 2 * len(out)))
+    out = out_buffer(size)
     n = lib.sp_build_reply(m, msg._buf, code, rb, len(rb), tb, len(tb), eb, len(eb),
                            bb, len(bb), out, size)
     if n < 0:

@@ -15,6 +15,16 @@ _MAX_PARAMS = 64
 _params_scratch = ffi.new("sp_param[]", _MAX_PARAMS)
 _params_iv = int_view(_params_scratch)
 _out = [ffi.new("char[]", 1 << 16)]
+
+
+def out_buffer(size):
+    """The process's output buffer for building a message (sp_build,
+    sp_build_reply), grown to at least ``size``; callers copy the result
+    out of it before building again."""
+    out = _out[0]
+    if len(out) < size:
+        out = _out[0] = ffi.new("char[]", max(size, 2 * len(out)))
+    return out
 _uint = ffi.new("uint32_t *")
 
 # int32 indexes of the C struct fields

@@ -40,7 +40,7 @@ from .layout import (_HS, _H_BODY, _H_END, _H_NAME, _H_START, _H_TYPE,
                      _M_method_id, _M_msg_len, _M_n_contacts, _M_n_hdrs,
                      _M_n_lumps, _M_n_vias, _M_reason, _M_ruri,
                      _M_ruri_parsed, _M_status, _M_version, _M_vias, _NS, _VS,
-                     _V, _alloc, _out, _tuple_new, _uint)
+                     _V, _alloc, _tuple_new, _uint, out_buffer)
 from .headers import (CSeq, Credentials, Header, NameAddr, ParseError, Via,
                       _fold, _parse_params, _type_cache, hdr_type)
 from .build import (_RURI_BAD, _b, _line, build_reply)
@@ -675,9 +675,7 @@ class SipMsg(_View):
                 self.append_hdr(f"Content-Length: {iv[_M_body_l]}")
             ld = self._lumpdata
             size = iv[_M_msg_len] + m.lump_bytes
-            out = _out[0]
-            if len(out) < size:
-                out = _out[0] = ffi.new("char[]", max(size, 2 * len(out)))
+            out = out_buffer(size)
             n = lib.sp_build(m, self._buf, len(self._buf),
                              ffi.from_buffer(ld) if ld else ffi.NULL, len(ld) if ld else 0,
                              out, len(out))
