@@ -21,6 +21,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,6 +105,22 @@ int64_t shm_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int osy_timerfd_open(void)
+{
+    return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+}
+
+int osy_timerfd_arm(int fd, int64_t ns)
+{
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (ns > 0) {
+        its.it_value.tv_sec = (time_t)(ns / 1000000000LL);
+        its.it_value.tv_nsec = (long)(ns % 1000000000LL);
+    }
+    return timerfd_settime(fd, 0, &its, NULL);
 }
 
 /* ------------------------------------------------------------------ locks */

@@ -62,6 +62,14 @@ int shm_check(void);                        /* 0 consistent; < 0 broken */
 int64_t shm_start_ns(void);                 /* CLOCK_MONOTONIC at shm_init */
 int64_t shm_now_ns(void);
 
+/* A one-shot CLOCK_MONOTONIC timer as a file descriptor (timerfd): made
+ * before fork and shared by the processes that inherit it (the UDP
+ * receivers of a socket: net/udp.py).  open: non-blocking, close-on-exec;
+ * -1 with errno on error.  arm: expire once ns nanoseconds from now (ns <= 0
+ * disarms); 0, or -1 with errno. */
+int osy_timerfd_open(void);
+int osy_timerfd_arm(int fd, int64_t ns);
+
 /* locks: 0 ok, 1 ok after taking over from a dead owner, < 0 -errno
  * (-ENOTRECOVERABLE: a dead owner's lock could not be made consistent, it
  * stays unusable).  Release: -EPERM when the caller is not the holder (the

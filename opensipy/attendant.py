@@ -85,6 +85,7 @@ class Attendant:
         self.script = None
         self.compiled = None
         self.slots: List[Slot] = []
+        self.rcv_groups: list = []   # net.udp.RcvGroup per UDP socket
         self.by_pid: Dict[int, Slot] = {}
         self.sig_queue: List[int] = []
         self.deaths: List[float] = []
@@ -264,6 +265,7 @@ class Attendant:
         from . import receive, timer
         from .net import tcp, udp
         self.slots = []
+        self.rcv_groups = []
         sid = 1                                  # 0 is the attendant
         rank = 1
         s = config.settings
@@ -271,10 +273,14 @@ class Attendant:
             if si.proto != "udp":
                 continue
             n = 1 if s.debug_mode else (si.workers or s.udp_workers)
-            for _ in range(n):
+            group = None
+            if n > 1 and s.udp_workers_standby and udp.have_groups():
+                group = udp.RcvGroup(n)
+                self.rcv_groups.append(group)
+            for k in range(n):
                 self.slots.append(Slot(
                     sid, "sip", rank, f"SIP receiver {si.name}",
-                    self._receiver_target(si), respawn=True))
+                    self._receiver_target(si, group, k), respawn=True))
                 sid += 1
                 rank += 1
         tcp_main = -1
@@ -316,13 +322,13 @@ class Attendant:
         pt.init(len(self.slots) + 1, log.state.level)
         pt.set_entry(0, os.getpid(), PROC_MAIN, "attendant")
 
-    def _receiver_target(self, si):
+    def _receiver_target(self, si, group=None, index=0):
         from . import receive
         from .net import udp
 
         def target(rank):
             receive.child_start(rank, self.compiled)
-            udp.udp_rcv_loop(si, receive.receive_msg)
+            udp.udp_rcv_loop(si, receive.receive_msg, group, index)
         return target
 
     def _tcp_worker_target(self):

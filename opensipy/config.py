@@ -225,6 +225,10 @@ SETTINGS: List[Setting] = [
             "(is_myself, uri==myself); may repeat", multi=True),
     Setting("udp_workers", lambda v, k: _positive(to_int(v)), 8,
             "SIP receiver processes per UDP socket", aliases=("children",)),
+    Setting("udp_workers_standby", to_bool, True,
+            "the UDP receivers of a socket beyond the first stand by "
+            "until the active ones are saturated or stuck (on), or all "
+            "wait on the socket (off)"),
     Setting("tcp_workers", lambda v, k: _positive(to_int(v)), 8,
             "TCP worker processes (they read and handle the TCP "
             "connections the TCP main process hands them)",

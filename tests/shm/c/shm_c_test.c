@@ -8,6 +8,7 @@
 #include "shm.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,6 +385,33 @@ static void test_unusable_locks(void)
     CHECK(shm_check() == 0);
 }
 
+/* the timerfd helpers: one expiry after the delay, none after a disarm,
+ * the same timer seen from a forked child */
+static void test_timerfd(void)
+{
+    int fd = osy_timerfd_open();
+    CHECK(fd >= 0);
+    uint64_t n = 0;
+    CHECK(read(fd, &n, sizeof n) == -1 && errno == EAGAIN);   /* not armed */
+    CHECK(osy_timerfd_arm(fd, 5000000) == 0);                 /* 5 ms */
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    CHECK(poll(&p, 1, 2000) == 1);
+    CHECK(read(fd, &n, sizeof n) == sizeof n && n == 1);
+    CHECK(osy_timerfd_arm(fd, 5000000) == 0);
+    CHECK(osy_timerfd_arm(fd, 0) == 0);                       /* disarmed */
+    CHECK(poll(&p, 1, 50) == 0);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(osy_timerfd_arm(fd, 1000000) == 0 ? 0 : 1);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(poll(&p, 1, 2000) == 1);                  /* armed by the child */
+    CHECK(read(fd, &n, sizeof n) == sizeof n && n == 1);
+    CHECK(osy_timerfd_arm(-1, 1000) == -1 && errno == EBADF);
+    close(fd);
+}
+
 int main(void)
 {
     CHECK(shm_init(8 << 20) == 0);
@@ -396,6 +424,7 @@ int main(void)
     test_cross_process();
     test_unusable_locks();
     test_killed_inside_allocator();
+    test_timerfd();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
