@@ -105,6 +105,8 @@ def udp_rcv_loop(si, handler, group=None, index: int = 0) -> None:
             # their descriptors and the nearest deadline together
             got, spent = _poll_with_tasks(si.sock, async_engine, clock)
             busy += spent          # resume routes are work too
+            if member is not None:
+                sat_busy += spent
             if got is None:
                 continue
             buf, src = got

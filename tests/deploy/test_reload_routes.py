@@ -22,6 +22,8 @@ def script(sip_port, mi_port, gen, body_extra="", top_extra=""):
     return f"""
 log_level=3
 udp_workers={WORKERS}
+# every receiver reads the socket (no standby): each must switch
+udp_workers_standby=off
 socket=udp:127.0.0.1:{sip_port}
 loadmodule "proto_udp.so"
 loadmodule "signaling.so"

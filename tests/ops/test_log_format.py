@@ -32,9 +32,11 @@ def _load(port, senders=4, each=100):
 def test_json_lines_under_load_from_four_receivers(server):
     p = Ports()
     long_text = "x" * 6000          # longer than a pipe's atomic size
+    # every receiver on the socket (no standby): four writers at once
     server.start(p.script(workers=4, head="""
 log_level=4
 stderror_log_format=json
+udp_workers_standby=off
 """, route=f"""
     xlog("L_NOTICE", "req $ci from $si:$sp\\n");
     if ($ci =~ "^json0-0-1-") xlog("L_NOTICE", "{long_text}");

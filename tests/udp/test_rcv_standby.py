@@ -13,7 +13,7 @@ import pytest
 
 from opensipy import shm
 from opensipy.net import udp
-from server import free_port, wait_for
+from server import free_port, mi_call, wait_for
 
 
 SCRIPT = """
@@ -24,13 +24,15 @@ loadmodule "proto_udp.so"
 loadmodule "sl.so"
 loadmodule "sipmsgops.so"
 loadmodule "cfgutils.so"
+loadmodule "mi_datagram.so"
+modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{mi}")
 route {{
     if ($rU == "slow")
         usleep(2000000);
     else if ($rU == "busy")
         usleep(8000);
     append_to_reply("X-Pid: $pp\\r\\n");
-    sl_send_reply(200, "OK");
+    sl_send_reply(200, "{reason}");
 }}
 """
 
@@ -54,6 +56,7 @@ class Client:
         self.n = 0
         self.replies = {}          # n -> pid, in arrival order
         self.times = {}
+        self.reasons = {}
 
     def send(self, user="u"):
         self.n += 1
@@ -70,6 +73,7 @@ class Client:
         n = int(data.split("branch=z9hG4bKsb", 1)[1].split("\r\n")[0])
         pid = int(data.split("X-Pid: ", 1)[1].split("\r\n")[0])
         self.replies[n] = pid
+        self.reasons[n] = data.split("\r\n", 1)[0].split(" ", 2)[2]
         self.times[n] = time.monotonic()
         return True
 
@@ -98,9 +102,10 @@ def receivers(server):
             if "SIP receiver" in t}
 
 
-def start(server, workers, standby):
+def start(server, workers, standby, mi=None, reason="OK"):
     port = free_port()
-    server.start(SCRIPT.format(workers=workers, standby=standby, port=port))
+    server.start(SCRIPT.format(workers=workers, standby=standby, port=port,
+                               mi=mi or free_port(), reason=reason))
     wait_for(lambda: len(receivers(server)) == workers,
              what=f"{workers} receivers")
     time.sleep(0.3)                 # all asleep where they wait
@@ -254,5 +259,29 @@ def test_saturation_brings_standbys_in_and_they_leave_after(server):
         c.pairs(100)
         c.read_all(200)
         assert len(set(c.replies.values())) == 1, set(c.replies.values())
+    finally:
+        c.close()
+
+
+@pytest.mark.slow
+def test_a_standby_that_joins_after_reload_routes_runs_the_new_routes(
+        server):
+    mi = free_port()
+    port = start(server, 3, "on", mi=mi, reason="gen1")
+    c = Client(port)
+    try:
+        c.send()
+        c.read_all(1)
+        assert c.reasons[1] == "gen1"
+        server.write_script(SCRIPT.format(workers=3, standby="on", port=port,
+                                          mi=mi, reason="gen2"))
+        mi_call(mi, "reload_routes")
+        slow = c.send("slow")          # the lead: held 2 s
+        time.sleep(0.2)
+        quick = c.send()               # a standby joins for it
+        c.read_all(3)
+        assert list(c.replies)[-1] == slow
+        assert c.replies[quick] != c.replies[slow]
+        assert c.reasons[quick] == "gen2" and c.reasons[slow] == "gen2"
     finally:
         c.close()
