@@ -198,6 +198,7 @@ def stateful_script(sip_port, mi_port, gen):
     return f"""
 log_level=3
 udp_workers=2
+udp_workers_standby=off
 socket=udp:127.0.0.1:{sip_port}
 loadmodule "proto_udp.so"
 loadmodule "signaling.so"

@@ -64,6 +64,8 @@ class Proxy:
         self.script = f"""
 log_level=2
 udp_workers={workers}
+# every receiver on the socket: in-dialog requests reach others
+udp_workers_standby=off
 socket=udp:127.0.0.1:{self.port}
 loadmodule "proto_udp.so"
 loadmodule "sl.so"

@@ -48,6 +48,8 @@ def options(port, n=1, tag="o"):
 
 SCRIPT = """
 udp_workers={workers}
+# every receiver on the socket: concurrent updates from several
+udp_workers_standby=off
 socket=udp:127.0.0.1:{sip}
 loadmodule "proto_udp.so"
 loadmodule "sl.so"

@@ -104,6 +104,8 @@ class Proxy:
         server.start(f"""
 log_level=2
 udp_workers={workers}
+# every receiver on the socket: replies reach other processes
+udp_workers_standby=off
 socket=udp:127.0.0.1:{self.port}
 loadmodule "proto_udp.so"
 loadmodule "sl.so"
