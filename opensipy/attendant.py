@@ -85,7 +85,6 @@ class Attendant:
         self.script = None
         self.compiled = None
         self.slots: List[Slot] = []
-        self.rcv_groups: list = []   # net.udp.RcvGroup per UDP socket
         self.by_pid: Dict[int, Slot] = {}
         self.sig_queue: List[int] = []
         self.deaths: List[float] = []
@@ -265,7 +264,6 @@ class Attendant:
         from . import receive, timer
         from .net import tcp, udp
         self.slots = []
-        self.rcv_groups = []
         sid = 1                                  # 0 is the attendant
         rank = 1
         s = config.settings
@@ -276,7 +274,6 @@ class Attendant:
             group = None
             if n > 1 and s.udp_workers_standby and udp.have_groups():
                 group = udp.RcvGroup(n)
-                self.rcv_groups.append(group)
             for k in range(n):
                 self.slots.append(Slot(
                     sid, "sip", rank, f"SIP receiver {si.name}",

@@ -80,11 +80,7 @@ def udp_rcv_loop(si, handler, group=None, index: int = 0) -> None:
     window = statistics.LOAD_WINDOW_NS
     win_start = clock()
     busy = 0
-    member = None
-    if group is not None:
-        member = group.member(index, si.sock)
-        if member is None:               # no epoll here: all read
-            group = None
+    member = group.member(index, si.sock) if group is not None else None
     if member is not None:
         wait = member.wait
         # the group's own short window (see RcvGroup: asking for help)
@@ -114,19 +110,12 @@ def udp_rcv_loop(si, handler, group=None, index: int = 0) -> None:
             # until a datagram is waiting (see above); then read it unless
             # another receiver was quicker
             try:
-                if not wait() and member is not None:
-                    # a group's receiver looks up once a window while idle
-                    now = clock()
-                    if now - win_start >= window:
-                        if report is not None:
-                            report(me, busy, now - win_start)
-                        if member.window_done(busy, now - win_start):
-                            member.standby()
-                            now = clock()
-                        win_start = sat_start = now
-                        busy = sat_busy = 0
+                if wait():
+                    buf, src = recv(MAX_DATAGRAM, DONTWAIT)
+                elif member is not None:
+                    buf = None     # a group's receiver, idle for a window
+                else:
                     continue
-                buf, src = recv(MAX_DATAGRAM, DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 continue
         else:
@@ -134,29 +123,32 @@ def udp_rcv_loop(si, handler, group=None, index: int = 0) -> None:
                 buf, src = recv(MAX_DATAGRAM)
             except InterruptedError:
                 continue
-        t0 = clock()
-        if member is not None:
-            mark[me_busy] = t0
-            if t0 >= rearm_at:             # the watch timer (RcvGroup)
-                rearm_at = t0 + REARM_NS
-                arm(arm_fd, STUCK_NS)
-        refresh()              # MI log_level may have changed our level
-        try:
-            handler(buf, src, si)
-        except Exception as e:  # one bad message must not kill the receiver
-            log.LM_ERR(f"error while processing a message from "
-                       f"{src[0]}:{src[1]} on {si.name}: "
-                       f"{type(e).__name__}: {e}")
-        t1 = clock()
-        busy += t1 - t0
-        if member is not None:
-            mark[me_busy] = 0
-            sat_busy += t1 - t0
-            if t1 - sat_start >= sat_window:
-                if sat_busy * SAT_DEN >= (t1 - sat_start) * SAT_NUM:
-                    member.call_help()
-                sat_start = t1
-                sat_busy = 0
+        if buf is None:
+            t1 = clock()           # only the load window below
+        else:
+            t0 = clock()
+            if member is not None:
+                mark[me_busy] = t0
+                if t0 >= rearm_at:         # the watch timer (RcvGroup)
+                    rearm_at = t0 + REARM_NS
+                    arm(arm_fd, STUCK_NS)
+            refresh()          # MI log_level may have changed our level
+            try:
+                handler(buf, src, si)
+            except Exception as e:  # one bad message must not kill it
+                log.LM_ERR(f"error while processing a message from "
+                           f"{src[0]}:{src[1]} on {si.name}: "
+                           f"{type(e).__name__}: {e}")
+            t1 = clock()
+            busy += t1 - t0
+            if member is not None:
+                mark[me_busy] = 0
+                sat_busy += t1 - t0
+                if t1 - sat_start >= sat_window:
+                    if sat_busy * SAT_DEN >= (t1 - sat_start) * SAT_NUM:
+                        member.call_help()
+                    sat_start = t1
+                    sat_busy = 0
         if t1 - win_start >= window:
             if report is not None:
                 report(me, busy, t1 - win_start)
@@ -246,9 +238,8 @@ class RcvGroup:
         self.join_fd = self.watch_fd = -1
 
     def member(self, index: int, sock):
-        """This process's side of the group (None without epoll)."""
-        if not have_groups():
-            return None
+        """This process's side of the group (made only where
+        :func:`have_groups`)."""
         return _Member(self, index, sock)
 
     def states(self) -> list:
