@@ -281,13 +281,20 @@ def test_block_at_reads_size_and_module_of_one_block():
     shm.module_id(MOD + "_a")
     shm.module_id(MOD + "_b")
 
+    readers = 2
+
     def worker(w):
         if w == 0:
+            # runs until both readers are done (a reader that starts late
+            # must still find live blocks), and keeps each block a moment
+            # so lookups land on allocated blocks as well as freed ones
             i = 0
-            while not stop.get():
+            while stop.get() < readers:
                 b = shm.shm_malloc(100 if i % 2 == 0 else 300,
                                    MOD + ("_a" if i % 2 == 0 else "_b"))
                 at.set(b.offset)
+                for _ in range(20):
+                    at.get()
                 shm.shm_free(b)
                 i += 1
             return
@@ -305,7 +312,7 @@ def test_block_at_reads_size_and_module_of_one_block():
         finally:
             stop.inc()
 
-    run_children(3, worker, timeout=120)
+    run_children(readers + 1, worker, timeout=120)
     stop.destroy()
     at.destroy()
     shm.check()
