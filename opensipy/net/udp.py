@@ -87,9 +87,8 @@ def udp_rcv_loop(si, handler, group=None, index: int = 0) -> None:
         sat_window = SAT_WINDOW_NS
         sat_start = win_start
         sat_busy = 0
-        mark = member.mark
-        me_busy = member.busy_slot
-        arm, arm_fd, rearm_at = member.arm, member.arm_fd, 0
+        mark, me_busy = group.v, member.base + 1   # my "busy since"
+        arm, arm_fd, rearm_at = group.lib.osy_timerfd_arm, group.watch_fd, 0
         if not member.active:
             member.standby()
             win_start = sat_start = clock()
@@ -225,6 +224,7 @@ class RcvGroup:
         self.v[0] = _ACTIVE             # the lead, from the start
         self.join_fd = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK
                                   | os.EFD_CLOEXEC)
+        self.lib = shm.lib              # osy_timerfd_* (native/shm.c)
         self.watch_fd = shm.lib.osy_timerfd_open()
         if self.watch_fd < 0:
             e = shm.ffi.errno
@@ -251,8 +251,7 @@ class RcvGroup:
         return any(v[k * _FIELDS] == _STANDBY for k in range(1, self.n))
 
     def arm(self, ns: int) -> None:
-        from .. import shm
-        shm.lib.osy_timerfd_arm(self.watch_fd, ns)
+        self.lib.osy_timerfd_arm(self.watch_fd, ns)
 
     def look(self, now: int, waiting) -> bool:
         """What a standby woken by the watch timer does: True when it
@@ -286,24 +285,14 @@ class _Member:
     """One receiver's side of its :class:`RcvGroup`."""
 
     def __init__(self, group: RcvGroup, index: int, sock):
-        from .. import shm
         self.g = group
         self.k = index
         self.base = index * _FIELDS
-        self.mark = group.v             # mark[busy_slot] = start or 0
-        self.busy_slot = self.base + 1
-        self.arm_fd = group.watch_fd
-        self.arm = shm.lib.osy_timerfd_arm   # (fd, ns): see RcvGroup
         # two epoll sets, each kept for the process's life: the socket
         # (waited on while active), the group's descriptors (on standby).
         # With EPOLLEXCLUSIVE a set nobody waits on is passed over.
-        self.ep = select.epoll()
-        self.ep.register(sock.fileno(),
-                         select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        self.ep_standby = select.epoll()
-        for fd in (group.join_fd, group.watch_fd):
-            self.ep_standby.register(fd, select.EPOLLIN
-                                     | select.EPOLLEXCLUSIVE)
+        self.ep = _exclusive_epoll(sock.fileno())
+        self.ep_standby = _exclusive_epoll(group.join_fd, group.watch_fd)
         self.peek = select.poll()
         self.peek.register(sock.fileno(), select.POLLIN)
         v = group.v
@@ -402,13 +391,24 @@ def _exclusive_waiter(sock):
     that is not available."""
     if not _have_exclusive():
         return None
+    try:
+        return _exclusive_epoll(sock.fileno()).poll
+    except OSError:
+        return None
+
+
+def _exclusive_epoll(*fds):
+    """An epoll set waiting for ``fds`` to be readable, each registered
+    with ``EPOLLEXCLUSIVE`` (one waiter woken per event); closed again when
+    a registration fails (OSError)."""
     ep = select.epoll()
     try:
-        ep.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        for fd in fds:
+            ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
     except OSError:
         ep.close()
-        return None
-    return ep.poll
+        raise
+    return ep
 
 
 def _poll_with_tasks(sock, engine, clock):

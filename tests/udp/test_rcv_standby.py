@@ -96,6 +96,12 @@ class Client:
     def close(self):
         self.s.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def receivers(server):
     return {pid for pid, t in server.children().items()
@@ -206,8 +212,7 @@ def test_pairs_at_a_low_rate(server, standby):
     """on: one receiver takes both datagrams of every pair; off: the
     second of a pair often wakes another receiver."""
     port = start(server, 3, standby)
-    c = Client(port)
-    try:
+    with Client(port) as c:
         c.pairs(150)
         c.read_all(300)
         pids = set(c.replies.values())
@@ -216,15 +221,12 @@ def test_pairs_at_a_low_rate(server, standby):
             assert len(pids) == 1, pids
         else:
             assert len(pids) >= 2, pids
-    finally:
-        c.close()
 
 
 @pytest.mark.slow
 def test_a_stuck_receiver_brings_a_standby_in(server):
     port = start(server, 3, "on")
-    c = Client(port)
-    try:
+    with Client(port) as c:
         slow = c.send("slow")       # holds the active receiver for 2 s
         time.sleep(0.2)
         quick = [c.send() for _ in range(5)]
@@ -234,15 +236,12 @@ def test_a_stuck_receiver_brings_a_standby_in(server):
         # another receiver
         assert order[-1] == slow, (order, c.replies, c.times)
         assert c.replies[slow] not in {c.replies[n] for n in quick}
-    finally:
-        c.close()
 
 
 @pytest.mark.slow
 def test_saturation_brings_standbys_in_and_they_leave_after(server):
     port = start(server, 3, "on")
-    c = Client(port)
-    try:
+    with Client(port) as c:
         # each "busy" request takes 8 ms: 250/s is more than one receiver
         # can do
         t_end = time.monotonic() + 2.0
@@ -259,8 +258,6 @@ def test_saturation_brings_standbys_in_and_they_leave_after(server):
         c.pairs(100)
         c.read_all(200)
         assert len(set(c.replies.values())) == 1, set(c.replies.values())
-    finally:
-        c.close()
 
 
 @pytest.mark.slow
@@ -268,8 +265,7 @@ def test_a_standby_that_joins_after_reload_routes_runs_the_new_routes(
         server):
     mi = free_port()
     port = start(server, 3, "on", mi=mi, reason="gen1")
-    c = Client(port)
-    try:
+    with Client(port) as c:
         c.send()
         c.read_all(1)
         assert c.reasons[1] == "gen1"
@@ -283,5 +279,3 @@ def test_a_standby_that_joins_after_reload_routes_runs_the_new_routes(
         assert list(c.replies)[-1] == slow
         assert c.replies[quick] != c.replies[slow]
         assert c.reasons[quick] == "gen2" and c.reasons[slow] == "gen2"
-    finally:
-        c.close()
